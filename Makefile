@@ -1,0 +1,24 @@
+# `make app`: set up .venv and start the demo.  `make test`: set up and run the tests.
+PY ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+# olah (a self-hosted Hub server used by the download tests) pins its own dependencies: own venv.
+.olah/bin/olah-cli:
+	$(PY) -m venv .olah
+	.olah/bin/pip install -q olah==0.5.4
+
+venv: $(VENV)/.installed
+
+app: venv
+	$(VENV)/bin/python app.py
+
+test: venv .olah/bin/olah-cli
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest
+
+.PHONY: venv app test

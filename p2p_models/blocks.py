@@ -1,0 +1,89 @@
+"""Building blocks shared by the generators and discriminators: norm factory, init, safe loading."""
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from diffusers import ModelMixin
+from torch import nn
+
+NORMS = ("batch", "instance", "none")
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The reference's norm choices: affine BatchNorm with running stats, InstanceNorm without
+    affine parameters or running stats, or nothing."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def conv_bias(norm: str) -> bool:
+    """BatchNorm has its own shift, so convs before it carry no bias (as the reference). The
+    reference also drops the bias for `none`, leaving a bias-free net; we keep it there."""
+    return norm != "batch"
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """pix2pix's init: conv weights N(0, std), BatchNorm weights N(1, std), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Raise a ValueError naming `path` if it is not a complete safetensors file."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            problem = f"only {size} bytes long"
+        else:
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > size - 8:
+                problem = f"its header claims {header_len} bytes but the file has {size}"
+            else:
+                try:
+                    header = json.loads(f.read(header_len))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    problem = f"its header is not valid JSON ({e})"
+                else:
+                    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                    if 8 + header_len + end != size:
+                        problem = f"it should be {8 + header_len + end} bytes long but is {size} (truncated?)"
+    if problem:
+        raise ValueError(
+            f"{path} is not a valid safetensors file: {problem}. Re-download it, or save the model again."
+        )
+
+
+class P2PModelMixin(ModelMixin):
+    """`ModelMixin` whose `from_pretrained` names a corrupt or truncated weights file clearly."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (OSError, ValueError, RuntimeError) as e:
+            folder = Path(pretrained_model_name_or_path)
+            if kwargs.get("subfolder"):
+                folder = folder / kwargs["subfolder"]
+            for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+                try:
+                    check_safetensors_file(file)
+                except ValueError as bad:
+                    raise bad from e
+            raise

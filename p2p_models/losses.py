@@ -1,0 +1,61 @@
+"""pix2pix's objective: a conditional GAN loss plus lambda * L1 for the generator."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAN_MODES = ("vanilla", "lsgan", "hinge")
+
+
+class GANLoss(nn.Module):
+    """GAN loss on a discriminator's logit map.
+
+    Modes: `vanilla` (BCE with logits, the paper's), `lsgan` (least squares, pix2pixHD's) and
+    `hinge`. For `hinge`, the discriminator's terms are relu(1 -/+ x) and the generator's -x.
+
+    Call: `loss(prediction (B, 1, H', W'), target_is_real, for_discriminator=True) -> scalar`.
+    """
+
+    def __init__(self, mode: str = "vanilla", real_label: float = 1.0, fake_label: float = 0.0):
+        super().__init__()
+        if mode not in GAN_MODES:
+            raise ValueError(f"gan mode must be one of {GAN_MODES}, got {mode!r}")
+        self.mode = mode
+        self.real_label = real_label
+        self.fake_label = fake_label
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        if self.mode == "hinge":
+            if not for_discriminator:
+                if not target_is_real:
+                    raise ValueError("the hinge generator loss is only defined for target_is_real=True")
+                return -prediction.mean()
+            sign = -1.0 if target_is_real else 1.0
+            return F.relu(1.0 + sign * prediction).mean()
+        target = torch.full_like(prediction, self.real_label if target_is_real else self.fake_label)
+        if self.mode == "lsgan":
+            return F.mse_loss(prediction, target)
+        return F.binary_cross_entropy_with_logits(prediction, target)
+
+
+def pix2pix_generator_loss(
+    gan_loss: GANLoss, d_fake: torch.Tensor, fake: torch.Tensor, target: torch.Tensor, lambda_l1: float = 100.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """G's objective: GAN(D(A, G(A)) -> real) + lambda_l1 * |G(A) - B|_1.
+
+    Returns the total and its parts (`g_gan`, `g_l1`, detached) for logging. `lambda_l1=0` gives the
+    GAN-only objective; pass `d_fake=None` for the L1-only baseline.
+    """
+    l1 = F.l1_loss(fake, target)
+    gan = gan_loss(d_fake, True, for_discriminator=False) if d_fake is not None else torch.zeros_like(l1)
+    return gan + lambda_l1 * l1, {"g_gan": gan.detach(), "g_l1": l1.detach()}
+
+
+def discriminator_loss(
+    gan_loss: GANLoss, d_real: torch.Tensor, d_fake: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D's objective: the average of the real and fake terms (the paper halves D's loss to slow it
+    down relative to G). `d_fake` must come from a detached G output."""
+    real = gan_loss(d_real, True)
+    fake = gan_loss(d_fake, False)
+    return 0.5 * (real + fake), {"d_real": real.detach(), "d_fake": fake.detach()}

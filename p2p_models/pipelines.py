@@ -1,0 +1,261 @@
+"""Inference pipelines: PIL images in, PIL images out."""
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from huggingface_hub import HfApi
+from PIL import Image
+from torch import nn
+
+from .pix2pix import UNetGenerator
+
+RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+MODEL_CARD = """---
+library_name: p2p
+pipeline_tag: image-to-image
+tags:
+- pix2pix
+- image-to-image
+- p2p
+---
+
+# {name}
+
+A pix2pix pipeline (Isola et al., "Image-to-Image Translation with Conditional Adversarial Networks",
+CVPR 2017) in the [p2p](https://github.com/) format: `model_index.json` plus a `generator/` folder
+(`UNetGenerator`, safetensors).
+
+```python
+from PIL import Image
+from p2p_models import Pix2PixPipeline
+
+pipe = Pix2PixPipeline.from_pretrained("{repo}")
+out = pipe(Image.open("input.png"), seed=0)
+```
+
+Working size {size}, direction {direction}, generator: {generator}.
+"""
+
+
+@contextlib.contextmanager
+def paper_test_mode(model: nn.Module):
+    """Run `model` as pix2pix's reference test script does (no `--eval`): dropout on, BatchNorm
+    normalising with the batch's own statistics. Running statistics are neither used nor updated."""
+    saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in model.modules()]
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.train()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+                m.track_running_stats = False
+            else:
+                m.eval()
+        yield
+    finally:
+        for m, training, track in saved:
+            m.train(training)
+            if track is not None:
+                m.track_running_stats = track
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Plain eval mode (dropout off, BatchNorm running statistics), restored afterwards."""
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, training in saved:
+            m.train(training)
+
+
+def check_image(image, index: int) -> Image.Image:
+    """Validate one input: an 8-bit PIL image with no transparent pixels."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image {index}: expected a PIL.Image.Image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image {index}: is empty ({image.width}x{image.height})")
+    if image.mode in HIGH_BIT_MODES:
+        raise ValueError(
+            f"image {index}: mode {image.mode!r} (16-bit or float) is not supported; convert it to 8-bit RGB or L first"
+        )
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            raise ValueError(
+                f"image {index}: has transparent pixels (mode {image.mode}); the model needs an opaque image, "
+                "so composite it onto a background first (e.g. Image.alpha_composite) or drop the alpha channel"
+            )
+    return image
+
+
+class Pix2PixPipeline(DiffusionPipeline):
+    """pix2pix image-to-image translation.
+
+    Components: `generator` (`UNetGenerator` with 1 or 3 input and output channels).
+    Config (`model_index.json`): `image_size` (int or [height, width], the working size, divisible by
+    2**num_downs), `direction` (`AtoB` | `BtoA`, which side of a paired dataset is the input; for
+    reference only) and `resample` (filter used to resize inputs to the working size).
+
+    Images of any size and aspect ratio are resized to the working size, translated, and the result
+    resized back to the input's size (`keep_size=False` returns the working size). Pixel values are
+    mapped to [-1, 1] as in training.
+    """
+
+    model_cpu_offload_seq = "generator"
+
+    def __init__(
+        self,
+        generator: UNetGenerator,
+        image_size: int | list[int] = 256,
+        direction: str = "AtoB",
+        resample: str = "bicubic",
+    ):
+        super().__init__()
+        size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+        factor = 2 ** generator.config.num_downs
+        if len(size) != 2 or any(s < 1 or s % factor for s in size):
+            raise ValueError(
+                f"image_size {image_size} must be one or two positive sizes divisible by 2**num_downs = {factor}"
+            )
+        if direction not in ("AtoB", "BtoA"):
+            raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
+        if resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
+        for name in ("in_channels", "out_channels"):
+            if generator.config[name] not in (1, 3):
+                raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {generator.config[name]}")
+        self.register_modules(generator=generator)
+        self.register_to_config(image_size=image_size, direction=direction, resample=resample)
+
+    @property
+    def working_size(self) -> tuple[int, int]:
+        """(height, width) the generator runs at."""
+        size = self.config.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """PIL images -> (B, C, H, W) in [-1, 1] at the working size."""
+        mode = "L" if self.generator.config.in_channels == 1 else "RGB"
+        h, w = self.working_size
+        arrays = []
+        for i, image in enumerate(images):
+            image = check_image(image, i).convert(mode).resize((w, h), RESAMPLE[self.config.resample])
+            array = np.asarray(image, dtype=np.float32).reshape(h, w, -1)
+            arrays.append(array.transpose(2, 0, 1) / 127.5 - 1.0)
+        return torch.from_numpy(np.stack(arrays)).to(self.device, self.generator.dtype)
+
+    @staticmethod
+    def postprocess(images: torch.Tensor, sizes: list[tuple[int, int]] | None = None) -> list[Image.Image]:
+        """(B, C, H, W) in [-1, 1] -> PIL images, resized to `sizes` ((width, height) each) if given."""
+        arrays = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
+        if sizes is not None:
+            out = [im if im.size == size else im.resize(size, Image.BICUBIC) for im, size in zip(out, sizes)]
+        return out
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Image.Image | list[Image.Image],
+        seed: int | list[int] | None = None,
+        deterministic: bool = False,
+        keep_size: bool = True,
+    ) -> Image.Image | list[Image.Image]:
+        """Translate one image or a list of images.
+
+        Args:
+            image: a PIL image or a list of them (RGB, L, P or CMYK, or RGBA/LA without transparent
+                pixels), any size.
+            seed: seeds the dropout noise; one int for every image, or one per image. `None` draws
+                from torch's global RNG. An image's output depends only on it and its seed, not on
+                the other images in the list.
+            deterministic: `False` (default) samples as the paper and the reference test script do:
+                dropout on and BatchNorm using the test image's own statistics, so different seeds
+                give different plausible outputs. `True` runs in eval mode (dropout off, running
+                statistics): one output, the same for every seed.
+            keep_size: resize each output back to its input's size (default), else return the
+                working size.
+
+        Returns:
+            A PIL image, or a list of them if `image` was a list.
+        """
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        if not images:
+            raise ValueError("image: got an empty list")
+        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(images)
+        if len(seeds) != len(images):
+            raise ValueError(f"seed: got {len(seeds)} seeds for {len(images)} images")
+        x = self.preprocess(images)
+        if deterministic:
+            with eval_mode(self.generator):
+                y = self.generator(x)
+        else:
+            outputs = []
+            with paper_test_mode(self.generator):
+                for xi, si in zip(x, seeds):
+                    with self._seeded(si):
+                        outputs.append(self.generator(xi[None]))
+            y = torch.cat(outputs)
+        out = self.postprocess(y, [im.size for im in images] if keep_size else None)
+        return out[0] if single else out
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None):
+        if seed is None:
+            yield
+            return
+        device = self.device
+        devices = [] if device.type == "cpu" else [device.index or 0]
+        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+            torch.manual_seed(seed)
+            yield
+
+    def model_card(self, repo_id: str | None = None) -> str:
+        """A Hub model card (README.md) describing this pipeline."""
+        c = self.generator.config
+        generator = f"UNetGenerator(num_downs={c.num_downs}, ngf={c.ngf}, norm={c.norm}, use_dropout={c.use_dropout})"
+        name = repo_id or "pix2pix pipeline"
+        size = "x".join(map(str, self.working_size))
+        return MODEL_CARD.format(
+            name=name, repo=repo_id or "path/to/pipeline", size=size, direction=self.config.direction, generator=generator
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card = Path(save_directory) / "README.md"
+        if not card.exists():
+            card.write_text(self.model_card())
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: str | int | None = None,
+    ):
+        """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
+        one commit to the Hub repo `repo_id` (created if missing). Returns the commit info."""
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            (Path(folder) / "README.md").write_text(self.model_card(repo_id))
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or "Upload Pix2PixPipeline",
+                create_pr=create_pr,
+            )

@@ -1,0 +1,176 @@
+"""pix2pix networks (Isola et al., CVPR 2017): the U-Net generator and the PatchGAN discriminator.
+
+Layer order, kernel sizes and norms follow the reference implementation
+(junyanz/pytorch-CycleGAN-and-pix2pix, `networks.py`), so its checkpoints convert one to one
+(see `p2p_models.convert`).
+"""
+
+import torch
+from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a component's base class in its module
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from torch import nn
+
+from .blocks import NORMS, P2PModelMixin, conv_bias, init_weights, norm_layer
+
+
+class UNetDownBlock(nn.Module):
+    """LeakyReLU(0.2) -> Conv 4x4 stride 2 -> norm: (B, C_in, H, W) -> (B, C_out, H/2, W/2).
+    The outermost block has no activation, the outermost and innermost no norm."""
+
+    def __init__(self, in_channels, out_channels, norm, outermost=False, innermost=False):
+        super().__init__()
+        self.act = nn.Identity() if outermost else nn.LeakyReLU(0.2)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=conv_bias(norm))
+        self.norm = nn.Identity() if outermost or innermost else norm_layer(norm, out_channels)
+
+    def forward(self, x):
+        return self.norm(self.conv(self.act(x)))
+
+
+class UNetUpBlock(nn.Module):
+    """ReLU -> ConvTranspose 4x4 stride 2 -> norm (Tanh for the outermost) -> optional Dropout(0.5):
+    (B, C_in, H, W) -> (B, C_out, 2H, 2W). C_in counts the concatenated skip channels."""
+
+    def __init__(self, in_channels, out_channels, norm, outermost=False, dropout=False):
+        super().__init__()
+        bias = True if outermost else conv_bias(norm)
+        self.act = nn.ReLU()
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+        self.norm = nn.Tanh() if outermost else norm_layer(norm, out_channels)
+        self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
+
+    def forward(self, x):
+        return self.dropout(self.norm(self.conv(self.act(x))))
+
+
+class UNetGenerator(P2PModelMixin, ConfigMixin):
+    """pix2pix's U-Net: `num_downs` stride-2 levels, the output of encoder level i concatenated to
+    the input of the decoder level at the same resolution.
+
+    Args:
+        in_channels / out_channels: image channels in and out.
+        num_downs: levels; 7 is `unet_128`, 8 is `unet_256`. H and W must be divisible by
+            2**num_downs.
+        ngf: filters of the outermost level; levels go ngf, 2ngf, 4ngf, then 8ngf.
+        norm: `batch` | `instance` | `none`.
+        use_dropout: Dropout(0.5) in the `num_downs - 5` decoder levels just above the innermost
+            (three for unet_256), pix2pix's only source of noise.
+
+    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W) in [-1, 1] (Tanh).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_downs: int = 8,
+        ngf: int = 64,
+        norm: str = "batch",
+        use_dropout: bool = True,
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if num_downs < 5:
+            raise ValueError(f"num_downs must be at least 5 (ngf..8ngf need five levels), got {num_downs}")
+        # channels[k] is the width of encoder level k's output.
+        channels = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)
+        inner = num_downs - 1
+        self.down_blocks = nn.ModuleList(
+            UNetDownBlock(
+                in_channels if k == 0 else channels[k - 1], channels[k], norm, outermost=k == 0, innermost=k == inner
+            )
+            for k in range(num_downs)
+        )
+        self.up_blocks = nn.ModuleList(
+            UNetUpBlock(
+                channels[k] if k == inner else channels[k] * 2,
+                out_channels if k == 0 else channels[k - 1],
+                norm,
+                outermost=k == 0,
+                dropout=use_dropout and 4 <= k < inner,
+            )
+            for k in range(num_downs)
+        )
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        factor = 2**self.config.num_downs
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(
+                f"input size {tuple(x.shape[-2:])} must be divisible by 2**num_downs = {factor} in both dimensions"
+            )
+        skips = []
+        h = x
+        for down in self.down_blocks:
+            h = down(h)
+            skips.append(h)
+        h = self.up_blocks[-1](skips[-1])
+        for k in range(len(self.up_blocks) - 2, -1, -1):
+            h = self.up_blocks[k](torch.cat([skips[k], h], dim=1))
+        return h
+
+
+class PatchDiscriminator(P2PModelMixin, ConfigMixin):
+    """PatchGAN: classifies every overlapping patch of (condition, image) as real or fake.
+
+    Args:
+        in_channels: channels of condition and image concatenated (6 for RGB -> RGB).
+        ndf: filters of the first layer, doubling per layer up to 8ndf.
+        n_layers: stride-2 layers; 3 is the 70x70 PatchGAN, 1 is 16x16, 5 is 286x286.
+        norm: `batch` | `instance` | `none`.
+        pixel: the 1x1 PixelGAN instead (1x1 convs, `n_layers` ignored).
+
+    Forward: (B, in_channels, H, W) -> (B, 1, H', W') logits, one per patch (H' = H/8 - 2 for the
+    70x70 PatchGAN; H' = H for PixelGAN).
+    """
+
+    @register_to_config
+    def __init__(
+        self, in_channels: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch", pixel: bool = False
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        bias = conv_bias(norm)
+        if pixel:
+            layers = [
+                nn.Conv2d(in_channels, ndf, kernel_size=1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(ndf, ndf * 2, kernel_size=1, bias=bias),
+                norm_layer(norm, ndf * 2),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(ndf * 2, 1, kernel_size=1, bias=bias),
+            ]
+        else:
+            if n_layers < 1:
+                raise ValueError(f"n_layers must be >= 1 (or pixel=True for the 1x1 PixelGAN), got {n_layers}")
+            layers = [nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            width = ndf
+            for n in range(1, n_layers + 1):
+                out = ndf * min(2**n, 8)
+                stride = 2 if n < n_layers else 1
+                layers += [
+                    nn.Conv2d(width, out, kernel_size=4, stride=stride, padding=1, bias=bias),
+                    norm_layer(norm, out),
+                    nn.LeakyReLU(0.2),
+                ]
+                width = out
+            layers.append(nn.Conv2d(width, 1, kernel_size=4, stride=1, padding=1))
+        self.layers = nn.Sequential(*layers)
+        init_weights(self)
+
+    @property
+    def receptive_field(self) -> int:
+        """Side in pixels of the input patch each output logit sees."""
+        if self.config.pixel:
+            return 1
+        rf = 1
+        for layer in reversed(self.layers):
+            if isinstance(layer, nn.Conv2d):
+                rf = (rf - 1) * layer.stride[0] + layer.kernel_size[0]
+        return rf
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
