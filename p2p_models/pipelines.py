@@ -1,19 +1,21 @@
 """Inference pipelines: PIL images in, PIL images out."""
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, snapshot_download
 from PIL import Image
 from torch import nn
 
 from .pix2pix import UNetGenerator
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
 HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 MODEL_CARD = """---
@@ -135,6 +137,20 @@ class Pix2PixPipeline(DiffusionPipeline):
                 raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {generator.config[name]}")
         self.register_modules(generator=generator)
         self.register_to_config(image_size=image_size, direction=direction, resample=resample)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a local folder or a Hub repo id (downloaded with `snapshot_download`:
+        `revision`, `cache_dir`, `token`, `local_files_only` and `force_download` are passed on)."""
+        if os.path.isdir(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # diffusers' own download step rejects components from libraries it doesn't know.
+        names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+        download = {k: kwargs.pop(k) for k in names if k in kwargs}
+        folder = snapshot_download(str(pretrained_model_name_or_path), allow_patterns=HUB_FILES, **download)
+        pipe = super().from_pretrained(folder, **kwargs)
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
 
     @property
     def working_size(self) -> tuple[int, int]:

@@ -1,0 +1,191 @@
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from p2p_models import Pix2PixPipeline, UNetGenerator
+
+
+def make_pipe(**kwargs):
+    torch.manual_seed(0)
+    generator = UNetGenerator(num_downs=6, ngf=8, **kwargs)
+    with torch.no_grad():  # running stats unlike any single image's, so train/eval modes differ
+        for name, b in generator.named_buffers():
+            if "running" in name:
+                b.uniform_(0.5, 2.0)
+    return Pix2PixPipeline(generator=generator.eval(), image_size=64, direction="BtoA")
+
+
+@pytest.fixture
+def pipe():
+    return make_pipe()
+
+
+def photo(width=90, height=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def arr(image):
+    return np.asarray(image).astype(np.int16)
+
+
+def test_pil_in_pil_out_at_the_input_size(pipe):
+    out = pipe(photo(90, 50), seed=0)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (90, 50)
+    assert pipe(photo(90, 50), seed=0, keep_size=False).size == (64, 64)
+    batch = pipe([photo(90, 50), photo(33, 120, seed=1)], seed=0)
+    assert [im.size for im in batch] == [(90, 50), (33, 120)]
+
+
+def test_same_seed_same_output_different_seed_different_output(pipe):
+    image = photo()
+    a, b, c = pipe(image, seed=1), pipe(image, seed=1), pipe(image, seed=2)
+    assert np.array_equal(arr(a), arr(b))
+    assert np.abs(arr(a) - arr(c)).mean() > 1.0
+
+
+def test_default_is_the_reference_test_behaviour(pipe):
+    """Default sampling equals running the generator in train mode (dropout on, BatchNorm on the
+    image's own statistics), as the reference's test script does without --eval."""
+    image = photo()
+    out = pipe(image, seed=5, keep_size=False)
+    reference = copy.deepcopy(pipe.generator).train()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        expected = reference(pipe.preprocess([image]))
+    assert np.array_equal(arr(out), arr(pipe.postprocess(expected)[0]))
+
+
+def test_deterministic_is_eval_mode_and_ignores_seeds(pipe):
+    image = photo()
+    a, b = pipe(image, seed=1, deterministic=True), pipe(image, seed=2, deterministic=True)
+    assert np.array_equal(arr(a), arr(b))
+    with torch.no_grad():
+        expected = pipe.generator.eval()(pipe.preprocess([image]))
+    assert np.array_equal(arr(pipe(image, deterministic=True, keep_size=False)), arr(pipe.postprocess(expected)[0]))
+    assert np.abs(arr(a) - arr(pipe(image, seed=1))).mean() > 1.0  # differs from the sampled output
+
+
+def test_sampling_leaves_the_model_and_global_rng_untouched(pipe):
+    state = {k: v.clone() for k, v in pipe.generator.state_dict().items()}
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    pipe(photo(), seed=7)
+    pipe([photo(), photo(seed=1)], seed=[1, 2])
+    assert torch.equal(torch.rand(3), expected_next)
+    assert not pipe.generator.training and not any(m.training for m in pipe.generator.modules())
+    for k, v in pipe.generator.state_dict().items():
+        assert torch.equal(v, state[k]), f"{k} changed"
+
+
+def test_a_batch_gives_what_single_calls_give(pipe):
+    images = [photo(seed=i) for i in range(3)]
+    batch = pipe(images, seed=[4, 5, 6])
+    for image, seed, out in zip(images, [4, 5, 6], batch):
+        assert np.array_equal(arr(out), arr(pipe(image, seed=seed)))
+    det = pipe(images, deterministic=True)
+    for image, out in zip(images, det):
+        assert np.abs(arr(out) - arr(pipe(image, deterministic=True))).max() <= 1  # batched conv rounding
+
+
+def test_without_dropout_or_batchnorm_seeds_do_not_matter():
+    pipe = make_pipe(norm="instance", use_dropout=False)
+    image = photo()
+    assert np.array_equal(arr(pipe(image, seed=1)), arr(pipe(image, seed=2)))
+    assert np.array_equal(arr(pipe(image, seed=1)), arr(pipe(image, deterministic=True)))
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "1", "YCbCr"])
+def test_other_8bit_modes_are_converted(pipe, mode):
+    image = photo().convert(mode)
+    out = pipe(image, seed=0)
+    assert out.mode == "RGB" and out.size == image.size
+    assert np.array_equal(arr(out), arr(pipe(image.convert("RGB"), seed=0)))
+
+
+def test_transparent_images_are_rejected(pipe):
+    image = photo().convert("RGBA")
+    image.putpixel((3, 3), (0, 0, 0, 10))
+    with pytest.raises(ValueError, match="image 0: has transparent pixels"):
+        pipe(image)
+    paletted = photo().convert("P")
+    paletted.info["transparency"] = paletted.getpixel((0, 0))
+    with pytest.raises(ValueError, match="transparent pixels"):
+        pipe([photo(), paletted])
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (np.zeros((8, 8, 3), np.uint8), TypeError, "image 0: expected a PIL.Image.Image, got ndarray"),
+    ("cat.png", TypeError, "got str"),
+    (Image.new("I;16", (8, 8)), ValueError, "mode 'I;16' .16-bit or float. is not supported"),
+    (Image.new("F", (8, 8)), ValueError, "mode 'F'"),
+    (Image.new("RGB", (0, 5)), ValueError, "is empty"),
+    ([], ValueError, "empty list"),
+])
+def test_bad_inputs_are_named(pipe, bad, error, message):
+    with pytest.raises(error, match=message):
+        pipe(bad)
+
+
+def test_seed_list_must_match(pipe):
+    with pytest.raises(ValueError, match="got 3 seeds for 2 images"):
+        pipe([photo(), photo()], seed=[1, 2, 3])
+
+
+def test_single_channel_generators_take_and_give_grey_images():
+    generator = UNetGenerator(in_channels=1, out_channels=1, num_downs=5, ngf=8)
+    pipe = Pix2PixPipeline(generator=generator, image_size=[32, 64])
+    out = pipe(photo(70, 30), seed=0)
+    assert out.mode == "L" and out.size == (70, 30)
+    assert pipe(photo(70, 30), keep_size=False).size == (64, 32)
+
+
+def test_invalid_pipeline_configs():
+    g = UNetGenerator(num_downs=6, ngf=8)
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*num_downs = 64"):
+        Pix2PixPipeline(generator=g, image_size=100)
+    with pytest.raises(ValueError, match="direction must be"):
+        Pix2PixPipeline(generator=g, direction="A2B")
+    with pytest.raises(ValueError, match="resample must be one of"):
+        Pix2PixPipeline(generator=g, resample="box2")
+    with pytest.raises(ValueError, match="1 or 3 out_channels, got 2"):
+        Pix2PixPipeline(generator=UNetGenerator(out_channels=2, num_downs=6, ngf=8))
+
+
+def test_save_and_from_pretrained_offline(pipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "Pix2PixPipeline"
+    assert index["generator"] == ["p2p_models.pix2pix", "UNetGenerator"]
+    assert (index["image_size"], index["direction"], index["resample"]) == (64, "BtoA", "bicubic")
+    assert (tmp_path / "generator" / "diffusion_pytorch_model.safetensors").exists()
+    assert "pipeline_tag: image-to-image" in (tmp_path / "README.md").read_text()
+
+    loaded = Pix2PixPipeline.from_pretrained(tmp_path)
+    assert not loaded.generator.training
+    assert loaded.working_size == (64, 64) and loaded.config.direction == "BtoA"
+    image = photo()
+    assert np.array_equal(arr(loaded(image, seed=3)), arr(pipe(image, seed=3)))
+    assert np.array_equal(arr(loaded(image, deterministic=True)), arr(pipe(image, deterministic=True)))
+
+
+def test_rectangular_working_size_round_trips(tmp_path):
+    pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=[32, 96])
+    pipe.save_pretrained(tmp_path)
+    loaded = Pix2PixPipeline.from_pretrained(tmp_path)
+    assert loaded.working_size == (32, 96)
+    assert loaded(photo(), keep_size=False).size == (96, 32)
+
+
+def test_corrupt_pipeline_weights_name_the_file(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    weights = tmp_path / "generator" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="generator/diffusion_pytorch_model.safetensors is not a valid safetensors"):
+        Pix2PixPipeline.from_pretrained(tmp_path)
