@@ -12,6 +12,7 @@ from huggingface_hub import HfApi, snapshot_download
 from PIL import Image
 from torch import nn
 
+from .color import model_lab_to_rgb, rgb_to_model_lab
 from .pix2pix import UNetGenerator
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
@@ -99,17 +100,31 @@ def check_image(image, index: int) -> Image.Image:
     return image
 
 
+def to_array(image: Image.Image) -> np.ndarray:
+    """PIL (L or RGB) -> (C, H, W) float32 in [0, 1]."""
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(C, H, W) in [0, 1], C = 1 or 3 -> PIL L or RGB."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
 class Pix2PixPipeline(DiffusionPipeline):
     """pix2pix image-to-image translation.
 
-    Components: `generator` (`UNetGenerator` with 1 or 3 input and output channels).
+    Components: `generator` (`UNetGenerator`).
     Config (`model_index.json`): `image_size` (int or [height, width], the working size, divisible by
     2**num_downs), `direction` (`AtoB` | `BtoA`, which side of a paired dataset is the input; for
-    reference only) and `resample` (filter used to resize inputs to the working size).
+    reference only), `resample` (filter used to resize inputs to the working size) and
+    `color_space`: `rgb` (1 or 3 channels in and out, pixel values mapped to [-1, 1] as in training)
+    or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110)).
 
     Images of any size and aspect ratio are resized to the working size, translated, and the result
-    resized back to the input's size (`keep_size=False` returns the working size). Pixel values are
-    mapped to [-1, 1] as in training.
+    resized back to the input's size (`keep_size=False` returns the working size). In `lab` mode the
+    predicted ab is upsampled and recombined with the input's full-resolution L channel.
     """
 
     model_cpu_offload_seq = "generator"
@@ -120,6 +135,7 @@ class Pix2PixPipeline(DiffusionPipeline):
         image_size: int | list[int] = 256,
         direction: str = "AtoB",
         resample: str = "bicubic",
+        color_space: str = "rgb",
     ):
         super().__init__()
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
@@ -132,11 +148,18 @@ class Pix2PixPipeline(DiffusionPipeline):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
         if resample not in RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
-        for name in ("in_channels", "out_channels"):
-            if generator.config[name] not in (1, 3):
-                raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {generator.config[name]}")
+        channels = (generator.config.in_channels, generator.config.out_channels)
+        if color_space == "lab":
+            if channels != (1, 2):
+                raise ValueError(f"color_space 'lab' needs a generator with 1 input and 2 output channels, got {channels}")
+        elif color_space == "rgb":
+            for name, n in zip(("in_channels", "out_channels"), channels):
+                if n not in (1, 3):
+                    raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {n}")
+        else:
+            raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
         self.register_modules(generator=generator)
-        self.register_to_config(image_size=image_size, direction=direction, resample=resample)
+        self.register_to_config(image_size=image_size, direction=direction, resample=resample, color_space=color_space)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -159,23 +182,38 @@ class Pix2PixPipeline(DiffusionPipeline):
         return (size, size) if isinstance(size, int) else tuple(size)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        """PIL images -> (B, C, H, W) in [-1, 1] at the working size."""
-        mode = "L" if self.generator.config.in_channels == 1 else "RGB"
+        """PIL images -> (B, C, H, W) generator input at the working size: [-1, 1] pixels, or L/50 - 1."""
+        lab = self.config.color_space == "lab"
+        mode = "L" if self.generator.config.in_channels == 1 and not lab else "RGB"
         h, w = self.working_size
         arrays = []
         for i, image in enumerate(images):
             image = check_image(image, i).convert(mode).resize((w, h), RESAMPLE[self.config.resample])
-            array = np.asarray(image, dtype=np.float32).reshape(h, w, -1)
-            arrays.append(array.transpose(2, 0, 1) / 127.5 - 1.0)
-        return torch.from_numpy(np.stack(arrays)).to(self.device, self.generator.dtype)
+            arrays.append(to_array(image))
+        x = torch.from_numpy(np.stack(arrays))
+        x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1
+        return x.to(self.device, self.generator.dtype)
 
-    @staticmethod
-    def postprocess(images: torch.Tensor, sizes: list[tuple[int, int]] | None = None) -> list[Image.Image]:
-        """(B, C, H, W) in [-1, 1] -> PIL images, resized to `sizes` ((width, height) each) if given."""
-        arrays = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        out = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
-        if sizes is not None:
-            out = [im if im.size == size else im.resize(size, Image.BICUBIC) for im, size in zip(out, sizes)]
+    def postprocess(
+        self, output: torch.Tensor, images: list[Image.Image] | None = None, keep_size: bool = True
+    ) -> list[Image.Image]:
+        """Generator output (B, C, H, W) -> PIL images, resized to the `images`' sizes if `keep_size`.
+        In `lab` mode the `images` give the L channel (at full resolution if `keep_size`)."""
+        output = output.float().cpu()
+        if self.config.color_space == "lab":
+            out = []
+            for ab, image in zip(output, images):
+                rgb = image.convert("RGB")
+                if not keep_size:
+                    rgb = rgb.resize(output.shape[-1:-3:-1], RESAMPLE[self.config.resample])
+                L = rgb_to_model_lab(torch.from_numpy(to_array(rgb)))[0]
+                if ab.shape[-2:] != L.shape[-2:]:
+                    ab = torch.nn.functional.interpolate(ab[None], size=L.shape[-2:], mode="bicubic")[0]
+                out.append(to_pil(model_lab_to_rgb(L, ab.clamp(-1, 1))))
+            return out
+        out = [to_pil((y + 1) / 2) for y in output]
+        if keep_size and images is not None:
+            out = [o if o.size == im.size else o.resize(im.size, Image.BICUBIC) for o, im in zip(out, images)]
         return out
 
     @torch.no_grad()
@@ -222,7 +260,7 @@ class Pix2PixPipeline(DiffusionPipeline):
                     with self._seeded(si):
                         outputs.append(self.generator(xi[None]))
             y = torch.cat(outputs)
-        out = self.postprocess(y, [im.size for im in images] if keep_size else None)
+        out = self.postprocess(y, images, keep_size)
         return out[0] if single else out
 
     @contextlib.contextmanager
@@ -261,14 +299,16 @@ class Pix2PixPipeline(DiffusionPipeline):
         token: str | None = None,
         create_pr: bool = False,
         max_shard_size: str | int | None = None,
+        model_card: str | None = None,
     ):
         """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
-        one commit to the Hub repo `repo_id` (created if missing). Returns the commit info."""
+        one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
+        (default: `self.model_card(repo_id)`). Returns the commit info."""
         api = HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size)
-            (Path(folder) / "README.md").write_text(self.model_card(repo_id))
+            (Path(folder) / "README.md").write_text(model_card or self.model_card(repo_id))
             return api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,

@@ -189,3 +189,21 @@ def test_corrupt_pipeline_weights_name_the_file(pipe, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match="generator/diffusion_pytorch_model.safetensors is not a valid safetensors"):
         Pix2PixPipeline.from_pretrained(tmp_path)
+
+
+def test_colorization_recombines_ab_with_the_full_resolution_L():
+    from p2p_models.color import rgb_to_lab
+
+    generator = UNetGenerator(in_channels=1, out_channels=2, num_downs=5, ngf=8)
+    pipe = Pix2PixPipeline(generator=generator, image_size=32, color_space="lab")
+    image = photo(90, 50)
+    out = pipe(image, seed=0)
+    assert out.mode == "RGB" and out.size == (90, 50)
+    lab_in = rgb_to_lab(torch.from_numpy(np.asarray(image, np.float32).transpose(2, 0, 1) / 255))
+    lab_out = rgb_to_lab(torch.from_numpy(np.asarray(out, np.float32).transpose(2, 0, 1) / 255))
+    # lightness is the input's own, pixel for pixel (up to 8-bit rounding and gamut clipping)
+    assert (lab_out[0] - lab_in[0]).abs().median() < 1.0
+    assert not np.array_equal(np.asarray(out), np.asarray(image.convert("L").convert("RGB")))  # it has colour
+    assert pipe(image, keep_size=False).size == (32, 32)
+    with pytest.raises(ValueError, match="color_space 'lab' needs a generator with 1 input and 2 output"):
+        Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32, color_space="lab")

@@ -1,0 +1,217 @@
+"""Paired training data through Hugging Face `datasets`.
+
+Sources (`load_splits`): a Hub dataset id; a local `save_to_disk` folder; parquet files; or an image
+folder (`imagefolder`: e.g. the classic aligned `train/`, `val/`, `test/` folders of A|B jpgs).
+Layouts (`PairedImageDataset`):
+- `aligned`: one image column holding A and B side by side (A left);
+- `paired`: two image columns, A and B;
+- `colorization`: one column of colour photos; A is the L channel and B the ab channels in Lab,
+  as the reference implementation's colorization mode.
+"""
+
+import io
+import logging
+import random
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from p2p_models.color import model_lab_to_rgb, rgb_to_model_lab
+
+logger = logging.getLogger(__name__)
+LAYOUTS = ("aligned", "paired", "colorization")
+VALIDATION_NAMES = ("validation", "val", "valid", "dev")
+
+
+class BadImageError(ValueError):
+    """An example whose image can't be decoded, or whose A and B don't fit together."""
+
+
+def load_splits(source: str, cache_dir: str | None = None) -> datasets.DatasetDict:
+    """All splits of `source`: a Hub id, a `save_to_disk` folder, a parquet file/folder or an image folder."""
+    path = Path(source)
+    if path.is_dir():
+        if any((path / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json")):
+            loaded = datasets.load_from_disk(str(path))
+            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
+        if any(path.rglob("*.parquet")):
+            return datasets.load_dataset("parquet", data_dir=str(path), cache_dir=cache_dir)
+        return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
+    if path.suffix == ".parquet":
+        return datasets.load_dataset("parquet", data_files=str(path), cache_dir=cache_dir)
+    if path.exists():
+        raise ValueError(f"--dataset {source}: a file that is not .parquet; expected a folder, parquet or Hub id")
+    return datasets.load_dataset(source, cache_dir=cache_dir)
+
+
+def train_val_split(
+    splits: datasets.DatasetDict, train_split: str, validation_split: str | None, validation_fraction: float, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+    """The training split and a validation split: the named one if the dataset has it, else a
+    seeded `validation_fraction` held out of the training split. Returns a description too."""
+    if train_split not in splits:
+        raise ValueError(f"split {train_split!r} not found; the dataset has {sorted(splits)}")
+    train = splits[train_split]
+    names = [validation_split] if validation_split else list(VALIDATION_NAMES)
+    for name in names:
+        if name in splits:
+            return train, splits[name], f"the dataset's `{name}` split ({len(splits[name])} examples)"
+    if validation_split and validation_split not in VALIDATION_NAMES:
+        raise ValueError(f"validation split {validation_split!r} not found; the dataset has {sorted(splits)}")
+    n_val = max(1, round(len(train) * validation_fraction))
+    if n_val >= len(train):
+        raise ValueError(f"{len(train)} training examples are too few to hold out {n_val} for validation")
+    order = np.random.default_rng(seed).permutation(len(train))
+    held = train.select(sorted(order[:n_val].tolist()))
+    kept = train.select(sorted(order[n_val:].tolist()))
+    return kept, held, f"{n_val} examples held out of `{train_split}` (seed {seed}); no validation split exists"
+
+
+def image_columns(dataset: datasets.Dataset) -> list[str]:
+    return [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+
+
+def decode(value, where: str) -> Image.Image:
+    """An undecoded `datasets.Image` value ({'bytes', 'path'}) -> RGB PIL image, or a BadImageError naming it."""
+    name = value.get("path") or where
+    try:
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except Exception as e:
+        raise BadImageError(f"{name}: cannot be read as an image ({type(e).__name__}: {e})") from e
+
+
+class PairedImageDataset(torch.utils.data.Dataset):
+    """(A, B) tensor pairs in [-1, 1] with the paper's augmentation.
+
+    Training (`train=True`): resize both to `load_size` (bicubic), one random `crop_size` crop and one
+    random horizontal flip applied to both. Otherwise: resize to `crop_size`. The randomness of
+    example i in epoch e depends only on (seed, e, i), so runs and resumed runs see the same data.
+
+    Items: {"A": (C_A, crop, crop), "B": (C_B, crop, crop), "index": i}; C is 3 for RGB, or 1 (L)
+    and 2 (ab) for colorization.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        layout: str = "aligned",
+        image_column: str | None = None,
+        image_column_a: str | None = None,
+        image_column_b: str | None = None,
+        direction: str = "AtoB",
+        load_size: int = 286,
+        crop_size: int = 256,
+        flip: bool = True,
+        train: bool = True,
+        seed: int = 0,
+    ):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if direction not in ("AtoB", "BtoA"):
+            raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
+        if load_size < crop_size:
+            raise ValueError(f"load_size ({load_size}) must be >= crop_size ({crop_size})")
+        available = image_columns(dataset)
+        if layout == "paired":
+            columns = [image_column_a, image_column_b]
+            if None in columns:
+                raise ValueError("the paired layout needs --image_column_a and --image_column_b")
+        else:
+            columns = [image_column or (available[0] if len(available) == 1 else None)]
+            if columns[0] is None:
+                raise ValueError(
+                    f"the dataset has image columns {available}: choose one with --image_column, or use "
+                    "--image_column_a/--image_column_b for separate A and B columns"
+                )
+        for column in columns:
+            if column not in available:
+                raise ValueError(f"image column {column!r} not found; the dataset's image columns are {available}")
+        self.dataset = dataset.cast_column(columns[0], datasets.Image(decode=False))
+        for column in columns[1:]:
+            self.dataset = self.dataset.cast_column(column, datasets.Image(decode=False))
+        self.layout, self.columns, self.direction = layout, columns, direction
+        self.load_size, self.crop_size, self.flip, self.train, self.seed = load_size, crop_size, flip, train, seed
+        self.indices = list(range(len(dataset)))
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def pair(self, i: int) -> tuple[Image.Image, Image.Image | None]:
+        """Example i as PIL (A, B) before augmentation (B None for colorization)."""
+        row = self.dataset[self.indices[i]]
+        where = f"example {self.indices[i]}"
+        images = [decode(row[c], f"{where}, column {c!r}") for c in self.columns]
+        if self.layout == "colorization":
+            return images[0], None
+        if self.layout == "aligned":
+            ab = images[0]
+            if ab.width % 2:
+                name = row[self.columns[0]].get("path") or where
+                raise BadImageError(f"{name}: width {ab.width} is odd; an aligned A|B image must be two halves")
+            half = ab.width // 2
+            a, b = ab.crop((0, 0, half, ab.height)), ab.crop((half, 0, ab.width, ab.height))
+        else:
+            a, b = images
+            if a.size != b.size:
+                names = [row[c].get("path") or f"{where}, column {c!r}" for c in self.columns]
+                raise BadImageError(f"A and B differ in size: {names[0]} is {a.size}, {names[1]} is {b.size}")
+        return (b, a) if self.direction == "BtoA" else (a, b)
+
+    def check_all(self) -> list[str]:
+        """Decode every example; drop the bad ones from this dataset and return their errors."""
+        good, errors = [], []
+        for i in range(len(self.indices)):
+            try:
+                self.pair(i)
+                good.append(self.indices[i])
+            except BadImageError as e:
+                errors.append(str(e))
+        self.indices = good
+        return errors
+
+    def augment(self, images: list[Image.Image], i: int) -> list[torch.Tensor]:
+        if self.train:
+            rng = random.Random(hash((self.seed, self.epoch, self.indices[i])))
+            size = self.load_size
+            x = rng.randint(0, size - self.crop_size)
+            y = rng.randint(0, size - self.crop_size)
+            flip = self.flip and rng.random() < 0.5
+        else:
+            size, x, y, flip = self.crop_size, 0, 0, False
+        out = []
+        for image in images:
+            image = image.resize((size, size), Image.BICUBIC).crop((x, y, x + self.crop_size, y + self.crop_size))
+            if flip:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            out.append(torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
+        return out
+
+    def __getitem__(self, i):
+        a, b = self.pair(i)
+        if self.layout == "colorization":
+            (rgb,) = self.augment([a], i)
+            L, ab = rgb_to_model_lab(rgb)
+            return {"A": L, "B": ab, "index": self.indices[i]}
+        a, b = self.augment([a, b], i)
+        return {"A": a * 2 - 1, "B": b * 2 - 1, "index": self.indices[i]}
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        return (1, 2) if self.layout == "colorization" else (3, 3)
+
+    def to_rgb(self, A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:
+        """Batch tensors -> RGB in [0, 1] for viewing: A alone, or B (real or generated) given its A."""
+        if self.layout != "colorization":
+            return ((B if B is not None else A) + 1) / 2
+        if B is None:
+            return ((A + 1) / 2).expand(-1, 3, -1, -1)
+        return model_lab_to_rgb(A, B)

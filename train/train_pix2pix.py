@@ -1,0 +1,423 @@
+"""Train pix2pix (U-Net generator + PatchGAN, cGAN + lambda * L1) with accelerate.
+
+    accelerate launch train/train_pix2pix.py --dataset ../shared/datasets/facades --direction BtoA \
+        --output_dir runs/facades --num_epochs 100 --num_epochs_decay 100
+
+The output directory ends up a `Pix2PixPipeline` folder (model_index.json, generator/, a model card)
+plus `discriminator/`, `checkpoint-N/` folders, validation grids in `samples/` and
+`validation_metrics.json`. `--resume_from_checkpoint latest` continues a stopped run.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from data import PairedImageDataset, load_splits, train_val_split
+from metrics import l1, psnr, ssim
+from PIL import Image
+from tqdm.auto import tqdm
+
+from p2p_models import (
+    GANLoss,
+    PatchDiscriminator,
+    Pix2PixPipeline,
+    UNetGenerator,
+    discriminator_loss,
+    pix2pix_generator_loss,
+)
+from p2p_models.pipelines import paper_test_mode
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True,
+                   help="Hub dataset id, `save_to_disk` folder, parquet file/folder, or image folder (aligned A|B jpgs)")
+    g.add_argument("--train_split", default="train")
+    g.add_argument("--validation_split", default=None,
+                   help="split for validation (default: validation/val if present, else held out of train)")
+    g.add_argument("--validation_fraction", type=float, default=0.1,
+                   help="fraction of train held out when the dataset has no validation split")
+    g.add_argument("--image_column", default=None, help="the A|B (aligned) or colour-photo (colorization) column")
+    g.add_argument("--image_column_a", default=None, help="A column of a two-column paired dataset")
+    g.add_argument("--image_column_b", default=None, help="B column of a two-column paired dataset")
+    g.add_argument("--colorization", action="store_true", help="A = L, B = ab of colour photos (Lab)")
+    g.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
+    g.add_argument("--load_size", type=int, default=286, help="resize to this square size before cropping")
+    g.add_argument("--crop_size", type=int, default=256, help="random crop size = the model's working size")
+    g.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
+    g.add_argument("--max_train_samples", type=int, default=None)
+    g.add_argument("--skip_bad_images", action="store_true",
+                   help="check every image first and skip unreadable ones (default: stop with an error naming it)")
+    g.add_argument("--dataloader_num_workers", type=int, default=0)
+    g.add_argument("--cache_dir", default=None, help="datasets cache directory")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--num_downs", type=int, default=8, help="U-Net levels: 8 = unet_256, 7 = unet_128")
+    g.add_argument("--ngf", type=int, default=64)
+    g.add_argument("--ndf", type=int, default=64)
+    g.add_argument("--n_layers_d", type=int, default=3, help="PatchGAN layers: 3 = 70x70, 1 = 16x16, 5 = 286x286")
+    g.add_argument("--pixel_d", action="store_true", help="1x1 PixelGAN discriminator")
+    g.add_argument("--norm", choices=["batch", "instance", "none"], default="batch")
+    g.add_argument("--no_dropout", action="store_true")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--num_epochs", type=int, default=100, help="epochs at the initial learning rate")
+    g.add_argument("--num_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
+    g.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps")
+    g.add_argument("--train_batch_size", type=int, default=1, help="per process")
+    g.add_argument("--learning_rate", type=float, default=2e-4)
+    g.add_argument("--adam_beta1", type=float, default=0.5)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--gan_mode", choices=["vanilla", "lsgan", "hinge"], default="vanilla")
+    g.add_argument("--lambda_l1", type=float, default=100.0)
+    g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
+    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    g.add_argument("--seed", type=int, default=0)
+
+    g = p.add_argument_group("outputs")
+    g.add_argument("--output_dir", required=True)
+    g.add_argument("--checkpointing_steps", type=int, default=500)
+    g.add_argument("--checkpoints_total_limit", type=int, default=None)
+    g.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint-N folder")
+    g.add_argument("--validation_steps", type=int, default=500)
+    g.add_argument("--num_validation_images", type=int, default=4, help="rows in the validation grid")
+    g.add_argument("--max_validation_samples", type=int, default=None, help="cap for the final val metrics")
+    g.add_argument("--report_to", default="none", help="accelerate tracker: tensorboard, wandb, ... or none")
+    g.add_argument("--logging_dir", default="logs")
+    g.add_argument("--rank_report", action="store_true",
+                   help="each process writes rank_report/rank<i>.json (samples seen, weight hashes)")
+    g.add_argument("--push_to_hub", action="store_true")
+    g.add_argument("--hub_model_id", default=None)
+    g.add_argument("--hub_token", default=None)
+    args = p.parse_args(argv)
+    if bool(args.image_column_a) != bool(args.image_column_b):
+        p.error("--image_column_a and --image_column_b go together")
+    if args.colorization and args.image_column_a:
+        p.error("--colorization takes one --image_column, not --image_column_a/b")
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id")
+    return args
+
+
+class RealFakeDiscriminator(torch.nn.Module):
+    """D on (A, real B) and (A, fake B) in one forward call (separate batches, so BatchNorm
+    statistics stay separate as in the reference), so DDP sees one forward per backward."""
+
+    def __init__(self, discriminator: PatchDiscriminator):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, real_a, real_b, fake_b):
+        return self.discriminator(torch.cat([real_a, real_b], 1)), self.discriminator(torch.cat([real_a, fake_b], 1))
+
+
+def linear_decay(num_epochs: int, num_epochs_decay: int):
+    """The reference's `linear` policy: lr factor 1 for `num_epochs`, then linearly towards 0."""
+    return lambda epoch: 1.0 - max(0, epoch + 1 - num_epochs) / float(num_epochs_decay + 1)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit: int | None) -> None:
+    """Write checkpoint-<step> atomically (a partial save never looks like a checkpoint)."""
+    final, partial = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.partial"
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        if limit:
+            for old in checkpoints(output_dir)[:-limit]:
+                shutil.rmtree(old)
+        logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def generate(generator, batch_a: torch.Tensor, seed: int) -> torch.Tensor:
+    """G's outputs as the pipeline samples them (dropout on, per-image BatchNorm statistics)."""
+    outputs = []
+    with paper_test_mode(generator):
+        for i, a in enumerate(batch_a):
+            torch.manual_seed(seed + i)
+            outputs.append(generator(a[None]))
+    return torch.cat(outputs)
+
+
+def validation_grid(generator, dataset: PairedImageDataset, n: int, device) -> np.ndarray:
+    """input | output | target rows for the first `n` validation examples: (H, W, 3) uint8."""
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    a = torch.stack([it["A"] for it in items]).to(device)
+    b = torch.stack([it["B"] for it in items]).to(device)
+    fake = generate(generator, a, seed=0).float()
+    rows = [torch.cat([dataset.to_rgb(a[i:i + 1]), dataset.to_rgb(a[i:i + 1], fake[i:i + 1]),
+                       dataset.to_rgb(a[i:i + 1], b[i:i + 1])], dim=3) for i in range(len(items))]
+    grid = torch.cat(rows, dim=2)[0].clamp(0, 1)
+    return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None, device) -> dict:
+    """Mean L1 / PSNR / SSIM of sampled outputs vs targets, in RGB [0, 1] at the working size."""
+    scores = {"l1": [], "psnr": [], "ssim": []}
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, n, 8):
+        items = [dataset[i] for i in range(start, min(start + 8, n))]
+        a = torch.stack([it["A"] for it in items]).to(device)
+        b = torch.stack([it["B"] for it in items]).to(device)
+        fake = dataset.to_rgb(a, generate(generator, a, seed=start).float())
+        real = dataset.to_rgb(a, b)
+        for name, fn in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
+            scores[name] += fn(fake, real).tolist()
+    return {name: float(np.mean(v)) for name, v in scores.items()} | {"num_samples": n}
+
+
+def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs, seconds, num_processes, metrics):
+    g = dict(pipe.generator.config)
+    d = dict(discriminator.config) if discriminator is not None else None
+    objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
+    meta = ["---", "library_name: p2p", "pipeline_tag: image-to-image", "tags:", "- pix2pix", "- image-to-image", "- p2p"]
+    if not Path(args.dataset).exists():
+        meta += ["datasets:", f"- {args.dataset}"]
+    meta.append("---")
+    public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    lines = [
+        *meta, "",
+        f"# pix2pix: {Path(args.output_dir).name}", "",
+        "A pix2pix pipeline (Isola et al., CVPR 2017) trained with p2p's `train/train_pix2pix.py`.", "",
+        "```python",
+        "from p2p_models import Pix2PixPipeline",
+        f'pipe = Pix2PixPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")',
+        "out = pipe(image, seed=0)",
+        "```", "",
+        "## Training", "",
+        f"- Data: `{args.dataset}` ({dataset_desc}), direction {args.direction}.",
+        f"- Validation: {val_desc}.",
+        f"- Objective: {objective}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
+        f"{args.num_epochs} epochs constant + {args.num_epochs_decay} linear decay "
+        f"(ran {steps} steps = {epochs:.2f} epochs).",
+        f"- Augmentation: resize to {args.load_size}, random crop {args.crop_size}"
+        f"{'' if args.no_flip else ', random horizontal flip'}; batch size {args.train_batch_size} x "
+        f"{num_processes} process(es); seed {args.seed}.",
+        f"- Generator: `UNetGenerator` {json.dumps(public(g))}.",
+        f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public(d))}.",
+        f"- Wall time: {seconds / 60:.1f} min ({seconds / max(steps, 1):.3f} s/step).",
+        f"- Command: `{shlex.join(['accelerate', 'launch', 'train/train_pix2pix.py', *sys.argv[1:]])}`", "",
+        "## Validation", "",
+        f"Sampled outputs (dropout on, seed per image) vs. targets on {metrics['num_samples']} validation "
+        f"examples at {args.crop_size}x{args.crop_size}, RGB in [0, 1]:", "",
+        "| L1 | PSNR (dB) | SSIM |", "|---:|---:|---:|",
+        f"| {metrics['l1']:.4f} | {metrics['psnr']:.2f} | {metrics['ssim']:.4f} |", "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in output_dir.glob("checkpoint-*.partial"):
+            shutil.rmtree(stale)
+    set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
+
+    # Data
+    layout = "paired" if args.image_column_a else "colorization" if args.colorization else "aligned"
+    with accelerator.main_process_first():
+        splits = load_splits(args.dataset, cache_dir=args.cache_dir)
+    train_hf, val_hf, val_desc = train_val_split(
+        splits, args.train_split, args.validation_split, args.validation_fraction, args.seed
+    )
+    if args.max_train_samples:
+        train_hf = train_hf.select(range(min(args.max_train_samples, len(train_hf))))
+    common = dict(layout=layout, image_column=args.image_column, image_column_a=args.image_column_a,
+                  image_column_b=args.image_column_b, direction=args.direction, load_size=args.load_size,
+                  crop_size=args.crop_size, flip=not args.no_flip, seed=args.seed)
+    train_set = PairedImageDataset(train_hf, train=True, **common)
+    val_set = PairedImageDataset(val_hf, train=False, **common)
+    if args.skip_bad_images:
+        for name, dataset in (("training", train_set), ("validation", val_set)):
+            errors = dataset.check_all()
+            if errors:
+                logger.warning(f"skipped {len(errors)} bad {name} example(s), e.g. {errors[0]}")
+            if not len(dataset):
+                raise ValueError(f"no readable {name} examples left in {args.dataset}")
+    dataset_desc = f"{len(train_set)} training examples, layout {layout}"
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers
+    )
+
+    # Models, losses, optimisers
+    in_ch, out_ch = train_set.channels
+    generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
+                              use_dropout=not args.no_dropout)
+    size_factor = 2**args.num_downs
+    if args.crop_size % size_factor:
+        raise ValueError(f"--crop_size {args.crop_size} must be divisible by 2**num_downs = {size_factor}")
+    lr_lambda = linear_decay(args.num_epochs, args.num_epochs_decay)
+    betas = (args.adam_beta1, args.adam_beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda)
+    gan_loss = GANLoss(args.gan_mode)
+    if args.no_gan:
+        discriminator = None
+        generator, opt_g, sched_g, train_loader = accelerator.prepare(generator, opt_g, sched_g, train_loader)
+    else:
+        discriminator = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d, norm=args.norm,
+                                           pixel=args.pixel_d)
+        d_pair = RealFakeDiscriminator(discriminator)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)
+        generator, d_pair, opt_g, opt_d, sched_g, sched_d, train_loader = accelerator.prepare(
+            generator, d_pair, opt_g, opt_d, sched_g, sched_d, train_loader
+        )
+    schedulers = [sched_g] if args.no_gan else [sched_g, sched_d]
+
+    steps_per_epoch = len(train_loader)
+    total_epochs = args.num_epochs + args.num_epochs_decay
+    max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
+    if accelerator.is_main_process:
+        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("pix2pix", config=config)
+
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = (checkpoints(output_dir) or [None])[-1] if args.resume_from_checkpoint == "latest" \
+            else Path(args.resume_from_checkpoint)
+        if path is None:
+            logger.info("--resume_from_checkpoint latest: no checkpoint yet, starting from scratch")
+        else:
+            if not path.is_dir():
+                raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
+            accelerator.load_state(str(path))
+            global_step = int(path.name.split("-")[1])
+            logger.info(f"resumed from {path} at step {global_step}")
+    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
+
+    logger.info(f"{len(train_set)} training pairs, {len(val_set)} validation; {steps_per_epoch} steps/epoch per "
+                f"process x {accelerator.num_processes} processes; {max_steps} steps")
+    seen = []
+    progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process,
+                    desc="steps")
+    start_time, start_step = time.time(), global_step
+    unwrapped_d = None if args.no_gan else accelerator.unwrap_model(d_pair).discriminator
+    for epoch in range(first_epoch, total_epochs):
+        if global_step >= max_steps:
+            break
+        train_set.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        generator.train()
+        loader = train_loader
+        if epoch == first_epoch and resume_batches:
+            loader = accelerator.skip_first_batches(train_loader, resume_batches)
+        for batch in loader:
+            real_a, real_b = batch["A"], batch["B"]
+            seen += batch["index"].tolist()
+            with accelerator.autocast():
+                fake_b = generator(real_a)
+                logs = {}
+                d_fake = None
+                if not args.no_gan:
+                    unwrapped_d.requires_grad_(True)
+                    d_real, d_fake_detached = d_pair(real_a, real_b, fake_b.detach())
+                    loss_d, logs = discriminator_loss(gan_loss, d_real, d_fake_detached)
+                    opt_d.zero_grad(set_to_none=True)
+                    accelerator.backward(loss_d)
+                    opt_d.step()
+                    unwrapped_d.requires_grad_(False)
+                    d_fake = unwrapped_d(torch.cat([real_a, fake_b], 1))
+                loss_g, parts = pix2pix_generator_loss(gan_loss, d_fake, fake_b, real_b, args.lambda_l1)
+            opt_g.zero_grad(set_to_none=True)
+            accelerator.backward(loss_g)
+            opt_g.step()
+            global_step += 1
+            if global_step % steps_per_epoch == 0:  # the reference steps its schedulers once per epoch
+                for scheduler in schedulers:
+                    scheduler.step()
+            logs = {k: v.item() for k, v in {**logs, **parts}.items()} | {"lr": opt_g.param_groups[0]["lr"]}
+            progress.update(1)
+            progress.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
+            accelerator.log(logs, step=global_step)
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            if global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                log_grid(accelerator, generator, val_set, args, global_step)
+            if global_step >= max_steps:
+                break
+    progress.close()
+    seconds = time.time() - start_time
+    accelerator.wait_for_everyone()
+
+    if args.rank_report:
+        params = accelerator.unwrap_model(generator).state_dict()
+        digest = hashlib.sha256()
+        for name, p in accelerator.unwrap_model(generator).named_parameters():
+            digest.update(name.encode() + p.detach().cpu().numpy().tobytes())
+        report = {"rank": accelerator.process_index, "samples_seen": seen, "generator_parameters_sha256":
+                  digest.hexdigest(), "num_tensors": len(params)}
+        (output_dir / "rank_report").mkdir(exist_ok=True)
+        (output_dir / "rank_report" / f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+
+    if accelerator.is_main_process:
+        g = accelerator.unwrap_model(generator).eval()
+        pipe = Pix2PixPipeline(generator=g, image_size=args.crop_size, direction=args.direction,
+                               color_space="lab" if layout == "colorization" else "rgb")
+        log_grid(accelerator, generator, val_set, args, global_step)
+        metrics = validation_metrics(g, val_set, args.max_validation_samples, accelerator.device)
+        metrics |= {"steps": global_step, "seconds_per_step": seconds / max(global_step - start_step, 1)}
+        (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
+        accelerator.log({f"val_{k}": metrics[k] for k in ("l1", "psnr", "ssim")}, step=global_step)
+        d = None if args.no_gan else accelerator.unwrap_model(d_pair).discriminator
+        card = model_card(args, dataset_desc, val_desc, pipe, d, global_step, global_step / steps_per_epoch,
+                          seconds, accelerator.num_processes, metrics)
+        pipe.save_pretrained(output_dir)
+        (output_dir / "README.md").write_text(card)
+        if d is not None:
+            d.save_pretrained(output_dir / "discriminator")
+        logger.info(f"pipeline saved to {output_dir}; validation {metrics}")
+        if args.push_to_hub:
+            pipe.push_to_hub(args.hub_model_id, token=args.hub_token, model_card=card,
+                             commit_message=f"pix2pix, {global_step} steps")
+            logger.info(f"pushed to {args.hub_model_id}")
+    accelerator.end_training()
+
+
+def log_grid(accelerator, generator, val_set, args, step):
+    grid = validation_grid(accelerator.unwrap_model(generator), val_set, args.num_validation_images,
+                           accelerator.device)
+    (Path(args.output_dir) / "samples").mkdir(exist_ok=True)
+    Image.fromarray(grid).save(Path(args.output_dir) / "samples" / f"step-{step:07d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"validation": grid[None]}, step=step, dataformats="NHWC")
+
+
+if __name__ == "__main__":
+    main()
