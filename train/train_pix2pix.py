@@ -237,7 +237,7 @@ def main(argv=None):
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         step_scheduler_with_optimizer=False,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -270,8 +270,11 @@ def main(argv=None):
             if not len(dataset):
                 raise ValueError(f"no readable {name} examples left in {args.dataset}")
     dataset_desc = f"{len(train_set)} training examples, layout {layout}"
+    # Its own generator: starting an epoch (or a resumed part of one) draws nothing from the global
+    # RNG, so dropout noise continues exactly where a checkpoint left it.
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers
+        train_set, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
     )
 
     # Models, losses, optimisers

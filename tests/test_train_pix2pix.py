@@ -1,0 +1,127 @@
+"""train/train_pix2pix.py through real `accelerate launch`, on a few real facades pairs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from PIL import Image
+from safetensors.torch import load_file
+from train_pix2pix import linear_decay
+
+from p2p_models import Pix2PixPipeline
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+SMALL = ["--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--direction", "BtoA", "--load_size", "72",
+         "--crop_size", "64", "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--validation_steps", "1000"]
+
+
+def launch_command(args, processes=1):
+    multi = ["--multi_gpu"] if processes > 1 else []
+    return [str(ACCELERATE), "launch", *multi, "--num_processes", str(processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train" / "train_pix2pix.py"), *args]
+
+
+def environment(tmp_path, **extra):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "1",
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+def launch(tmp_path, args, processes=1, **env):
+    done = subprocess.run(launch_command(args, processes), env=environment(tmp_path, **env), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    return done
+
+
+def generator_weights(output_dir: Path) -> dict:
+    return load_file(output_dir / "generator" / "diffusion_pytorch_model.safetensors")
+
+
+def test_train_end_to_end(tmp_path, upload_hub):
+    endpoint, uploaded = upload_hub
+    out = tmp_path / "run"
+    launch(tmp_path, [*SMALL, "--output_dir", str(out), "--num_epochs", "1", "--num_epochs_decay", "1",
+                      "--validation_steps", "6", "--checkpointing_steps", "6", "--report_to", "tensorboard",
+                      "--push_to_hub", "--hub_model_id", "someone/facades-tiny"],
+           HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="0", HF_TOKEN="hf_test")
+    # 10 pairs, 1 held out for validation: 9 steps per epoch, 2 epochs
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-18", "checkpoint-6"]
+    grids = sorted((out / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["step-0000006.png", "step-0000012.png", "step-0000018.png"]
+    assert Image.open(grids[-1]).size == (3 * 64, 64)  # input | output | target, one validation row
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    metrics = json.loads((out / "validation_metrics.json").read_text())
+    assert metrics["steps"] == 18 and 0 < metrics["l1"] < 1 and metrics["psnr"] > 0
+    card = (out / "README.md").read_text()
+    assert "ran 18 steps = 2.00 epochs" in card and f"| {metrics['l1']:.4f} |" in card
+    assert "accelerate launch train/train_pix2pix.py --dataset" in card
+
+    pipe = Pix2PixPipeline.from_pretrained(out)
+    assert pipe.config.direction == "BtoA" and pipe.working_size == (64, 64)
+    label = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg").crop((80, 0, 160, 80))
+    assert pipe(label, seed=0).size == (80, 80)
+
+    pushed = uploaded / "someone" / "facades-tiny"
+    assert (pushed / "README.md").read_text() == card and 'from_pretrained("someone/facades-tiny")' in card
+    assert (pushed / "generator" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        (out / "generator" / "diffusion_pytorch_model.safetensors").read_bytes()
+
+
+def test_same_seed_same_weights_and_resume_after_sigkill(tmp_path):
+    args = [*SMALL, "--num_epochs", "20", "--num_epochs_decay", "20", "--max_train_steps", "240",
+            "--checkpointing_steps", "20", "--checkpoints_total_limit", "2", "--seed", "7"]
+    launch(tmp_path, [*args, "--output_dir", str(tmp_path / "a")])
+    launch(tmp_path, [*args, "--output_dir", str(tmp_path / "b")])
+    a, b = generator_weights(tmp_path / "a"), generator_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(launch_command([*args, "--output_dir", str(killed)]), env=environment(tmp_path),
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint-60").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before checkpoint-60"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model_index.json").exists()  # really stopped mid-way
+    launch(tmp_path, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
+    resumed = generator_weights(killed)
+    assert all(torch.equal(resumed[k], a[k]) for k in a), "resumed run differs from the uninterrupted one"
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-220", "checkpoint-240"]
+
+
+def test_two_processes_split_the_data_and_agree(tmp_path):
+    out = tmp_path / "ddp"
+    launch(tmp_path, [*SMALL, "--output_dir", str(out), "--num_epochs", "1", "--num_epochs_decay", "0",
+                      "--checkpointing_steps", "1000", "--rank_report"], processes=2)
+    reports = [json.loads((out / "rank_report" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    seen = [set(r["samples_seen"]) for r in reports]
+    assert len(reports[0]["samples_seen"]) == len(reports[1]["samples_seen"]) == 5  # 9 pairs over 2 ranks
+    assert seen[0] != seen[1] and len(seen[0] | seen[1]) == 9
+    assert reports[0]["generator_parameters_sha256"] == reports[1]["generator_parameters_sha256"]
+    assert "batch size 1 x 2 process(es)" in (out / "README.md").read_text()
+    Pix2PixPipeline.from_pretrained(out)(Image.new("RGB", (64, 64)), seed=0)
+
+
+def test_bad_arguments_fail_clearly(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--output_dir",
+                           str(tmp_path / "x"), "--push_to_hub"], env=environment(tmp_path), capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and "--push_to_hub needs --hub_model_id" in done.stderr
+
+
+def test_linear_decay_matches_the_reference_policy():
+    f = linear_decay(100, 100)
+    assert [f(e) for e in (0, 99)] == [1.0, 1.0]
+    assert f(100) == pytest.approx(1 - 1 / 101) and f(199) == pytest.approx(1 - 100 / 101)
+    assert np.all(np.diff([f(e) for e in range(200)]) <= 0)
