@@ -1,14 +1,27 @@
 """p2p: pix2pix and pix2pixHD for the Hugging Face stack."""
 
-from .losses import GANLoss, discriminator_loss, pix2pix_generator_loss
-from .pipelines import Pix2PixPipeline
+from .losses import GANLoss, discriminator_loss, feature_matching_loss, multiscale_gan_loss, pix2pix_generator_loss
+from .pipelines import Pix2PixHDPipeline, Pix2PixPipeline
 from .pix2pix import PatchDiscriminator, UNetGenerator
+from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
+from .style_bank import StyleBank
+from .vgg import VGGLoss, load_vgg19
 
 __all__ = [
+    "FeatureEncoder",
     "GANLoss",
+    "GlobalGenerator",
+    "LocalEnhancer",
+    "MultiscaleDiscriminator",
     "PatchDiscriminator",
+    "Pix2PixHDPipeline",
     "Pix2PixPipeline",
+    "StyleBank",
     "UNetGenerator",
+    "VGGLoss",
     "discriminator_loss",
+    "feature_matching_loss",
+    "load_vgg19",
+    "multiscale_gan_loss",
     "pix2pix_generator_loss",
 ]

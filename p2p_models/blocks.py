@@ -87,3 +87,23 @@ class P2PModelMixin(ModelMixin):
                 except ValueError as bad:
                     raise bad from e
             raise
+
+
+class ResnetBlock(nn.Module):
+    """x + [ReflectionPad 1, Conv 3x3, norm, ReLU, ReflectionPad 1, Conv 3x3, norm](x):
+    (B, C, H, W) -> (B, C, H, W). pix2pixHD's residual block."""
+
+    def __init__(self, channels: int, norm: str):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3),
+            norm_layer(norm, channels),
+            nn.ReLU(),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3),
+            norm_layer(norm, channels),
+        )
+
+    def forward(self, x):
+        return x + self.conv_block(x)

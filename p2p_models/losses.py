@@ -59,3 +59,25 @@ def discriminator_loss(
     real = gan_loss(d_real, True)
     fake = gan_loss(d_fake, False)
     return 0.5 * (real + fake), {"d_real": real.detach(), "d_fake": fake.detach()}
+
+
+def multiscale_gan_loss(
+    gan_loss: GANLoss, predictions: list[list[torch.Tensor]], target_is_real: bool, for_discriminator: bool = True
+) -> torch.Tensor:
+    """pix2pixHD: the GAN loss of every scale's logit map (its last feature), summed over scales."""
+    return sum(gan_loss(scale[-1], target_is_real, for_discriminator) for scale in predictions)
+
+
+def feature_matching_loss(
+    fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]], lambda_feat: float = 10.0
+) -> torch.Tensor:
+    """pix2pixHD's discriminator feature matching: L1 between D's intermediate features of fake
+    and real pairs (all layers but the logits), weighted 4 / (n_layers + 1) per layer and
+    1 / num_d per scale, times `lambda_feat`. Real features are detached."""
+    num_d = len(fake)
+    loss = torch.zeros((), device=fake[0][0].device)
+    for fake_scale, real_scale in zip(fake, real):
+        layer_weight = 4.0 / (len(fake_scale) - 1)  # n_layers + 2 maps per scale, so n_layers + 1 = len - 1
+        for f, r in zip(fake_scale[:-1], real_scale[:-1]):
+            loss = loss + layer_weight / num_d * F.l1_loss(f, r.detach())
+    return loss * lambda_feat

@@ -13,7 +13,10 @@ from PIL import Image
 from torch import nn
 
 from .color import model_lab_to_rgb, rgb_to_model_lab
+from .labels import colors_to_ids, instance_boundaries, one_hot
 from .pix2pix import UNetGenerator
+from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
+from .style_bank import StyleBank
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -43,6 +46,29 @@ out = pipe(Image.open("input.png"), seed=0)
 ```
 
 Working size {size}, direction {direction}, generator: {generator}.
+"""
+
+
+HD_MODEL_CARD = """---
+library_name: p2p
+pipeline_tag: image-to-image
+tags:
+- pix2pixhd
+- image-to-image
+- p2p
+---
+
+# {name}
+
+A pix2pixHD pipeline (Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with
+Conditional GANs", CVPR 2018) in the p2p format: {generator}, {classes} label classes.
+
+```python
+from p2p_models import Pix2PixHDPipeline
+
+pipe = Pix2PixHDPipeline.from_pretrained("{repo}")
+image = pipe(label_map, instance_map, seed=0)
+```
 """
 
 
@@ -112,7 +138,58 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
-class Pix2PixPipeline(DiffusionPipeline):
+class P2PPipeline(DiffusionPipeline):
+    """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
+    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a local folder or a Hub repo id (downloaded with `snapshot_download`:
+        `revision`, `cache_dir`, `token`, `local_files_only` and `force_download` are passed on)."""
+        if os.path.isdir(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # diffusers' own download step rejects components from libraries it doesn't know.
+        names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+        download = {k: kwargs.pop(k) for k in names if k in kwargs}
+        folder = snapshot_download(str(pretrained_model_name_or_path), allow_patterns=HUB_FILES, **download)
+        pipe = super().from_pretrained(folder, **kwargs)
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card = Path(save_directory) / "README.md"
+        if not card.exists():
+            card.write_text(self.model_card())
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: str | int | None = None,
+        model_card: str | None = None,
+    ):
+        """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
+        one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
+        (default: `self.model_card(repo_id)`). Returns the commit info."""
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            (Path(folder) / "README.md").write_text(model_card or self.model_card(repo_id))
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                create_pr=create_pr,
+            )
+
+
+class Pix2PixPipeline(P2PPipeline):
     """pix2pix image-to-image translation.
 
     Components: `generator` (`UNetGenerator`).
@@ -160,20 +237,6 @@ class Pix2PixPipeline(DiffusionPipeline):
             raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
         self.register_modules(generator=generator)
         self.register_to_config(image_size=image_size, direction=direction, resample=resample, color_space=color_space)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load from a local folder or a Hub repo id (downloaded with `snapshot_download`:
-        `revision`, `cache_dir`, `token`, `local_files_only` and `force_download` are passed on)."""
-        if os.path.isdir(pretrained_model_name_or_path):
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        # diffusers' own download step rejects components from libraries it doesn't know.
-        names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
-        download = {k: kwargs.pop(k) for k in names if k in kwargs}
-        folder = snapshot_download(str(pretrained_model_name_or_path), allow_patterns=HUB_FILES, **download)
-        pipe = super().from_pretrained(folder, **kwargs)
-        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
-        return pipe
 
     @property
     def working_size(self) -> tuple[int, int]:
@@ -284,34 +347,150 @@ class Pix2PixPipeline(DiffusionPipeline):
             name=name, repo=repo_id or "path/to/pipeline", size=size, direction=self.config.direction, generator=generator
         )
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        card = Path(save_directory) / "README.md"
-        if not card.exists():
-            card.write_text(self.model_card())
+def label_ids(label_map, palette: list[list[int]] | None, what: str = "label_map") -> np.ndarray:
+    """A label map as (H, W) int64 ids: an integer array, an L / P / I / I;16 image of ids, or an RGB
+    image of palette colours (snapped to the nearest colour)."""
+    if isinstance(label_map, np.ndarray):
+        if label_map.ndim != 2 or not np.issubdtype(label_map.dtype, np.integer):
+            raise ValueError(f"{what}: an array must be (H, W) integers, got {label_map.shape} {label_map.dtype}")
+        return label_map.astype(np.int64)
+    if not isinstance(label_map, Image.Image):
+        raise TypeError(f"{what}: expected a PIL image or an (H, W) integer array, got {type(label_map).__name__}")
+    if label_map.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(label_map).astype(np.int64)
+    if label_map.mode in ("RGB", "RGBA"):
+        if palette is None:
+            raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
+                             "pass class ids (mode L or P, or an integer array)")
+        return colors_to_ids(label_map, palette)
+    raise ValueError(f"{what}: unsupported image mode {label_map.mode!r}; expected ids (L, P, I, I;16) or RGB colours")
 
-    def push_to_hub(
+
+class Pix2PixHDPipeline(P2PPipeline):
+    """pix2pixHD: a semantic label map (+ instance map) -> photo, with per-instance styles.
+
+    Components: `generator` (`GlobalGenerator` or `LocalEnhancer`), optional `encoder`
+    (`FeatureEncoder`) and `style_bank` (`StyleBank`) for style control.
+    Config: `label_nc` (classes), `contain_dontcare_label` (id 255 becomes class `label_nc`),
+    `use_instance` (boundary map channel), `image_size` ([height, width]), `palette` (RGB per class,
+    for colour-coded label maps) and `class_names`.
+
+    The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
+    a `feat_num`-channel map holding one style feature per instance.
+    """
+
+    _optional_components = ["encoder", "style_bank"]
+    model_cpu_offload_seq = "encoder->generator"
+
+    def __init__(
         self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: str | int | None = None,
-        model_card: str | None = None,
+        generator: GlobalGenerator | LocalEnhancer,
+        encoder: FeatureEncoder | None = None,
+        style_bank: StyleBank | None = None,
+        label_nc: int = 35,
+        contain_dontcare_label: bool = False,
+        use_instance: bool = True,
+        image_size: list[int] = (512, 1024),
+        palette: list[list[int]] | None = None,
+        class_names: list[str] | None = None,
     ):
-        """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
-        one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
-        (default: `self.model_card(repo_id)`). Returns the commit info."""
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, max_shard_size=max_shard_size)
-            (Path(folder) / "README.md").write_text(model_card or self.model_card(repo_id))
-            return api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                commit_message=commit_message or "Upload Pix2PixPipeline",
-                create_pr=create_pr,
+        super().__init__()
+        classes = label_nc + int(contain_dontcare_label)
+        feat_num = style_bank.config.feat_num if style_bank is not None else 0
+        expected = classes + int(use_instance) + feat_num
+        if generator.config.in_channels != expected:
+            raise ValueError(
+                f"the generator takes {generator.config.in_channels} channels, but {classes} classes + "
+                f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
+        if palette is not None and len(palette) < classes:
+            raise ValueError(f"palette has {len(palette)} colours for {classes} classes")
+        self.register_modules(generator=generator, encoder=encoder, style_bank=style_bank)
+        self.register_to_config(label_nc=label_nc, contain_dontcare_label=contain_dontcare_label,
+                                use_instance=use_instance, image_size=list(image_size), palette=palette,
+                                class_names=class_names)
+
+    @property
+    def working_size(self) -> tuple[int, int]:
+        return tuple(self.config.image_size)
+
+    def prepare_maps(self, label_map, instance_map=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized).
+        Without an instance map, each class region serves as one instance."""
+        labels = label_ids(label_map, self.config.palette)
+        if self.config.contain_dontcare_label:
+            labels = np.where(labels == 255, self.config.label_nc, labels)
+        classes = self.config.label_nc + int(self.config.contain_dontcare_label)
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(f"label_map: ids must lie in [0, {classes}), found {labels.min()}..{labels.max()}")
+        instances = labels if instance_map is None else label_ids(instance_map, None, "instance_map")
+        if instances.shape != labels.shape:
+            raise ValueError(f"instance_map is {instances.shape[::-1]} but label_map is {labels.shape[::-1]} (W, H)")
+        h, w = self.working_size
+
+        def resize(ids):
+            t = torch.from_numpy(ids)[None, None].float()
+            return torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long().to(self.device)
+
+        return resize(labels), resize(instances)
+
+    def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
+        """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
+        `style_image` through the encoder, else the style bank's cluster `styles[class]` (an int,
+        or "random"/absent for a random cluster drawn with `seed`)."""
+        bank = self.style_bank
+        feat = torch.zeros(1, bank.config.feat_num, *labels.shape[-2:], device=self.device)
+        encoded = None
+        if style_image is not None:
+            if self.encoder is None:
+                raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
+            h, w = self.working_size
+            photo = check_image(style_image, 0).convert("RGB").resize((w, h), Image.BICUBIC)
+            x = torch.from_numpy(to_array(photo))[None].to(self.device) * 2 - 1
+            encoded = self.encoder(x.to(self.encoder.dtype), instances).float()
+        rng = np.random.default_rng(seed)
+        styles, instance_styles = styles or {}, instance_styles or {}
+        for inst in torch.unique(instances).tolist():
+            mask = instances[0, 0] == inst
+            cls = int(torch.mode(labels[0, 0][mask]).values)
+            choice = instance_styles.get(inst)
+            if isinstance(choice, (list, tuple, np.ndarray, torch.Tensor)):
+                vector = torch.as_tensor(choice, dtype=torch.float32, device=self.device)
+            elif encoded is not None and choice is None:
+                vector = encoded[0][:, mask].mean(1)
+            else:
+                vector = bank.style(cls, choice if choice is not None else styles.get(cls), rng)
+            if vector is not None:
+                feat[0][:, mask] = vector.to(feat)[:, None]
+        return feat
+
+    @torch.no_grad()
+    def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,
+                 style_image: Image.Image | None = None, seed: int | None = None, keep_size: bool = True):
+        """Synthesise one image.
+
+        Args:
+            label_map: class ids (L/P/I image or (H, W) integer array) or an RGB image in the palette.
+            instance_map: instance ids, same size (optional).
+            styles: {class id: cluster index or "random"} from the style bank.
+            instance_styles: {instance id: cluster index, or a feature vector} for single instances.
+            style_image: a photo whose encoded per-instance features set the styles.
+            seed: draws the random clusters; same seed and choices, same image.
+            keep_size: resize the output to the label map's size (default) instead of the working size.
+        """
+        labels, instances = self.prepare_maps(label_map, instance_map)
+        classes = self.config.label_nc + int(self.config.contain_dontcare_label)
+        parts = [one_hot(labels, classes)]
+        if self.config.use_instance:
+            parts.append(instance_boundaries(instances))
+        if self.style_bank is not None:
+            parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
+        with eval_mode(self.generator):
+            y = self.generator(torch.cat(parts, 1).to(self.generator.dtype))
+        out = to_pil(((y[0].float().cpu() + 1) / 2))
+        size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
+        return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
+
+    def model_card(self, repo_id: str | None = None) -> str:
+        return HD_MODEL_CARD.format(name=repo_id or "pix2pixHD pipeline", repo=repo_id or "path/to/pipeline",
+                                    generator=type(self.generator).__name__, classes=self.config.label_nc)

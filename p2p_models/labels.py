@@ -1,0 +1,59 @@
+"""Label and instance maps: one-hot encoding, instance boundary maps, per-instance averaging,
+colour palettes."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, 1, H, W) integer ids in [0, num_classes) -> (B, num_classes, H, W) float one-hot."""
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"label ids must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return F.one_hot(labels[:, 0].long(), num_classes).permute(0, 3, 1, 2).float()
+
+
+def instance_boundaries(instances: torch.Tensor) -> torch.Tensor:
+    """pix2pixHD's boundary map: (B, 1, H, W) instance ids -> (B, 1, H, W) float, 1 where any
+    4-neighbour inside the image has a different id, else 0."""
+    t = instances
+    edge = torch.zeros_like(t, dtype=torch.bool)
+    horizontal = t[..., :, 1:] != t[..., :, :-1]
+    vertical = t[..., 1:, :] != t[..., :-1, :]
+    edge[..., :, 1:] |= horizontal
+    edge[..., :, :-1] |= horizontal
+    edge[..., 1:, :] |= vertical
+    edge[..., :-1, :] |= vertical
+    return edge.float()
+
+
+def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
+    """Replace every pixel's feature by the mean over its instance (pix2pixHD's instance-wise
+    average pooling): (B, C, H, W), (B, 1, H, W) ids -> (B, C, H, W)."""
+    out = torch.empty_like(features)
+    for b in range(features.shape[0]):
+        ids, inverse = torch.unique(instances[b, 0], return_inverse=True)
+        flat = features[b].flatten(1).T  # (HW, C)
+        sums = torch.zeros(len(ids), flat.shape[1], dtype=flat.dtype, device=flat.device)
+        sums.index_add_(0, inverse.flatten(), flat)
+        counts = torch.bincount(inverse.flatten(), minlength=len(ids)).to(flat.dtype)
+        out[b] = (sums / counts[:, None])[inverse.flatten()].T.reshape(features.shape[1:])
+    return out
+
+
+def colors_to_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray:
+    """RGB label image -> (H, W) int64 ids of the nearest palette colour (snaps JPEG/brush noise)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
+    packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    unique, inverse = np.unique(packed, return_inverse=True)
+    colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=1)
+    distances = ((colours[:, None, :] - np.asarray(palette, dtype=np.int64)[None]) ** 2).sum(-1)
+    return distances.argmin(1)[inverse.reshape(packed.shape)]
+
+
+def ids_to_colors(ids: np.ndarray, palette: list[list[int]]) -> Image.Image:
+    """(H, W) ids -> RGB image in the palette's colours."""
+    return Image.fromarray(np.asarray(palette, dtype=np.uint8)[ids])
