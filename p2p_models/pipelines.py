@@ -437,7 +437,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
         """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
         `style_image` through the encoder, else the style bank's cluster `styles[class]` (an int,
-        or "random"/absent for a random cluster drawn with `seed`)."""
+        or "random"/absent for a random cluster drawn from (`seed`, instance id))."""
         bank = self.style_bank
         feat = torch.zeros(1, bank.config.feat_num, *labels.shape[-2:], device=self.device)
         encoded = None
@@ -448,9 +448,10 @@ class Pix2PixHDPipeline(P2PPipeline):
             photo = check_image(style_image, 0).convert("RGB").resize((w, h), Image.BICUBIC)
             x = torch.from_numpy(to_array(photo))[None].to(self.device) * 2 - 1
             encoded = self.encoder(x.to(self.encoder.dtype), instances).float()
-        rng = np.random.default_rng(seed)
+        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
         styles, instance_styles = styles or {}, instance_styles or {}
         for inst in torch.unique(instances).tolist():
+            rng = np.random.default_rng([seed, inst])  # an instance's draw depends on nothing else
             mask = instances[0, 0] == inst
             cls = int(torch.mode(labels[0, 0][mask]).values)
             choice = instance_styles.get(inst)

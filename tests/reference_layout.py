@@ -90,3 +90,103 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             else:
                 t.copy_(torch.randn(t.shape, generator=g) * 0.1)
     return model
+
+
+# pix2pixHD (NVIDIA/pix2pixHD): nested Sequentials named `model`, `model{n}_1/_2`, `scale{i}_layer{j}`.
+def _hd_norm(c):
+    return nn.InstanceNorm2d(c)
+
+
+class RefResBlock(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), _hd_norm(dim), nn.ReLU(),
+                                        nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), _hd_norm(dim))
+
+    def forward(self, x):
+        return x + self.conv_block(x)
+
+
+def ref_global_layers(in_ch, out_ch, ngf, n_down, n_blocks):
+    m = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), _hd_norm(ngf), nn.ReLU()]
+    for i in range(n_down):
+        m += [nn.Conv2d(ngf * 2**i, ngf * 2 ** (i + 1), 3, 2, 1), _hd_norm(ngf * 2 ** (i + 1)), nn.ReLU()]
+    m += [RefResBlock(ngf * 2**n_down) for _ in range(n_blocks)]
+    for i in range(n_down):
+        mult = 2 ** (n_down - i)
+        m += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1), _hd_norm(ngf * mult // 2),
+              nn.ReLU()]
+    return m + [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7), nn.Tanh()]
+
+
+class RefGlobal(nn.Module):
+    def __init__(self, in_ch, out_ch, ngf, n_down, n_blocks):
+        super().__init__()
+        self.model = nn.Sequential(*ref_global_layers(in_ch, out_ch, ngf, n_down, n_blocks))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class RefLocal(nn.Module):
+    def __init__(self, in_ch, out_ch, ngf, n_down, n_blocks, n_local, n_blocks_local):
+        super().__init__()
+        self.n_local = n_local
+        self.model = nn.Sequential(*ref_global_layers(in_ch, out_ch, ngf * 2**n_local, n_down, n_blocks)[:-3])
+        for n in range(1, n_local + 1):
+            w = ngf * 2 ** (n_local - n)
+            down = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, w, 7), _hd_norm(w), nn.ReLU(),
+                    nn.Conv2d(w, w * 2, 3, 2, 1), _hd_norm(w * 2), nn.ReLU()]
+            up = [RefResBlock(w * 2) for _ in range(n_blocks_local)]
+            up += [nn.ConvTranspose2d(w * 2, w, 3, 2, 1, output_padding=1), _hd_norm(w), nn.ReLU()]
+            if n == n_local:
+                up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7), nn.Tanh()]
+            setattr(self, f"model{n}_1", nn.Sequential(*down))
+            setattr(self, f"model{n}_2", nn.Sequential(*up))
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
+
+    def forward(self, x):
+        pyramid = [x]
+        for _ in range(self.n_local):
+            pyramid.append(self.downsample(pyramid[-1]))
+        out = self.model(pyramid[-1])
+        for n in range(1, self.n_local + 1):
+            out = getattr(self, f"model{n}_2")(getattr(self, f"model{n}_1")(pyramid[self.n_local - n]) + out)
+        return out
+
+
+class RefEncoder(nn.Module):
+    def __init__(self, in_ch, out_ch, ngf, n_down):
+        super().__init__()
+        self.model = nn.Sequential(*ref_global_layers(in_ch, out_ch, ngf, n_down, 0))
+
+
+class RefMultiscaleD(nn.Module):
+    """getIntermFeat=True layout: `scale{i}_layer{j}`; scale num_D-1 sees the full resolution."""
+
+    def __init__(self, in_ch, ndf, n_layers, num_d):
+        super().__init__()
+        self.num_d, self.n_layers = num_d, n_layers
+        for i in range(num_d):
+            seq = [[nn.Conv2d(in_ch, ndf, 4, 2, 2), nn.LeakyReLU(0.2)]]
+            nf = ndf
+            for n in range(1, n_layers):
+                prev, nf = nf, min(nf * 2, 512)
+                seq += [[nn.Conv2d(prev, nf, 4, 2, 2), _hd_norm(nf), nn.LeakyReLU(0.2)]]
+            prev, nf = nf, min(nf * 2, 512)
+            seq += [[nn.Conv2d(prev, nf, 4, 1, 2), _hd_norm(nf), nn.LeakyReLU(0.2)]]
+            seq += [[nn.Conv2d(nf, 1, 4, 1, 2)]]
+            for j, layer in enumerate(seq):
+                setattr(self, f"scale{i}_layer{j}", nn.Sequential(*layer))
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
+
+    def forward(self, x):
+        result = []
+        for i in range(self.num_d):
+            feats = [x]
+            for j in range(self.n_layers + 2):
+                feats.append(getattr(self, f"scale{self.num_d - 1 - i}_layer{j}")(feats[-1]))
+            result.append(feats[1:])
+            if i != self.num_d - 1:
+                x = self.downsample(x)
+        return result

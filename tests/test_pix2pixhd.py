@@ -1,0 +1,223 @@
+import numpy as np
+import pytest
+import torch
+from reference_layout import RefEncoder, RefGlobal, RefLocal, RefMultiscaleD
+from safetensors.torch import save_file
+
+from p2p_models import (
+    FeatureEncoder,
+    GlobalGenerator,
+    LocalEnhancer,
+    MultiscaleDiscriminator,
+    Pix2PixHDPipeline,
+    StyleBank,
+    VGGLoss,
+    feature_matching_loss,
+    load_vgg19,
+)
+from p2p_models.labels import colors_to_ids, instance_average, instance_boundaries, one_hot
+from p2p_models.style_bank import instance_features, kmeans
+from p2p_models.vgg import VGG19Features
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_parameter_counts_match_the_reference_label2city_configs():
+    """label2city: 35 labels + boundary map = 36 channels in; G1 ngf 64 (512p), G2 ngf 32 (1024p),
+    D on 36 + 3 channels, E with nef 16; counts against the reference's module layout."""
+    assert n_params(GlobalGenerator(36, 3, 64, 4, 9)) == n_params(RefGlobal(36, 3, 64, 4, 9)) == 182_546_755
+    assert n_params(LocalEnhancer(36, 3, 32, 4, 9, 1, 3)) == n_params(RefLocal(36, 3, 32, 4, 9, 1, 3))
+    for num_d in (2, 3):
+        assert n_params(MultiscaleDiscriminator(39, 64, 3, num_d)) == n_params(RefMultiscaleD(39, 64, 3, num_d))
+    assert n_params(FeatureEncoder(3, 3, 16, 4)) == n_params(RefEncoder(3, 3, 16, 4))
+
+
+@pytest.mark.parametrize("size", [(256, 512), (512, 1024)])
+def test_generator_shapes(size):
+    x = torch.randn(1, 13, *size)
+    with torch.no_grad():
+        assert GlobalGenerator(13, 3, ngf=4, n_downsampling=4, n_blocks=1)(x).shape == (1, 3, *size)
+        assert LocalEnhancer(13, 3, ngf=2, n_blocks_global=1, n_blocks_local=1)(x).shape == (1, 3, *size)
+        assert LocalEnhancer(13, 3, ngf=2, n_local_enhancers=2, n_blocks_global=1, n_blocks_local=1)(x).shape == \
+            (1, 3, *size)
+
+
+def test_local_enhancer_sums_g1_features_with_its_front_end():
+    torch.manual_seed(0)
+    g1 = GlobalGenerator(5, 3, ngf=8, n_downsampling=2, n_blocks=1)
+    g2 = LocalEnhancer.from_global(g1, n_local_enhancers=1, n_blocks_local=1)
+    assert g2.config.ngf == 4
+    for k, v in g2.global_layers.state_dict().items():
+        assert torch.equal(v, g1.layers.state_dict()[k])  # trained G1 loaded into G2
+    x = torch.randn(1, 5, 64, 64)
+    with torch.no_grad():
+        coarse = g2.global_layers(g2.pool(x))
+        front = g2.enhancers[0].downsample(x)
+        assert coarse.shape == front.shape  # summed element-wise
+        expected = g2.enhancers[0].upsample(front + coarse)
+        assert torch.equal(g2(x), expected)
+
+
+def test_multiscale_discriminator_returns_every_layer_per_scale():
+    d = MultiscaleDiscriminator(6, ndf=4, n_layers=3, num_d=3).eval()
+    out = d(torch.randn(1, 6, 128, 128))
+    assert len(out) == 3 and all(len(scale) == 5 for scale in out)
+    assert [scale[-1].shape[1] for scale in out] == [1, 1, 1]
+    assert out[0][-1].shape[-1] > out[1][-1].shape[-1] > out[2][-1].shape[-1]
+
+
+def test_boundary_map_on_hand_made_ids():
+    ids = torch.tensor([[1, 1, 2],
+                        [1, 1, 2],
+                        [3, 3, 3]])[None, None]
+    expected = torch.tensor([[0, 1, 1],
+                             [1, 1, 1],
+                             [1, 1, 1]]).float()
+    assert torch.equal(instance_boundaries(ids)[0, 0], expected)
+    assert instance_boundaries(torch.zeros(1, 1, 4, 5, dtype=torch.long)).sum() == 0  # image borders are no edges
+    stripe = torch.zeros(1, 1, 3, 4, dtype=torch.long)
+    stripe[..., 3] = 1
+    assert torch.equal(instance_boundaries(stripe)[0, 0], torch.tensor([[0, 0, 1, 1.]] * 3))
+
+
+def test_instance_average_is_exact():
+    inst = torch.tensor([[0, 0, 5],
+                         [7, 7, 5]])[None, None]
+    feat = torch.tensor([[[1., 3, 10], [4, 8, 20]], [[0., 2, 1], [1, 1, 1]]])[None]
+    out = instance_average(feat, inst)
+    assert torch.equal(out[0, 0], torch.tensor([[2., 2, 15], [6, 6, 15]]))
+    assert torch.equal(out[0, 1], torch.tensor([[1., 1, 1], [1, 1, 1]]))
+
+
+def test_one_hot_and_palette_snapping():
+    ids = torch.tensor([[0, 2], [1, 2]])[None, None]
+    oh = one_hot(ids, 3)
+    assert oh.shape == (1, 3, 2, 2) and torch.equal(oh.argmax(1), ids[:, 0])
+    with pytest.raises(ValueError, match="label ids must lie in \\[0, 2\\)"):
+        one_hot(ids, 2)
+    from PIL import Image
+    noisy = Image.fromarray(np.array([[[250, 3, 4], [2, 0, 251]]], dtype=np.uint8))
+    assert colors_to_ids(noisy, [[0, 0, 0], [255, 0, 0], [0, 0, 255]]).tolist() == [[1, 2]]
+
+
+def test_feature_matching_weights():
+    n_layers, num_d = 3, 2
+    fake = [[torch.ones(1, 2, 4, 4)] * (n_layers + 2) for _ in range(num_d)]
+    real = [[torch.zeros(1, 2, 4, 4)] * (n_layers + 2) for _ in range(num_d)]
+    # every layer but the logits: (n_layers + 1) * 4 / (n_layers + 1) * 1 / num_d per scale, num_d scales
+    assert feature_matching_loss(fake, real, lambda_feat=10.0).item() == pytest.approx(40.0)
+    real[1][0] = torch.full((1, 2, 4, 4), 3.0)  # |1 - 3| on one layer of one scale
+    assert feature_matching_loss(fake, real, 10.0).item() == pytest.approx(40.0 + 10 * 1 / num_d * 1.0)
+
+
+def test_vgg_loss_loads_weights_and_matches_a_hand_computation(tmp_path):
+    torch.manual_seed(0)
+    vgg = VGG19Features()
+    state = {"module." + k: v for k, v in vgg.state_dict().items()}
+    state["module.classifier.0.weight"] = torch.zeros(2, 2)  # ignored
+    save_file(state, tmp_path / "vgg19.safetensors")
+    loaded = load_vgg19(tmp_path / "vgg19.safetensors")
+    loss = VGGLoss(loaded)
+    x, y = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64) * 2 - 1
+    fx, fy = vgg(x), vgg(y)
+    expected = sum(w * (a - b).abs().mean() for w, a, b in zip([1 / 32, 1 / 16, 1 / 8, 1 / 4, 1], fx, fy))
+    assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss(x, x).item() == 0
+    assert [f.shape[1] for f in fx] == [64, 128, 256, 512, 512]
+    assert not any(p.requires_grad for p in loss.parameters())
+    with pytest.raises(ValueError, match="needs ImageNet VGG19 weights.*--no_vgg_loss"):
+        load_vgg19(None)
+    save_file({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.safetensors")
+    with pytest.raises(ValueError, match="not a VGG19 state dict"):
+        load_vgg19(tmp_path / "partial.safetensors")
+
+
+def test_kmeans_is_reproducible_and_finds_clusters():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(40, 3, generator=g) * 0.1 + c for c in (-5.0, 0.0, 5.0)])
+    a, b = kmeans(x, 3, seed=1), kmeans(x, 3, seed=1)
+    assert torch.equal(a, b)
+    assert sorted(a[:, 0].round().tolist()) == [-5.0, 0.0, 5.0]
+    assert kmeans(x[:2], 10).shape == (2, 3)  # never more centres than points
+
+
+def hd_pipe(norm="batch", use_bank=True):
+    torch.manual_seed(0)
+    classes, feat = 4, 3
+    g = GlobalGenerator(classes + 1 + (feat if use_bank else 0), 3, ngf=4, n_downsampling=2, n_blocks=1, norm=norm)
+    bank = None
+    if use_bank:
+        bank = StyleBank(num_classes=classes, feat_num=feat, k=3)
+        bank.fit([(c, torch.randn(feat) * 3) for c in range(classes) for _ in range(6)])
+    enc = FeatureEncoder(3, feat, nef=4, n_downsampling=2, norm=norm) if use_bank else None
+    palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    return Pix2PixHDPipeline(generator=g.eval(), encoder=enc, style_bank=bank, label_nc=classes,
+                             image_size=[64, 256], palette=palette, class_names=["bg", "car", "road", "sky"])
+
+
+def scene():
+    labels = np.zeros((64, 256), np.int64)
+    labels[:32] = 3
+    labels[40:, :] = 2
+    labels[44:60, 8:40] = 1  # car 1 (left)
+    labels[44:60, 200:240] = 1  # car 2 (right)
+    inst = labels.copy()
+    inst[44:60, 200:240] = 11
+    return labels, inst
+
+
+def test_style_edit_changes_only_that_instance():
+    pipe = hd_pipe()
+    labels, inst = scene()
+    base = np.asarray(pipe(labels, inst, seed=0)).astype(int)
+    assert np.array_equal(base, np.asarray(pipe(labels, inst, seed=0)))  # same seed, same choices
+    edited = np.asarray(pipe(labels, inst, seed=0, instance_styles={1: [9.0, -9.0, 9.0]})).astype(int)
+    changes = np.abs(edited - base).sum(-1) > 0
+    assert changes[44:60, 8:40].any()
+    # BatchNorm in eval mode makes G local: nothing changes farther than its receptive field from car 1
+    assert not changes[:, 100:].any()
+    only_right = np.asarray(pipe(labels, inst, seed=0, instance_styles={11: [9.0, -9.0, 9.0]})).astype(int)
+    diff = np.abs(only_right - base).sum(-1) > 0
+    assert diff[44:60, 200:240].any() and not diff[:, :120].any()
+
+
+def test_class_styles_and_seeds():
+    pipe = hd_pipe()
+    labels, inst = scene()
+    a = np.asarray(pipe(labels, inst, styles={2: 0}, seed=0))
+    b = np.asarray(pipe(labels, inst, styles={2: 1}, seed=0))
+    assert not np.array_equal(a, b)
+    with pytest.raises(ValueError, match="style cluster 7 for class 2"):
+        pipe(labels, inst, styles={2: 7})
+    seeds = {tuple(np.asarray(pipe(labels, inst, seed=s)).ravel()[:2000]) for s in range(4)}
+    assert len(seeds) > 1  # random clusters differ between seeds
+
+
+def test_colour_label_maps_and_errors(tmp_path):
+    from PIL import Image
+
+    pipe = hd_pipe(norm="instance")
+    labels, inst = scene()
+    colour = Image.fromarray(np.asarray(pipe.config.palette, np.uint8)[labels])
+    assert np.array_equal(np.asarray(pipe(colour, inst, seed=3)), np.asarray(pipe(labels, inst, seed=3)))
+    assert pipe(labels, seed=0).size == (256, 64)
+    with pytest.raises(ValueError, match="ids must lie in \\[0, 4\\)"):
+        pipe(labels + 4)
+    with pytest.raises(ValueError, match="instance_map is"):
+        pipe(labels, inst[:10])
+    with pytest.raises(TypeError, match="expected a PIL image or an"):
+        pipe("labels.png")
+    pipe.save_pretrained(tmp_path)
+    loaded = Pix2PixHDPipeline.from_pretrained(tmp_path)
+    assert loaded.config.palette == pipe.config.palette and loaded.config.class_names[1] == "car"
+    assert np.array_equal(np.asarray(loaded(labels, inst, seed=5)), np.asarray(pipe(labels, inst, seed=5)))
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 256, 3), dtype=np.uint8))
+    assert loaded(labels, inst, style_image=photo).size == (256, 64)
+
+
+def test_pipeline_checks_channels():
+    g = GlobalGenerator(7, 3, ngf=4, n_downsampling=2, n_blocks=1)
+    with pytest.raises(ValueError, match="the generator takes 7 channels, but 4 classes"):
+        Pix2PixHDPipeline(generator=g, label_nc=4)
