@@ -5,7 +5,6 @@ import os
 import struct
 from pathlib import Path
 
-import torch
 from diffusers import ModelMixin
 from torch import nn
 

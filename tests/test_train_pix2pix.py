@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT
 from PIL import Image
 from safetensors.torch import load_file
-from train_pix2pix import linear_decay
+from common import linear_decay
 
 from p2p_models import Pix2PixPipeline
 

@@ -9,25 +9,35 @@ plus `discriminator/`, `checkpoint-N/` folders, validation grids in `samples/` a
 """
 
 import argparse
-import hashlib
 import json
-import logging
 import math
-import re
-import shlex
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
+from common import (
+    RealFakeDiscriminator,
+    add_common_args,
+    card_front_matter,
+    check_common_args,
+    command_line,
+    init_trackers,
+    linear_decay,
+    make_accelerator,
+    metrics_table,
+    public_config,
+    resume,
+    save_checkpoint,
+    save_grid,
+    score,
+    to_uint8_grid,
+    train_loader,
+    write_rank_report,
+)
 from data import PairedImageDataset, load_splits, train_val_split
-from metrics import l1, psnr, ssim
-from PIL import Image
 from tqdm.auto import tqdm
 
 from p2p_models import (
@@ -45,14 +55,8 @@ logger = get_logger(__name__)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True,
-                   help="Hub dataset id, `save_to_disk` folder, parquet file/folder, or image folder (aligned A|B jpgs)")
-    g.add_argument("--train_split", default="train")
-    g.add_argument("--validation_split", default=None,
-                   help="split for validation (default: validation/val if present, else held out of train)")
-    g.add_argument("--validation_fraction", type=float, default=0.1,
-                   help="fraction of train held out when the dataset has no validation split")
+    add_common_args(p)
+    g = p.add_argument_group("pairs")
     g.add_argument("--image_column", default=None, help="the A|B (aligned) or colour-photo (colorization) column")
     g.add_argument("--image_column_a", default=None, help="A column of a two-column paired dataset")
     g.add_argument("--image_column_b", default=None, help="B column of a two-column paired dataset")
@@ -61,11 +65,6 @@ def parse_args(argv=None):
     g.add_argument("--load_size", type=int, default=286, help="resize to this square size before cropping")
     g.add_argument("--crop_size", type=int, default=256, help="random crop size = the model's working size")
     g.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
-    g.add_argument("--max_train_samples", type=int, default=None)
-    g.add_argument("--skip_bad_images", action="store_true",
-                   help="check every image first and skip unreadable ones (default: stop with an error naming it)")
-    g.add_argument("--dataloader_num_workers", type=int, default=0)
-    g.add_argument("--cache_dir", default=None, help="datasets cache directory")
 
     g = p.add_argument_group("model")
     g.add_argument("--num_downs", type=int, default=8, help="U-Net levels: 8 = unet_256, 7 = unet_128")
@@ -75,81 +74,16 @@ def parse_args(argv=None):
     g.add_argument("--pixel_d", action="store_true", help="1x1 PixelGAN discriminator")
     g.add_argument("--norm", choices=["batch", "instance", "none"], default="batch")
     g.add_argument("--no_dropout", action="store_true")
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--num_epochs", type=int, default=100, help="epochs at the initial learning rate")
-    g.add_argument("--num_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
-    g.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps")
-    g.add_argument("--train_batch_size", type=int, default=1, help="per process")
-    g.add_argument("--learning_rate", type=float, default=2e-4)
-    g.add_argument("--adam_beta1", type=float, default=0.5)
-    g.add_argument("--adam_beta2", type=float, default=0.999)
     g.add_argument("--gan_mode", choices=["vanilla", "lsgan", "hinge"], default="vanilla")
     g.add_argument("--lambda_l1", type=float, default=100.0)
     g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
-    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    g.add_argument("--seed", type=int, default=0)
-
-    g = p.add_argument_group("outputs")
-    g.add_argument("--output_dir", required=True)
-    g.add_argument("--checkpointing_steps", type=int, default=500)
-    g.add_argument("--checkpoints_total_limit", type=int, default=None)
-    g.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint-N folder")
-    g.add_argument("--validation_steps", type=int, default=500)
-    g.add_argument("--num_validation_images", type=int, default=4, help="rows in the validation grid")
-    g.add_argument("--max_validation_samples", type=int, default=None, help="cap for the final val metrics")
-    g.add_argument("--report_to", default="none", help="accelerate tracker: tensorboard, wandb, ... or none")
-    g.add_argument("--logging_dir", default="logs")
-    g.add_argument("--rank_report", action="store_true",
-                   help="each process writes rank_report/rank<i>.json (samples seen, weight hashes)")
-    g.add_argument("--push_to_hub", action="store_true")
-    g.add_argument("--hub_model_id", default=None)
-    g.add_argument("--hub_token", default=None)
     args = p.parse_args(argv)
+    check_common_args(p, args)
     if bool(args.image_column_a) != bool(args.image_column_b):
         p.error("--image_column_a and --image_column_b go together")
     if args.colorization and args.image_column_a:
         p.error("--colorization takes one --image_column, not --image_column_a/b")
-    if args.push_to_hub and not args.hub_model_id:
-        p.error("--push_to_hub needs --hub_model_id")
     return args
-
-
-class RealFakeDiscriminator(torch.nn.Module):
-    """D on (A, real B) and (A, fake B) in one forward call (separate batches, so BatchNorm
-    statistics stay separate as in the reference), so DDP sees one forward per backward."""
-
-    def __init__(self, discriminator: PatchDiscriminator):
-        super().__init__()
-        self.discriminator = discriminator
-
-    def forward(self, real_a, real_b, fake_b):
-        return self.discriminator(torch.cat([real_a, real_b], 1)), self.discriminator(torch.cat([real_a, fake_b], 1))
-
-
-def linear_decay(num_epochs: int, num_epochs_decay: int):
-    """The reference's `linear` policy: lr factor 1 for `num_epochs`, then linearly towards 0."""
-    return lambda epoch: 1.0 - max(0, epoch + 1 - num_epochs) / float(num_epochs_decay + 1)
-
-
-def checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit: int | None) -> None:
-    """Write checkpoint-<step> atomically (a partial save never looks like a checkpoint)."""
-    final, partial = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.partial"
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        if limit:
-            for old in checkpoints(output_dir)[:-limit]:
-                shutil.rmtree(old)
-        logger.info(f"saved {final}")
-    accelerator.wait_for_everyone()
 
 
 @torch.no_grad()
@@ -169,24 +103,19 @@ def validation_grid(generator, dataset: PairedImageDataset, n: int, device) -> n
     a = torch.stack([it["A"] for it in items]).to(device)
     b = torch.stack([it["B"] for it in items]).to(device)
     fake = generate(generator, a, seed=0).float()
-    rows = [torch.cat([dataset.to_rgb(a[i:i + 1]), dataset.to_rgb(a[i:i + 1], fake[i:i + 1]),
-                       dataset.to_rgb(a[i:i + 1], b[i:i + 1])], dim=3) for i in range(len(items))]
-    grid = torch.cat(rows, dim=2)[0].clamp(0, 1)
-    return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return to_uint8_grid([[dataset.to_rgb(a[i:i + 1]), dataset.to_rgb(a[i:i + 1], fake[i:i + 1]),
+                           dataset.to_rgb(a[i:i + 1], b[i:i + 1])] for i in range(len(items))])
 
 
 def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None, device) -> dict:
     """Mean L1 / PSNR / SSIM of sampled outputs vs targets, in RGB [0, 1] at the working size."""
-    scores = {"l1": [], "psnr": [], "ssim": []}
+    scores = {}
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, n, 8):
         items = [dataset[i] for i in range(start, min(start + 8, n))]
         a = torch.stack([it["A"] for it in items]).to(device)
         b = torch.stack([it["B"] for it in items]).to(device)
-        fake = dataset.to_rgb(a, generate(generator, a, seed=start).float())
-        real = dataset.to_rgb(a, b)
-        for name, fn in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
-            scores[name] += fn(fake, real).tolist()
+        score(dataset.to_rgb(a, generate(generator, a, seed=start).float()), dataset.to_rgb(a, b), scores)
     return {name: float(np.mean(v)) for name, v in scores.items()} | {"num_samples": n}
 
 
@@ -194,13 +123,8 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
     g = dict(pipe.generator.config)
     d = dict(discriminator.config) if discriminator is not None else None
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
-    meta = ["---", "library_name: p2p", "pipeline_tag: image-to-image", "tags:", "- pix2pix", "- image-to-image", "- p2p"]
-    if not Path(args.dataset).exists():
-        meta += ["datasets:", f"- {args.dataset}"]
-    meta.append("---")
-    public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
     lines = [
-        *meta, "",
+        *card_front_matter(args, ["pix2pix", "image-to-image", "p2p"]),
         f"# pix2pix: {Path(args.output_dir).name}", "",
         "A pix2pix pipeline (Isola et al., CVPR 2017) trained with p2p's `train/train_pix2pix.py`.", "",
         "```python",
@@ -217,15 +141,14 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         f"- Augmentation: resize to {args.load_size}, random crop {args.crop_size}"
         f"{'' if args.no_flip else ', random horizontal flip'}; batch size {args.train_batch_size} x "
         f"{num_processes} process(es); seed {args.seed}.",
-        f"- Generator: `UNetGenerator` {json.dumps(public(g))}.",
-        f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public(d))}.",
+        f"- Generator: `UNetGenerator` {json.dumps(public_config(g))}.",
+        f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public_config(d))}.",
         f"- Wall time: {seconds / 60:.1f} min ({seconds / max(steps, 1):.3f} s/step).",
-        f"- Command: `{shlex.join(['accelerate', 'launch', 'train/train_pix2pix.py', *sys.argv[1:]])}`", "",
+        f"- Command: `{command_line('train/train_pix2pix.py')}`", "",
         "## Validation", "",
         f"Sampled outputs (dropout on, seed per image) vs. targets on {metrics['num_samples']} validation "
         f"examples at {args.crop_size}x{args.crop_size}, RGB in [0, 1]:", "",
-        "| L1 | PSNR (dB) | SSIM |", "|---:|---:|---:|",
-        f"| {metrics['l1']:.4f} | {metrics['psnr']:.2f} | {metrics['ssim']:.4f} |", "",
+        *metrics_table(metrics),
     ]
     return "\n".join(lines)
 
@@ -233,19 +156,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-        step_scheduler_with_optimizer=False,
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for stale in output_dir.glob("checkpoint-*.partial"):
-            shutil.rmtree(stale)
+    accelerator = make_accelerator(args)
     set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
 
     # Data
@@ -270,12 +181,7 @@ def main(argv=None):
             if not len(dataset):
                 raise ValueError(f"no readable {name} examples left in {args.dataset}")
     dataset_desc = f"{len(train_set)} training examples, layout {layout}"
-    # Its own generator: starting an epoch (or a resumed part of one) draws nothing from the global
-    # RNG, so dropout noise continues exactly where a checkpoint left it.
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    loader = train_loader(train_set, args)
 
     # Models, losses, optimisers
     in_ch, out_ch = train_set.channels
@@ -291,37 +197,23 @@ def main(argv=None):
     gan_loss = GANLoss(args.gan_mode)
     if args.no_gan:
         discriminator = None
-        generator, opt_g, sched_g, train_loader = accelerator.prepare(generator, opt_g, sched_g, train_loader)
+        generator, opt_g, sched_g, loader = accelerator.prepare(generator, opt_g, sched_g, loader)
     else:
         discriminator = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d, norm=args.norm,
                                            pixel=args.pixel_d)
         d_pair = RealFakeDiscriminator(discriminator)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)
-        generator, d_pair, opt_g, opt_d, sched_g, sched_d, train_loader = accelerator.prepare(
-            generator, d_pair, opt_g, opt_d, sched_g, sched_d, train_loader
+        generator, d_pair, opt_g, opt_d, sched_g, sched_d, loader = accelerator.prepare(
+            generator, d_pair, opt_g, opt_d, sched_g, sched_d, loader
         )
     schedulers = [sched_g] if args.no_gan else [sched_g, sched_d]
 
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = len(loader)
     total_epochs = args.num_epochs + args.num_epochs_decay
     max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
-    if accelerator.is_main_process:
-        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("pix2pix", config=config)
-
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = (checkpoints(output_dir) or [None])[-1] if args.resume_from_checkpoint == "latest" \
-            else Path(args.resume_from_checkpoint)
-        if path is None:
-            logger.info("--resume_from_checkpoint latest: no checkpoint yet, starting from scratch")
-        else:
-            if not path.is_dir():
-                raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
-            accelerator.load_state(str(path))
-            global_step = int(path.name.split("-")[1])
-            logger.info(f"resumed from {path} at step {global_step}")
+    init_trackers(accelerator, "pix2pix", args)
+    global_step = resume(accelerator, args)
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
 
     logger.info(f"{len(train_set)} training pairs, {len(val_set)} validation; {steps_per_epoch} steps/epoch per "
@@ -335,12 +227,12 @@ def main(argv=None):
         if global_step >= max_steps:
             break
         train_set.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
+        loader.set_epoch(epoch)
         generator.train()
-        loader = train_loader
+        batches = loader
         if epoch == first_epoch and resume_batches:
-            loader = accelerator.skip_first_batches(train_loader, resume_batches)
-        for batch in loader:
+            batches = accelerator.skip_first_batches(loader, resume_batches)
+        for batch in batches:
             real_a, real_b = batch["A"], batch["B"]
             seen += batch["index"].tolist()
             with accelerator.autocast():
@@ -379,14 +271,7 @@ def main(argv=None):
     accelerator.wait_for_everyone()
 
     if args.rank_report:
-        params = accelerator.unwrap_model(generator).state_dict()
-        digest = hashlib.sha256()
-        for name, p in accelerator.unwrap_model(generator).named_parameters():
-            digest.update(name.encode() + p.detach().cpu().numpy().tobytes())
-        report = {"rank": accelerator.process_index, "samples_seen": seen, "generator_parameters_sha256":
-                  digest.hexdigest(), "num_tensors": len(params)}
-        (output_dir / "rank_report").mkdir(exist_ok=True)
-        (output_dir / "rank_report" / f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+        write_rank_report(accelerator, generator, seen, output_dir)
 
     if accelerator.is_main_process:
         g = accelerator.unwrap_model(generator).eval()
@@ -413,13 +298,8 @@ def main(argv=None):
 
 
 def log_grid(accelerator, generator, val_set, args, step):
-    grid = validation_grid(accelerator.unwrap_model(generator), val_set, args.num_validation_images,
-                           accelerator.device)
-    (Path(args.output_dir) / "samples").mkdir(exist_ok=True)
-    Image.fromarray(grid).save(Path(args.output_dir) / "samples" / f"step-{step:07d}.png")
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({"validation": grid[None]}, step=step, dataformats="NHWC")
+    grid = validation_grid(accelerator.unwrap_model(generator), val_set, args.num_validation_images, accelerator.device)
+    save_grid(accelerator, grid, Path(args.output_dir), step)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,215 @@
+"""Accelerate plumbing shared by the training scripts: arguments, the Accelerator, checkpoints and
+resume, validation grids and metrics, rank reports, model card pieces."""
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from metrics import l1, psnr, ssim
+from PIL import Image
+
+logger = get_logger(__name__)
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Data-source, optimisation and output flags every training script takes."""
+    g = p.add_argument_group("data source")
+    g.add_argument("--dataset", required=True,
+                   help="Hub dataset id, `save_to_disk` folder, parquet file/folder, or image folder")
+    g.add_argument("--train_split", default="train")
+    g.add_argument("--validation_split", default=None,
+                   help="split for validation (default: validation/val if present, else held out of train)")
+    g.add_argument("--validation_fraction", type=float, default=0.1,
+                   help="fraction of train held out when the dataset has no validation split")
+    g.add_argument("--max_train_samples", type=int, default=None)
+    g.add_argument("--skip_bad_images", action="store_true",
+                   help="check every image first and skip unreadable ones (default: stop with an error naming it)")
+    g.add_argument("--dataloader_num_workers", type=int, default=0)
+    g.add_argument("--cache_dir", default=None, help="datasets cache directory")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--num_epochs", type=int, default=100, help="epochs at the initial learning rate")
+    g.add_argument("--num_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
+    g.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps")
+    g.add_argument("--train_batch_size", type=int, default=1, help="per process")
+    g.add_argument("--learning_rate", type=float, default=2e-4)
+    g.add_argument("--adam_beta1", type=float, default=0.5)
+    g.add_argument("--adam_beta2", type=float, default=0.999)
+    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    g.add_argument("--seed", type=int, default=0)
+
+    g = p.add_argument_group("outputs")
+    g.add_argument("--output_dir", required=True)
+    g.add_argument("--checkpointing_steps", type=int, default=500)
+    g.add_argument("--checkpoints_total_limit", type=int, default=None)
+    g.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint-N folder")
+    g.add_argument("--validation_steps", type=int, default=500)
+    g.add_argument("--num_validation_images", type=int, default=4, help="rows in the validation grid")
+    g.add_argument("--max_validation_samples", type=int, default=None, help="cap for the final val metrics")
+    g.add_argument("--report_to", default="none", help="accelerate tracker: tensorboard, wandb, ... or none")
+    g.add_argument("--logging_dir", default="logs")
+    g.add_argument("--rank_report", action="store_true",
+                   help="each process writes rank_report/rank<i>.json (samples seen, weight hashes)")
+    g.add_argument("--push_to_hub", action="store_true")
+    g.add_argument("--hub_model_id", default=None)
+    g.add_argument("--hub_token", default=None)
+
+
+def check_common_args(p: argparse.ArgumentParser, args) -> None:
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id")
+
+
+def make_accelerator(args) -> Accelerator:
+    """An Accelerator with seeded data order (the same shuffle on every process, each taking its
+    shard), schedulers stepped by hand once per epoch, and tidy logging; clears partial checkpoints."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        step_scheduler_with_optimizer=False,
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in output_dir.glob("checkpoint-*.partial"):
+            shutil.rmtree(stale)
+    return accelerator
+
+
+def train_loader(dataset, args) -> torch.utils.data.DataLoader:
+    # Its own generator: starting an epoch (or a resumed part of one) draws nothing from the global
+    # RNG, so dropout noise continues exactly where a checkpoint left it.
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=args.train_batch_size, shuffle=True, num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+
+class RealFakeDiscriminator(torch.nn.Module):
+    """D on (condition, real) and (condition, fake) in one forward call (separate batches, so
+    BatchNorm statistics stay separate as in the reference), so DDP sees one forward per backward."""
+
+    def __init__(self, discriminator: torch.nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, condition, real, fake):
+        return (self.discriminator(torch.cat([condition, real], 1)),
+                self.discriminator(torch.cat([condition, fake], 1)))
+
+
+def linear_decay(num_epochs: int, num_epochs_decay: int):
+    """pix2pix's `linear` policy: lr factor 1 for `num_epochs`, then linearly towards 0."""
+    return lambda epoch: 1.0 - max(0, epoch + 1 - num_epochs) / float(num_epochs_decay + 1)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit: int | None) -> None:
+    """Write checkpoint-<step> atomically (a partial save never looks like a checkpoint)."""
+    final, partial = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.partial"
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        if limit:
+            for old in checkpoints(output_dir)[:-limit]:
+                shutil.rmtree(old)
+        logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()
+
+
+def resume(accelerator: Accelerator, args) -> int:
+    """Load `--resume_from_checkpoint` (latest or a path) if given; returns the step to continue from."""
+    if not args.resume_from_checkpoint:
+        return 0
+    output_dir = Path(args.output_dir)
+    if args.resume_from_checkpoint == "latest":
+        found = checkpoints(output_dir)
+        if not found:
+            logger.info("--resume_from_checkpoint latest: no checkpoint yet, starting from scratch")
+            return 0
+        path = found[-1]
+    else:
+        path = Path(args.resume_from_checkpoint)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
+    accelerator.load_state(str(path))
+    step = int(path.name.split("-")[1])
+    logger.info(f"resumed from {path} at step {step}")
+    return step
+
+
+def init_trackers(accelerator: Accelerator, name: str, args) -> None:
+    if accelerator.is_main_process:
+        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers(name, config=config)
+
+
+def to_uint8_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
+    """rows of (1, 3, H, W) images in [0, 1] -> one (H * rows, W * columns, 3) uint8 image."""
+    grid = torch.cat([torch.cat(row, dim=3) for row in rows], dim=2)[0].clamp(0, 1)
+    return (grid.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def save_grid(accelerator: Accelerator, grid: np.ndarray, output_dir: Path, step: int) -> None:
+    (output_dir / "samples").mkdir(exist_ok=True)
+    Image.fromarray(grid).save(output_dir / "samples" / f"step-{step:07d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"validation": grid[None]}, step=step, dataformats="NHWC")
+
+
+def score(fake: torch.Tensor, real: torch.Tensor, scores: dict) -> None:
+    """Append per-image L1 / PSNR / SSIM of (B, 3, H, W) images in [0, 1] to `scores`."""
+    for name, fn in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
+        scores.setdefault(name, []).extend(fn(fake.float(), real.float()).tolist())
+
+
+def write_rank_report(accelerator: Accelerator, model, seen: list[int], output_dir: Path) -> None:
+    """This process's samples and a hash of its model's parameters (DDP keeps them identical)."""
+    digest = hashlib.sha256()
+    for name, p in accelerator.unwrap_model(model).named_parameters():
+        digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
+    report = {"rank": accelerator.process_index, "samples_seen": seen, "generator_parameters_sha256": digest.hexdigest()}
+    (output_dir / "rank_report").mkdir(exist_ok=True)
+    (output_dir / "rank_report" / f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+
+
+def card_front_matter(args, tags: list[str]) -> list[str]:
+    meta = ["---", "library_name: p2p", "pipeline_tag: image-to-image", "tags:", *[f"- {t}" for t in tags]]
+    if not Path(args.dataset).exists():
+        meta += ["datasets:", f"- {args.dataset}"]
+    return meta + ["---", ""]
+
+
+def command_line(script: str) -> str:
+    return shlex.join(["accelerate", "launch", script, *sys.argv[1:]])
+
+
+def public_config(config) -> dict:
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+
+def metrics_table(metrics: dict) -> list[str]:
+    return ["| L1 | PSNR (dB) | SSIM |", "|---:|---:|---:|",
+            f"| {metrics['l1']:.4f} | {metrics['psnr']:.2f} | {metrics['ssim']:.4f} |", ""]
