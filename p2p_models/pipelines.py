@@ -396,7 +396,8 @@ class Pix2PixHDPipeline(P2PPipeline):
     ):
         super().__init__()
         classes = label_nc + int(contain_dontcare_label)
-        feat_num = style_bank.config.feat_num if style_bank is not None else 0
+        feat_source = style_bank if style_bank is not None else encoder
+        feat_num = feat_source.config.feat_num if feat_source is not None else 0
         expected = classes + int(use_instance) + feat_num
         if generator.config.in_channels != expected:
             raise ValueError(
@@ -439,7 +440,8 @@ class Pix2PixHDPipeline(P2PPipeline):
         `style_image` through the encoder, else the style bank's cluster `styles[class]` (an int,
         or "random"/absent for a random cluster drawn from (`seed`, instance id))."""
         bank = self.style_bank
-        feat = torch.zeros(1, bank.config.feat_num, *labels.shape[-2:], device=self.device)
+        feat_num = (bank or self.encoder).config.feat_num
+        feat = torch.zeros(1, feat_num, *labels.shape[-2:], device=self.device)
         encoded = None
         if style_image is not None:
             if self.encoder is None:
@@ -459,8 +461,10 @@ class Pix2PixHDPipeline(P2PPipeline):
                 vector = torch.as_tensor(choice, dtype=torch.float32, device=self.device)
             elif encoded is not None and choice is None:
                 vector = encoded[0][:, mask].mean(1)
-            else:
+            elif bank is not None:
                 vector = bank.style(cls, choice if choice is not None else styles.get(cls), rng)
+            else:
+                raise ValueError("this pipeline has no style bank: give style_image or feature vectors in instance_styles")
             if vector is not None:
                 feat[0][:, mask] = vector.to(feat)[:, None]
         return feat
@@ -484,7 +488,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         parts = [one_hot(labels, classes)]
         if self.config.use_instance:
             parts.append(instance_boundaries(instances))
-        if self.style_bank is not None:
+        if self.style_bank is not None or self.encoder is not None:
             parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
         with eval_mode(self.generator):
             y = self.generator(torch.cat(parts, 1).to(self.generator.dtype))

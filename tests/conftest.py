@@ -33,6 +33,15 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
     raise RuntimeError(f"server did not open port {port} in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+
+
+def environment(tmp_path: Path, **extra) -> dict:
+    """Environment for training subprocesses: the project importable, CPU accelerate, a private HF_HOME."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "1",
+            "OMP_NUM_THREADS": "1", **extra}
+
+
 def run_python(code: str, env: dict, cwd: Path, timeout: float = 300) -> str:
     """Run `code` in a fresh interpreter (huggingface_hub reads HF_ENDPOINT at import time)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ACCELERATE, ROOT, environment
 from PIL import Image
 from safetensors.torch import load_file
 from common import linear_decay
 
 from p2p_models import Pix2PixPipeline
 
-ACCELERATE = Path(sys.executable).parent / "accelerate"
 SMALL = ["--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--direction", "BtoA", "--load_size", "72",
          "--crop_size", "64", "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--validation_steps", "1000"]
 
@@ -27,11 +26,6 @@ def launch_command(args, processes=1):
     multi = ["--multi_gpu"] if processes > 1 else []
     return [str(ACCELERATE), "launch", *multi, "--num_processes", str(processes), "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train" / "train_pix2pix.py"), *args]
-
-
-def environment(tmp_path, **extra):
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "1",
-            "OMP_NUM_THREADS": "1", **extra}
 
 
 def launch(tmp_path, args, processes=1, **env):

@@ -215,3 +215,118 @@ class PairedImageDataset(torch.utils.data.Dataset):
         if B is None:
             return ((A + 1) / 2).expand(-1, 3, -1, -1)
         return model_lab_to_rgb(A, B)
+
+
+def load_label_splits(source: str, cache_dir: str | None = None) -> datasets.DatasetDict:
+    """pix2pixHD data: a Cityscapes-style folder (`<split>_label/`, `<split>_img/`, optional
+    `<split>_inst/`, files paired in sorted order) as a `datasets.DatasetDict` with `label`,
+    `image` (and `instance`) columns, or anything `load_splits` reads."""
+    root = Path(source)
+    splits = sorted(p.name[: -len("_label")] for p in root.glob("*_label") if p.is_dir()) if root.is_dir() else []
+    if not splits:
+        return load_splits(source, cache_dir)
+    out = {}
+    for split in splits:
+        columns = {}
+        for column, folder in (("label", "label"), ("image", "img"), ("instance", "inst")):
+            directory = root / f"{split}_{folder}"
+            if directory.is_dir():
+                columns[column] = sorted(str(p) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if "image" not in columns:
+            continue  # labels only (a test split for inference): nothing to train or validate on
+        counts = {k: len(v) for k, v in columns.items()}
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"{root}: the {split} folders hold different numbers of files: {counts}")
+        dataset = datasets.Dataset.from_dict(columns)
+        for column in columns:
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        out[split] = dataset
+    if not out:
+        raise ValueError(f"{root}: no <split>_label/ folder has a matching <split>_img/ folder")
+    return datasets.DatasetDict(out)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def decode_ids(value, where: str) -> np.ndarray:
+    """An undecoded label/instance image -> (H, W) int64 ids (modes L, P, I, I;16)."""
+    name = value.get("path") or where
+    try:
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+        with Image.open(source) as image:
+            if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise BadImageError(f"{name}: mode {image.mode} is not an id map (expected L, P, I or I;16)")
+            return np.asarray(image).astype(np.int64)
+    except BadImageError:
+        raise
+    except Exception as e:
+        raise BadImageError(f"{name}: cannot be read as an image ({type(e).__name__}: {e})") from e
+
+
+class LabelImageDataset(torch.utils.data.Dataset):
+    """(label ids, instance ids, photo) triples for pix2pixHD.
+
+    Resizing follows the reference's `scale_width`: width `load_size`, height keeping the aspect
+    ratio, both rounded to a multiple of `size_factor`; labels and instances nearest-neighbour,
+    photos bicubic. Training adds a random `crop_size` square crop (if given) and a random flip,
+    shared by the three and seeded by (seed, epoch, index). Without an instance column the label
+    map is the instance map.
+
+    Items: {"label": (1, H, W) int64, "instance": (1, H, W) int64, "image": (3, H, W) in [-1, 1], "index"}.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, label_column: str = "label", image_column: str = "image",
+                 instance_column: str | None = "instance", load_size: int = 1024, crop_size: int | None = None,
+                 flip: bool = True, train: bool = True, seed: int = 0, size_factor: int = 32):
+        for column in (label_column, image_column, instance_column):
+            if column is not None and column not in dataset.column_names:
+                raise ValueError(f"column {column!r} not found; the dataset has {dataset.column_names}")
+        if crop_size is not None and crop_size % size_factor:
+            raise ValueError(f"crop_size {crop_size} must be divisible by {size_factor}")
+        self.dataset = dataset
+        for column in (label_column, image_column, instance_column):
+            if column is not None:
+                self.dataset = self.dataset.cast_column(column, datasets.Image(decode=False))
+        self.label_column, self.image_column, self.instance_column = label_column, image_column, instance_column
+        self.load_size, self.crop_size, self.flip, self.train = load_size, crop_size, flip, train
+        self.seed, self.size_factor = seed, size_factor
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i):
+        row = self.dataset[i]
+        where = f"example {i}"
+        labels = decode_ids(row[self.label_column], f"{where}, label")
+        photo = decode(row[self.image_column], f"{where}, image")
+        instances = decode_ids(row[self.instance_column], f"{where}, instance") if self.instance_column else labels
+        if labels.shape != instances.shape or labels.shape != (photo.height, photo.width):
+            raise BadImageError(f"{where}: label {labels.shape[::-1]}, instance {instances.shape[::-1]} and image "
+                                f"{photo.size} sizes differ (W, H)")
+        f = self.size_factor
+        w = max(f, round(self.load_size / f) * f)
+        h = max(f, round(self.load_size * photo.height / photo.width / f) * f)
+        x = y = 0
+        flip = False
+        if self.train:
+            rng = random.Random(hash((self.seed, self.epoch, i)))
+            if self.crop_size:
+                x, y = rng.randint(0, max(0, w - self.crop_size)), rng.randint(0, max(0, h - self.crop_size))
+            flip = self.flip and rng.random() < 0.5
+        box = (x, y, x + self.crop_size, y + self.crop_size) if self.train and self.crop_size else (0, 0, w, h)
+
+        def prepare(image, resample):
+            image = image.resize((w, h), resample).crop(box)
+            return image.transpose(Image.FLIP_LEFT_RIGHT) if flip else image
+
+        def ids(array):
+            return torch.from_numpy(np.array(prepare(Image.fromarray(array.astype(np.int32)), Image.NEAREST)))[None]
+
+        image = np.asarray(prepare(photo, Image.BICUBIC), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1
+        return {"label": ids(labels).long(), "instance": ids(instances).long(), "image": torch.from_numpy(image),
+                "index": i}

@@ -1,0 +1,388 @@
+"""Train pix2pixHD (global generator, local enhancer, multiscale D, feature matching, VGG loss,
+instance maps, feature encoder) with accelerate.
+
+Coarse to fine, as the paper:
+
+    accelerate launch train/train_pix2pixhd.py --dataset ../shared/datasets/cityscapes_samples \
+        --label_nc 35 --netG global --load_size 1024 --output_dir runs/hd_global --vgg_weights vgg19.safetensors
+    accelerate launch train/train_pix2pixhd.py ... --netG local --ngf 32 --load_size 2048 \
+        --load_pretrain runs/hd_global --niter_fix_global 10 --output_dir runs/hd_local
+
+The output directory ends up a `Pix2PixHDPipeline` folder (generator/, encoder/ and style_bank/
+with --instance_feat) plus `discriminator/`, checkpoints, validation grids and a model card.
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from common import (
+    RealFakeDiscriminator,
+    add_common_args,
+    card_front_matter,
+    check_common_args,
+    command_line,
+    init_trackers,
+    make_accelerator,
+    metrics_table,
+    public_config,
+    resume,
+    save_checkpoint,
+    save_grid,
+    score,
+    to_uint8_grid,
+    train_loader,
+    write_rank_report,
+)
+from data import LabelImageDataset, load_label_splits, train_val_split
+from encode_features import build_style_bank
+from tqdm.auto import tqdm
+
+from p2p_models import (
+    FeatureEncoder,
+    GANLoss,
+    GlobalGenerator,
+    LocalEnhancer,
+    MultiscaleDiscriminator,
+    Pix2PixHDPipeline,
+    VGGLoss,
+    feature_matching_loss,
+    load_vgg19,
+    multiscale_gan_loss,
+)
+from p2p_models.labels import instance_boundaries, one_hot
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    g = p.add_argument_group("label maps")
+    g.add_argument("--label_column", default="label")
+    g.add_argument("--image_column", default="image")
+    g.add_argument("--instance_column", default="instance")
+    g.add_argument("--label_nc", type=int, default=35, help="number of label classes")
+    g.add_argument("--contain_dontcare_label", action="store_true", help="id 255 becomes an extra class")
+    g.add_argument("--no_instance", action="store_true", help="no instance maps (no boundary channel)")
+    g.add_argument("--label_info", default=None,
+                   help='JSON {"names": [...], "colors": [[r, g, b], ...]} stored with the pipeline')
+    g.add_argument("--load_size", type=int, default=1024, help="resize to this width (aspect kept)")
+    g.add_argument("--crop_size", type=int, default=None, help="random square crop for training")
+    g.add_argument("--no_flip", action="store_true")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--netG", choices=["global", "local"], default="global")
+    g.add_argument("--ngf", type=int, default=64)
+    g.add_argument("--n_downsample_global", type=int, default=4)
+    g.add_argument("--n_blocks_global", type=int, default=9)
+    g.add_argument("--n_local_enhancers", type=int, default=1)
+    g.add_argument("--n_blocks_local", type=int, default=3)
+    g.add_argument("--niter_fix_global", type=int, default=0, help="epochs training only the local enhancer")
+    g.add_argument("--load_pretrain", default=None, help="a trained global pipeline (or generator) folder for G2")
+    g.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
+    g.add_argument("--ndf", type=int, default=64)
+    g.add_argument("--n_layers_D", type=int, default=3)
+    g.add_argument("--num_D", type=int, default=3)
+    g.add_argument("--no_lsgan", action="store_true", help="vanilla GAN loss instead of least squares")
+    g.add_argument("--lambda_feat", type=float, default=10.0)
+    g.add_argument("--no_ganFeat_loss", action="store_true")
+    g.add_argument("--no_vgg_loss", action="store_true")
+    g.add_argument("--vgg_weights", default=None, help="VGG19 ImageNet weights: safetensors file or Hub repo")
+    g.add_argument("--instance_feat", action="store_true", help="encoder features pooled per instance")
+    g.add_argument("--label_feat", action="store_true", help="encoder features pooled per label region")
+    g.add_argument("--feat_num", type=int, default=3)
+    g.add_argument("--nef", type=int, default=16)
+    g.add_argument("--n_downsample_E", type=int, default=4)
+    g.add_argument("--n_clusters", type=int, default=10)
+    args = p.parse_args(argv)
+    check_common_args(p, args)
+    if args.load_pretrain and args.netG != "local":
+        p.error("--load_pretrain loads a global generator into --netG local")
+    return args
+
+
+def hd_linear_decay(num_epochs: int, num_epochs_decay: int):
+    """pix2pixHD's schedule: constant for `num_epochs`, then lr -= lr0 / num_epochs_decay per epoch."""
+    return lambda epoch: 1.0 - max(0, epoch + 1 - num_epochs) / float(num_epochs_decay)
+
+
+class Inputs:
+    """Turns a batch into the generator's input: one-hot labels, boundary map, encoder features."""
+
+    def __init__(self, args):
+        self.classes = args.label_nc + int(args.contain_dontcare_label)
+        self.dontcare, self.label_nc = args.contain_dontcare_label, args.label_nc
+        self.use_instance, self.label_feat = not args.no_instance, args.label_feat
+
+    def labels(self, batch):
+        labels = batch["label"]
+        return torch.where(labels == 255, self.label_nc, labels) if self.dontcare else labels
+
+    def condition(self, batch):
+        parts = [one_hot(self.labels(batch), self.classes)]
+        if self.use_instance:
+            parts.append(instance_boundaries(batch["instance"]))
+        return torch.cat(parts, 1)
+
+    def regions(self, batch):
+        return self.labels(batch) if self.label_feat else batch["instance"]
+
+
+def label_colors(labels: torch.Tensor, palette: np.ndarray) -> torch.Tensor:
+    """(1, 1, H, W) ids -> (1, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(palette[labels[0, 0].cpu().numpy() % len(palette)]).permute(2, 0, 1)[None] / 255.0
+
+
+@torch.no_grad()
+def run_generator(generator, encoder, inputs: Inputs, batch, device):
+    condition = inputs.condition(batch).to(device)
+    if encoder is not None:
+        features = encoder(batch["image"].to(device), inputs.regions(batch).to(device))
+        condition = torch.cat([condition, features], 1)
+    return generator(condition)
+
+
+@torch.no_grad()
+def validate(generator, encoder, inputs, dataset, n_grid, limit, palette, device):
+    """(grid (H, W, 3) uint8 of label | output | target rows, metrics on up to `limit` examples).
+    Encoder features come from the target photo (reconstruction, as the reference's test)."""
+    modules = [m for m in (generator, encoder) if m is not None]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    rows, scores = [], {}
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):
+        item = dataset[i]
+        batch = {k: v[None] for k, v in item.items() if k != "index"}
+        fake = (run_generator(generator, encoder, inputs, batch, device).float().cpu() + 1) / 2
+        real = (batch["image"] + 1) / 2
+        score(fake, real, scores)
+        if i < n_grid:
+            rows.append([label_colors(inputs.labels(batch), palette), fake, real])
+    for m, mode in zip(modules, modes):
+        m.train(mode)
+    metrics = {k: float(np.mean(v)) for k, v in scores.items()} | {"num_samples": n}
+    return to_uint8_grid(rows), metrics
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = make_accelerator(args)
+    set_seed(args.seed, device_specific=True)
+
+    vgg_loss = None if args.no_vgg_loss else VGGLoss(load_vgg19(args.vgg_weights)).to(accelerator.device)
+    info = json.loads(Path(args.label_info).read_text()) if args.label_info else {}
+    classes = args.label_nc + int(args.contain_dontcare_label)
+    palette = np.asarray(info.get("colors") or np.random.default_rng(0).integers(0, 256, (classes, 3)), np.uint8)
+
+    # Data
+    with accelerator.main_process_first():
+        splits = load_label_splits(args.dataset, cache_dir=args.cache_dir)
+    train_hf, val_hf, val_desc = train_val_split(
+        splits, args.train_split, args.validation_split, args.validation_fraction, args.seed
+    )
+    if args.max_train_samples:
+        train_hf = train_hf.select(range(min(args.max_train_samples, len(train_hf))))
+    factor = 2 ** (args.n_downsample_global + (args.n_local_enhancers if args.netG == "local" else 0))
+    instance_column = None if args.no_instance or args.instance_column == "none" else args.instance_column
+    if instance_column and instance_column not in train_hf.column_names:
+        raise ValueError(f"no {instance_column!r} column in {args.dataset}: pass --no_instance or --instance_column")
+    common = dict(label_column=args.label_column, image_column=args.image_column, instance_column=instance_column,
+                  load_size=args.load_size, flip=not args.no_flip, seed=args.seed, size_factor=factor)
+    train_set = LabelImageDataset(train_hf, crop_size=args.crop_size, train=True, **common)
+    val_set = LabelImageDataset(val_hf, train=False, **common)
+    loader = train_loader(train_set, args)
+
+    # Models
+    inputs = Inputs(args)
+    use_features = args.instance_feat or args.label_feat
+    g_in = classes + int(not args.no_instance) + (args.feat_num if use_features else 0)
+    if args.netG == "global":
+        generator = GlobalGenerator(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global, args.norm)
+    else:
+        generator = LocalEnhancer(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global,
+                                  args.n_local_enhancers, args.n_blocks_local, args.norm)
+        if args.load_pretrain:
+            source = Path(args.load_pretrain)
+            g1 = GlobalGenerator.from_pretrained(source / "generator" if (source / "generator").is_dir() else source)
+            generator.load_global(g1)
+            logger.info(f"G1 weights loaded from {source}")
+    encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
+    discriminator = MultiscaleDiscriminator(classes + int(not args.no_instance) + 3, args.ndf, args.n_layers_D,
+                                            args.num_D, args.norm)
+    d_pair = RealFakeDiscriminator(discriminator)
+    g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
+    betas = (args.adam_beta1, args.adam_beta2)
+    opt_g = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+    decay = hd_linear_decay(args.num_epochs, args.num_epochs_decay)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, decay)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, decay)
+    models = [generator, d_pair] + ([encoder] if encoder is not None else [])
+    prepared = accelerator.prepare(*models, opt_g, opt_d, sched_g, sched_d, loader)
+    generator, d_pair = prepared[0], prepared[1]
+    encoder = prepared[2] if encoder is not None else None
+    opt_g, opt_d, sched_g, sched_d, loader = prepared[len(models):]
+    unwrapped_d = accelerator.unwrap_model(d_pair).discriminator
+    global_params = (list(accelerator.unwrap_model(generator).global_layers.parameters())
+                     if args.netG == "local" else [])
+    gan_loss = GANLoss("vanilla" if args.no_lsgan else "lsgan")
+
+    steps_per_epoch = len(loader)
+    total_epochs = args.num_epochs + args.num_epochs_decay
+    max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
+    init_trackers(accelerator, "pix2pixhd", args)
+    global_step = resume(accelerator, args)
+    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
+    logger.info(f"{len(train_set)} training examples, {len(val_set)} validation; {steps_per_epoch} steps/epoch x "
+                f"{accelerator.num_processes} processes; {max_steps} steps; G input {g_in} channels")
+
+    seen = []
+    progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="steps")
+    start_time, start_step = time.time(), global_step
+    for epoch in range(first_epoch, total_epochs):
+        if global_step >= max_steps:
+            break
+        train_set.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        fix_global = epoch < args.niter_fix_global
+        batches = accelerator.skip_first_batches(loader, resume_batches) if epoch == first_epoch and resume_batches \
+            else loader
+        for batch in batches:
+            seen += batch["index"].tolist()
+            real = batch["image"]
+            with accelerator.autocast():
+                condition = inputs.condition(batch)
+                g_input = condition
+                if encoder is not None:
+                    g_input = torch.cat([condition, encoder(real, inputs.regions(batch))], 1)
+                fake = generator(g_input)
+                # D on real and (detached) fake pairs, with the current D (loss applied after G's step)
+                unwrapped_d.requires_grad_(True)
+                pred_real, pred_fake_d = d_pair(condition, real, fake.detach())
+                loss_d_real = multiscale_gan_loss(gan_loss, pred_real, True)
+                loss_d_fake = multiscale_gan_loss(gan_loss, pred_fake_d, False)
+                # G: GAN + feature matching + VGG, through a frozen D
+                unwrapped_d.requires_grad_(False)
+                pred_fake = unwrapped_d(torch.cat([condition, fake], 1))
+                losses = {"g_gan": multiscale_gan_loss(gan_loss, pred_fake, True, for_discriminator=False)}
+                if not args.no_ganFeat_loss:
+                    losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, args.lambda_feat)
+                if vgg_loss is not None:
+                    losses["g_vgg"] = vgg_loss(fake.float(), real.float()) * args.lambda_feat
+                loss_g = sum(losses.values())
+            opt_g.zero_grad(set_to_none=True)
+            accelerator.backward(loss_g)
+            if fix_global:  # coarse-to-fine: G1 stays as loaded for the first --niter_fix_global epochs
+                for p in global_params:
+                    p.grad = None
+            opt_g.step()
+            unwrapped_d.requires_grad_(True)
+            loss_d = 0.5 * (loss_d_real + loss_d_fake)
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(loss_d)
+            opt_d.step()
+            global_step += 1
+            if global_step % steps_per_epoch == 0:
+                sched_g.step()
+                sched_d.step()
+            logs = {k: v.item() for k, v in losses.items()} | {"d_real": loss_d_real.item(),
+                                                               "d_fake": loss_d_fake.item(),
+                                                               "lr": opt_g.param_groups[0]["lr"]}
+            progress.update(1)
+            progress.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
+            accelerator.log(logs, step=global_step)
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            if global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                grid, _ = validate(accelerator.unwrap_model(generator), encoder and accelerator.unwrap_model(encoder),
+                                   inputs, val_set, args.num_validation_images, args.num_validation_images, palette,
+                                   accelerator.device)
+                save_grid(accelerator, grid, output_dir, global_step)
+            if global_step >= max_steps:
+                break
+    progress.close()
+    seconds = time.time() - start_time
+    accelerator.wait_for_everyone()
+    if args.rank_report:
+        write_rank_report(accelerator, generator, seen, output_dir)
+
+    if accelerator.is_main_process:
+        g = accelerator.unwrap_model(generator).eval()
+        e = accelerator.unwrap_model(encoder).eval() if encoder is not None else None
+        grid, metrics = validate(g, e, inputs, val_set, args.num_validation_images, args.max_validation_samples,
+                                 palette, accelerator.device)
+        save_grid(accelerator, grid, output_dir, global_step)
+        metrics |= {"steps": global_step, "seconds_per_step": seconds / max(global_step - start_step, 1)}
+        (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
+        bank = None
+        if e is not None:
+            bank_set = LabelImageDataset(train_hf, train=False, **common)
+            bank = build_style_bank(e, bank_set, classes, args.n_clusters, args.label_feat, args.seed,
+                                    accelerator.device)
+        sample = val_set[0]["label"]
+        pipe = Pix2PixHDPipeline(generator=g, encoder=e, style_bank=bank, label_nc=args.label_nc,
+                                 contain_dontcare_label=args.contain_dontcare_label,
+                                 use_instance=not args.no_instance, image_size=list(sample.shape[-2:]),
+                                 palette=palette.tolist(), class_names=info.get("names"))
+        card = model_card(args, pipe, unwrapped_d, val_desc, len(train_set), global_step, global_step / steps_per_epoch,
+                          seconds, accelerator.num_processes, metrics)
+        pipe.save_pretrained(output_dir)
+        (output_dir / "README.md").write_text(card)
+        unwrapped_d.save_pretrained(output_dir / "discriminator")
+        logger.info(f"pipeline saved to {output_dir}; validation {metrics}")
+        if args.push_to_hub:
+            pipe.push_to_hub(args.hub_model_id, token=args.hub_token, model_card=card,
+                             commit_message=f"pix2pixHD, {global_step} steps")
+    accelerator.end_training()
+
+
+def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):
+    losses = ["LSGAN" if not args.no_lsgan else "vanilla GAN"]
+    if not args.no_ganFeat_loss:
+        losses.append(f"{args.lambda_feat:g} * feature matching")
+    losses.append("no VGG loss" if args.no_vgg_loss else f"{args.lambda_feat:g} * VGG19 ({args.vgg_weights})")
+    h, w = pipe.working_size
+    lines = [
+        *card_front_matter(args, ["pix2pixhd", "image-to-image", "p2p"]),
+        f"# pix2pixHD: {Path(args.output_dir).name}", "",
+        "A pix2pixHD pipeline (Wang et al., CVPR 2018) trained with p2p's `train/train_pix2pixhd.py`.", "",
+        "```python",
+        "from p2p_models import Pix2PixHDPipeline",
+        f'pipe = Pix2PixHDPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")',
+        "image = pipe(label_map, instance_map, seed=0)",
+        "```", "",
+        "## Training", "",
+        f"- Data: `{args.dataset}` ({n_train} training examples, {args.label_nc} classes"
+        f"{', instance maps' if not args.no_instance else ''}); validation: {val_desc}.",
+        f"- Working size {w}x{h} (width resized to {args.load_size}"
+        f"{f', random {args.crop_size} crops' if args.crop_size else ''}).",
+        f"- Losses: {', '.join(losses)}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
+        f"{args.num_epochs} epochs + {args.num_epochs_decay} decay (ran {steps} steps = {epochs:.2f} epochs"
+        f"{f', G1 fixed for {args.niter_fix_global} epochs' if args.niter_fix_global else ''}).",
+        f"- Generator: `{type(pipe.generator).__name__}` {json.dumps(public_config(pipe.generator.config))}.",
+        f"- Discriminator: `MultiscaleDiscriminator` {json.dumps(public_config(discriminator.config))}.",
+        f"- Encoder / style bank: {'none' if pipe.encoder is None else json.dumps(public_config(pipe.encoder.config))}"
+        f"{'' if pipe.style_bank is None else f', k = {args.n_clusters} clusters per class'}.",
+        f"- Batch size {args.train_batch_size} x {num_processes} process(es); seed {args.seed}; "
+        f"wall time {seconds / 60:.1f} min ({seconds / max(steps, 1):.3f} s/step).",
+        f"- Command: `{command_line('train/train_pix2pixhd.py')}`", "",
+        "## Validation", "",
+        f"Reconstructions (encoder features from the target photo) vs. targets on {metrics['num_samples']} "
+        f"validation examples at {w}x{h}, RGB in [0, 1]:", "",
+        *metrics_table(metrics),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
