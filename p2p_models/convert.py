@@ -1,21 +1,32 @@
-"""Convert the reference pix2pix checkpoints (junyanz/pytorch-CycleGAN-and-pix2pix
-`latest_net_G.pth` / `latest_net_D.pth`) to p2p models and pipelines.
+"""Convert reference checkpoints to p2p models and pipelines:
+pix2pix (junyanz/pytorch-CycleGAN-and-pix2pix `latest_net_G.pth` / `latest_net_D.pth`) and
+pix2pixHD (NVIDIA/pix2pixHD global or local `latest_net_G.pth`, `latest_net_E.pth`,
+`latest_net_D.pth`, `features_clustered_010.npy`). Which one a generator file is, is read off it.
 
     python -m p2p_models.convert --checkpoint latest_net_G.pth --output_dir facades_label2photo \
         --direction BtoA [--discriminator latest_net_D.pth]
+    python -m p2p_models.convert --checkpoint latest_net_G.pth --output_dir label2city_1024p \
+        --label_nc 35 --image_size 1024 2048 [--encoder latest_net_E.pth \
+        --features features_clustered_010.npy --allow_pickle]
 
-The architecture (channels, ngf, depth, norm) is read off the state dict; dropout leaves no weights,
-so `--no_dropout` says the generator was trained without it. Files load with
-`torch.load(weights_only=True)`: no pickled code runs.
+Architectures (channels, widths, depths, norm) are read off the state dicts; dropout leaves no
+weights, so `--no_dropout` says a pix2pix generator was trained without it. `.pth` files load with
+`torch.load(weights_only=True)`: no pickled code runs. The reference's cluster file is a pickled
+dict; it is only read with `--allow_pickle`, since unpickling a file can run code.
 """
 
 import argparse
 import os
+import re
 
 import torch
 
-from .pipelines import Pix2PixPipeline
+import numpy as np
+
+from .pipelines import Pix2PixHDPipeline, Pix2PixPipeline
 from .pix2pix import PatchDiscriminator, UNetGenerator
+from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
+from .style_bank import StyleBank
 
 StateDict = dict[str, torch.Tensor]
 
@@ -154,6 +165,125 @@ def load_reference_discriminator(checkpoint: str | os.PathLike | StateDict) -> P
     return model.eval()
 
 
+def _conv_indices(state: StateDict, prefix: str) -> list[int]:
+    """Sorted indices i with a 4-d `{prefix}{i}.weight` (convs of a Sequential), residual blocks excluded."""
+    found = []
+    for key, value in state.items():
+        rest = key[len(prefix):] if key.startswith(prefix) else None
+        if rest is not None and rest.count(".") == 1 and rest.endswith(".weight") and value.dim() == 4:
+            found.append(int(rest.split(".")[0]))
+    return sorted(found)
+
+
+def _resblocks(state: StateDict, prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix) and ".conv_block." in k})
+
+
+def _hd_norm(state: StateDict) -> str:
+    return "batch" if any(k.endswith("running_mean") for k in state) else "instance"
+
+
+def _encoder_decoder_config(state: StateDict, prefix: str = "model.") -> dict:
+    """in/out channels, width, downsamplings and residual blocks of a reference encoder-decoder."""
+    convs = _conv_indices(state, prefix)
+    first, last = state[f"{prefix}{convs[0]}.weight"], state[f"{prefix}{convs[-1]}.weight"]
+    resampling = [i for i in convs if state[f"{prefix}{i}.weight"].shape[-1] == 3]  # as many ups as downs
+    return {"in_channels": first.shape[1], "out_channels": last.shape[0], "ngf": first.shape[0],
+            "n_downsampling": len(resampling) // 2, "n_blocks": _resblocks(state, prefix)}
+
+
+def hd_generator_key_map(model: GlobalGenerator | LocalEnhancer) -> dict[str, str]:
+    """Our module path -> the reference's, per layer (residual blocks keep their inner indices)."""
+    mapping = {}
+
+    def add(ours_prefix, ref_prefix, sequential):
+        for name, _ in sequential.named_modules():
+            if name and "." not in name or name.count(".") == 2 and ".conv_block." in name:
+                mapping[f"{ours_prefix}.{name}"] = f"{ref_prefix}.{name}"
+
+    if isinstance(model, GlobalGenerator):
+        add("layers", "model", model.layers)
+    else:
+        add("global_layers", "model", model.global_layers)
+        for n, enhancer in enumerate(model.enhancers, start=1):
+            add(f"enhancers.{n - 1}.downsample", f"model{n}_1", enhancer.downsample)
+            add(f"enhancers.{n - 1}.upsample", f"model{n}_2", enhancer.upsample)
+    return mapping
+
+
+def load_reference_hd_generator(checkpoint: str | os.PathLike | StateDict) -> GlobalGenerator | LocalEnhancer:
+    """A pix2pixHD `latest_net_G.pth` (global or local layout) as a GlobalGenerator / LocalEnhancer."""
+    source = "state dict" if isinstance(checkpoint, dict) else str(checkpoint)
+    state = checkpoint if isinstance(checkpoint, dict) else load_reference_state_dict(checkpoint)
+    if "model.1.weight" not in state:
+        raise ValueError(f"{source}: not a pix2pixHD generator state dict (no model.1.weight)")
+    norm = _hd_norm(state)
+    n_local = len({k.split("_")[0] for k in state if re.match(r"model\d+_1\.", k)})
+    g = _encoder_decoder_config(state)
+    if not n_local:
+        model = GlobalGenerator(g["in_channels"], g["out_channels"], g["ngf"], g["n_downsampling"], g["n_blocks"], norm)
+    else:
+        last_up = f"model{n_local}_2."
+        out_conv = _conv_indices(state, last_up)[-1]
+        model = LocalEnhancer(g["in_channels"], state[f"{last_up}{out_conv}.weight"].shape[0],
+                              state[f"model{n_local}_1.1.weight"].shape[0], g["n_downsampling"], g["n_blocks"],
+                              n_local, _resblocks(state, "model1_2."), norm)
+    model.load_state_dict(_remap(state, model, hd_generator_key_map(model), source))
+    return model.eval()
+
+
+def load_reference_encoder(checkpoint: str | os.PathLike | StateDict) -> FeatureEncoder:
+    """A pix2pixHD `latest_net_E.pth` as a FeatureEncoder."""
+    source = "state dict" if isinstance(checkpoint, dict) else str(checkpoint)
+    state = checkpoint if isinstance(checkpoint, dict) else load_reference_state_dict(checkpoint)
+    if "model.1.weight" not in state:
+        raise ValueError(f"{source}: not a pix2pixHD encoder state dict (no model.1.weight)")
+    c = _encoder_decoder_config(state)
+    model = FeatureEncoder(c["in_channels"], c["out_channels"], c["ngf"], c["n_downsampling"], _hd_norm(state))
+    mapping = {f"layers.{name}": f"model.{name}" for name, _ in model.layers.named_children()}
+    model.load_state_dict(_remap(state, model, mapping, source))
+    return model.eval()
+
+
+def load_reference_multiscale_discriminator(checkpoint: str | os.PathLike | StateDict) -> MultiscaleDiscriminator:
+    """A pix2pixHD `latest_net_D.pth` (`--no_ganFeat_loss` off: `scale{i}_layer{j}` keys) as a
+    MultiscaleDiscriminator. The reference's scale num_D-1 sees the full resolution; ours is scale 0."""
+    source = "state dict" if isinstance(checkpoint, dict) else str(checkpoint)
+    state = checkpoint if isinstance(checkpoint, dict) else load_reference_state_dict(checkpoint)
+    scales = {int(m.group(1)) for k in state if (m := re.match(r"scale(\d+)_layer\d+\.", k))}
+    if not scales:
+        raise ValueError(f"{source}: not a pix2pixHD multiscale discriminator (no scale<i>_layer<j> keys)")
+    num_d = max(scales) + 1
+    n_layers = len({k.split(".")[0] for k in state if k.startswith("scale0_layer")}) - 2
+    first = state["scale0_layer0.0.weight"]
+    model = MultiscaleDiscriminator(first.shape[1], first.shape[0], n_layers, num_d, _hd_norm(state))
+    mapping = {f"discriminators.{num_d - 1 - i}.layers.{j}.{k}": f"scale{i}_layer{j}.{k}"
+               for i in range(num_d) for j in range(n_layers + 2) for k in range(3)}
+    model.load_state_dict(_remap(state, model, mapping, source))
+    return model.eval()
+
+
+def load_reference_clusters(path: str | os.PathLike, num_classes: int, allow_pickle: bool = False) -> StyleBank:
+    """The reference's `features_clustered_010.npy` ({label: (n, feat_num) centres}, pickled) as a StyleBank."""
+    if not allow_pickle:
+        raise ValueError(
+            f"{path} is a pickled dict; unpickling can run code. Load it only if you trust it, with "
+            "allow_pickle=True (--allow_pickle on the command line)."
+        )
+    clusters = np.load(path, allow_pickle=True).item()
+    if not isinstance(clusters, dict):
+        raise ValueError(f"{path}: expected a dict of per-label centres, got {type(clusters).__name__}")
+    arrays = {int(k): np.asarray(v, dtype=np.float32).reshape(len(v), -1) for k, v in clusters.items() if len(v)}
+    feat_num = next(iter(arrays.values())).shape[1]
+    bank = StyleBank(num_classes=num_classes, feat_num=feat_num, k=max(len(v) for v in arrays.values()))
+    for label, centres in arrays.items():
+        if label >= num_classes:
+            raise ValueError(f"{path}: label {label} >= num_classes {num_classes}")
+        bank.centers[label, : len(centres)] = torch.from_numpy(centres)
+        bank.counts[label] = len(centres)
+    return bank
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="reference latest_net_G.pth")
@@ -162,18 +292,44 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, nargs="+", default=[256], help="working size: S or H W")
     parser.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     parser.add_argument("--no_dropout", action="store_true", help="the generator was trained with --no_dropout")
+    hd = parser.add_argument_group("pix2pixHD")
+    hd.add_argument("--label_nc", type=int, default=35)
+    hd.add_argument("--contain_dontcare_label", action="store_true")
+    hd.add_argument("--no_instance", action="store_true")
+    hd.add_argument("--encoder", help="latest_net_E.pth")
+    hd.add_argument("--features", help="features_clustered_010.npy (pickled; needs --allow_pickle)")
+    hd.add_argument("--allow_pickle", action="store_true", help="trust and unpickle the --features file")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    generator = load_reference_generator(args.checkpoint, use_dropout=not args.no_dropout)
+    state = load_reference_state_dict(args.checkpoint)
+    if "model.model.0.weight" not in state:
+        return convert_hd(args, state)
+    generator = load_reference_generator(state, use_dropout=not args.no_dropout)
     size = args.image_size[0] if len(args.image_size) == 1 else args.image_size
     pipe = Pix2PixPipeline(generator=generator, image_size=size, direction=args.direction)
     pipe.save_pretrained(args.output_dir)
     if args.discriminator:
         load_reference_discriminator(args.discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
     print(f"wrote {args.output_dir}: {dict(generator.config)}")
+
+
+def convert_hd(args, state: StateDict) -> None:
+    generator = load_reference_hd_generator(state)
+    encoder = load_reference_encoder(args.encoder) if args.encoder else None
+    classes = args.label_nc + int(args.contain_dontcare_label)
+    bank = load_reference_clusters(args.features, classes, args.allow_pickle) if args.features else None
+    size = args.image_size * 2 if len(args.image_size) == 1 else args.image_size
+    pipe = Pix2PixHDPipeline(generator=generator, encoder=encoder, style_bank=bank, label_nc=args.label_nc,
+                             contain_dontcare_label=args.contain_dontcare_label, use_instance=not args.no_instance,
+                             image_size=size)
+    pipe.save_pretrained(args.output_dir)
+    if args.discriminator:
+        load_reference_multiscale_discriminator(args.discriminator).save_pretrained(
+            os.path.join(args.output_dir, "discriminator"))
+    print(f"wrote {args.output_dir}: {type(generator).__name__} {dict(generator.config)}")
 
 
 if __name__ == "__main__":

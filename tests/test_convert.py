@@ -128,3 +128,86 @@ def test_pickled_code_is_not_executed(tmp_path):
     torch.save({"model.model.0.weight": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(ValueError, match="weights_only=True"):
         load_reference_generator(tmp_path / "evil.pth")
+
+
+# pix2pixHD
+from p2p_models import Pix2PixHDPipeline  # noqa: E402
+from p2p_models.convert import (  # noqa: E402
+    load_reference_clusters,
+    load_reference_encoder,
+    load_reference_hd_generator,
+    load_reference_multiscale_discriminator,
+)
+from reference_layout import RefEncoder, RefGlobal, RefLocal, RefMultiscaleD  # noqa: E402
+
+
+def test_hd_global_generator_conversion(tmp_path):
+    ref = randomize(RefGlobal(12, 3, 8, 3, 2)).eval()
+    model = load_reference_hd_generator(save_reference(ref, tmp_path / "latest_net_G.pth"))
+    c = model.config
+    assert type(model).__name__ == "GlobalGenerator"
+    assert (c.in_channels, c.out_channels, c.ngf, c.n_downsampling, c.n_blocks) == (12, 3, 8, 3, 2)
+    x = torch.randn(1, 12, 64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_local", [1, 2])
+def test_hd_local_enhancer_conversion(tmp_path, n_local):
+    ref = randomize(RefLocal(12, 3, 4, 2, 1, n_local, 2)).eval()
+    model = load_reference_hd_generator(save_reference(ref, tmp_path / "latest_net_G.pth", prefix="module."))
+    c = model.config
+    assert type(model).__name__ == "LocalEnhancer"
+    assert (c.ngf, c.n_downsample_global, c.n_blocks_global, c.n_local_enhancers, c.n_blocks_local) == \
+        (4, 2, 1, n_local, 2)
+    x = torch.randn(1, 12, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_hd_encoder_and_discriminator_conversion(tmp_path):
+    ref_e = randomize(RefEncoder(3, 3, 4, 2)).eval()
+    encoder = load_reference_encoder(save_reference(ref_e, tmp_path / "latest_net_E.pth"))
+    image, inst = torch.randn(1, 3, 32, 32), torch.randint(0, 3, (1, 1, 32, 32))
+    with torch.no_grad():
+        raw = ref_e.model(image)
+        torch.testing.assert_close(encoder.layers(image), raw, rtol=1e-4, atol=1e-5)
+    ref_d = randomize(RefMultiscaleD(7, 8, 3, 3)).eval()
+    d = load_reference_multiscale_discriminator(save_reference(ref_d, tmp_path / "latest_net_D.pth"))
+    assert (d.config.num_d, d.config.n_layers, d.config.ndf) == (3, 3, 8)
+    x = torch.randn(1, 7, 64, 64)
+    with torch.no_grad():
+        for ours, theirs in zip(d(x), ref_d(x)):
+            for a, b in zip(ours, theirs):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_clusters_need_an_explicit_opt_in(tmp_path):
+    clusters = {26: np.arange(6, dtype=np.float32).reshape(2, 3), 7: np.ones((1, 3), np.float32)}
+    np.save(tmp_path / "features_clustered_010.npy", clusters, allow_pickle=True)
+    with pytest.raises(ValueError, match="pickled dict; unpickling can run code"):
+        load_reference_clusters(tmp_path / "features_clustered_010.npy", 35)
+    bank = load_reference_clusters(tmp_path / "features_clustered_010.npy", 35, allow_pickle=True)
+    assert bank.counts[26] == 2 and bank.counts[7] == 1 and bank.counts.sum() == 3
+    assert torch.equal(bank.centers[26, 1], torch.tensor([3.0, 4.0, 5.0]))
+
+
+def test_hd_cli_writes_an_editable_pipeline(tmp_path):
+    ref_g = randomize(RefGlobal(35 + 1 + 3, 3, 4, 2, 1)).eval()
+    ref_e = randomize(RefEncoder(3, 3, 4, 2)).eval()
+    save_reference(ref_g, tmp_path / "G.pth")
+    save_reference(ref_e, tmp_path / "E.pth")
+    np.save(tmp_path / "clusters.npy", {26: np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)},
+            allow_pickle=True)
+    out = tmp_path / "label2city"
+    main(["--checkpoint", str(tmp_path / "G.pth"), "--encoder", str(tmp_path / "E.pth"), "--features",
+          str(tmp_path / "clusters.npy"), "--allow_pickle", "--label_nc", "35", "--image_size", "32", "64",
+          "--output_dir", str(out)])
+    pipe = Pix2PixHDPipeline.from_pretrained(out)
+    labels = np.full((32, 64), 7)
+    labels[16:, 10:30] = 26
+    instances = labels.copy()
+    instances[16:, 10:30] = 26001
+    a = np.asarray(pipe(labels, instances, styles={26: 0}))
+    b = np.asarray(pipe(labels, instances, styles={26: 9}))
+    assert a.shape == (32, 64, 3) and not np.array_equal(a, b)

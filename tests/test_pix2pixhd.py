@@ -221,3 +221,16 @@ def test_pipeline_checks_channels():
     g = GlobalGenerator(7, 3, ngf=4, n_downsampling=2, n_blocks=1)
     with pytest.raises(ValueError, match="the generator takes 7 channels, but 4 classes"):
         Pix2PixHDPipeline(generator=g, label_nc=4)
+
+
+def test_instance_features_keep_large_instances_with_their_majority_class():
+    instances = torch.zeros(16, 16, dtype=torch.long)
+    instances[:8] = 1
+    instances[0, 0] = 2  # a 1-pixel instance: below 1/64 of the image, dropped
+    labels = torch.full((16, 16), 4)
+    labels[:8] = 7
+    labels[7, :3] = 4  # a few stray pixels do not change instance 1's class
+    features = torch.zeros(3, 16, 16)
+    features[:, :8] = torch.tensor([1.0, 2.0, 3.0])[:, None, None]
+    found = dict((cls, f.tolist()) for cls, f in instance_features(features, instances, labels))
+    assert found == {4: [0.0, 0.0, 0.0], 7: [1.0, 2.0, 3.0]}
