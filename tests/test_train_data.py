@@ -116,3 +116,26 @@ def test_metrics_sanity():
     assert (ssim(x, noisy) < 0.95).all()
     expected = 10 * torch.log10(1 / ((x - noisy) ** 2).flatten(1).mean(1))
     assert torch.allclose(psnr(x, noisy), expected)
+
+
+def test_label_image_triples_from_folders_and_columns(tmp_path):
+    from data import LabelImageDataset, load_label_splits
+
+    folder = ROOT / "tests" / "fixtures" / "cityscapes"
+    train = load_label_splits(str(folder))["train"]
+    assert len(train) == 4 and set(train.column_names) == {"label", "image", "instance"}
+    data = LabelImageDataset(train, load_size=128, train=False, size_factor=16)
+    item = data[0]
+    assert item["label"].shape == (1, 64, 128) and item["image"].shape == (3, 64, 128)
+    assert item["instance"].max() > 1000  # Cityscapes instance ids (class * 1000 + k) survive resizing
+    assert set(item["label"].unique().tolist()) <= set(range(35))
+    cropped = LabelImageDataset(train, load_size=256, crop_size=64, seed=1, size_factor=16)
+    a, b = cropped[0], cropped[0]
+    assert a["image"].shape == (3, 64, 64) and torch.equal(a["label"], b["label"])
+    # the same triples as a `datasets` dataset with columns
+    train.save_to_disk(str(tmp_path / "disk"))
+    columns = LabelImageDataset(load_label_splits(str(tmp_path / "disk"))["train"], load_size=128, train=False,
+                                size_factor=16)
+    assert torch.equal(columns[0]["label"], item["label"]) and torch.equal(columns[0]["image"], item["image"])
+    with pytest.raises(ValueError, match="column 'inst' not found"):
+        LabelImageDataset(train, instance_column="inst")

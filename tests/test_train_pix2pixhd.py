@@ -102,3 +102,28 @@ def test_vgg_loss_without_weights_fails_clearly(tmp_path):
 def test_hd_schedule():
     f = hd_linear_decay(100, 100)
     assert f(99) == 1.0 and f(100) == pytest.approx(0.99) and f(199) == pytest.approx(0.0)
+
+
+def test_resume_and_two_processes(tmp_path):
+    base = [*TINY, "--no_vgg_loss", "--instance_feat", "--checkpointing_steps", "2", "--num_epochs", "2"]
+    launch(tmp_path, [*base, "--output_dir", str(tmp_path / "full")])
+    launch(tmp_path, [*base, "--output_dir", str(tmp_path / "parts"), "--max_train_steps", "5"])
+    launch(tmp_path, [*base, "--output_dir", str(tmp_path / "parts"), "--resume_from_checkpoint", "latest"])
+    for part in ("generator", "encoder"):
+        full = load_file(tmp_path / "full" / part / "diffusion_pytorch_model.safetensors")
+        resumed = load_file(tmp_path / "parts" / part / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(full[k], resumed[k]) for k in full), part
+
+    ddp = tmp_path / "ddp"
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train" / "train_pix2pixhd.py"),
+               *TINY, "--no_vgg_loss", "--instance_feat", "--rank_report", "--output_dir", str(ddp)]
+    done = subprocess.run(command, env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    reports = [json.loads((ddp / "rank_report" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["generator_parameters_sha256"] == reports[1]["generator_parameters_sha256"]
+    seen = [r["samples_seen"] for r in reports]
+    assert len(seen[0]) == len(seen[1]) == 4  # 3 examples, 2 per process per epoch (padded), 2 epochs
+    assert set(seen[0][:2]) | set(seen[1][:2]) == {0, 1, 2}  # epoch 0: the processes split the data
+    Pix2PixHDPipeline.from_pretrained(ddp)
