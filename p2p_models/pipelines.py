@@ -312,19 +312,23 @@ class Pix2PixPipeline(P2PPipeline):
         seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(images)
         if len(seeds) != len(images):
             raise ValueError(f"seed: got {len(seeds)} seeds for {len(images)} images")
-        x = self.preprocess(images)
+        out = self.postprocess(self.generate(self.preprocess(images), seeds, deterministic), images, keep_size)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def generate(self, x: torch.Tensor, seeds: list[int | None] | None = None, deterministic: bool = False):
+        """The generator on preprocessed input: (B, C_in, H, W) -> (B, C_out, H, W), in the sampling
+        mode `__call__` documents (one image at a time, image i seeded with `seeds[i]`)."""
         if deterministic:
             with eval_mode(self.generator):
-                y = self.generator(x)
-        else:
-            outputs = []
-            with paper_test_mode(self.generator):
-                for xi, si in zip(x, seeds):
-                    with self._seeded(si):
-                        outputs.append(self.generator(xi[None]))
-            y = torch.cat(outputs)
-        out = self.postprocess(y, images, keep_size)
-        return out[0] if single else out
+                return self.generator(x)
+        seeds = seeds if seeds is not None else [None] * len(x)
+        outputs = []
+        with paper_test_mode(self.generator):
+            for xi, si in zip(x, seeds):
+                with self._seeded(si):
+                    outputs.append(self.generator(xi[None]))
+        return torch.cat(outputs)
 
     @contextlib.contextmanager
     def _seeded(self, seed: int | None):

@@ -48,7 +48,6 @@ from p2p_models import (
     discriminator_loss,
     pix2pix_generator_loss,
 )
-from p2p_models.pipelines import paper_test_mode
 
 logger = get_logger(__name__)
 
@@ -86,15 +85,11 @@ def parse_args(argv=None):
     return args
 
 
-@torch.no_grad()
-def generate(generator, batch_a: torch.Tensor, seed: int) -> torch.Tensor:
+def sample(generator, a: torch.Tensor, seed: int) -> torch.Tensor:
     """G's outputs as the pipeline samples them (dropout on, per-image BatchNorm statistics)."""
-    outputs = []
-    with paper_test_mode(generator):
-        for i, a in enumerate(batch_a):
-            torch.manual_seed(seed + i)
-            outputs.append(generator(a[None]))
-    return torch.cat(outputs)
+    pipe = Pix2PixPipeline(generator=generator, image_size=list(a.shape[-2:]), color_space="lab"
+                           if generator.config.out_channels == 2 else "rgb")
+    return pipe.generate(a, seeds=[seed + i for i in range(len(a))])
 
 
 def validation_grid(generator, dataset: PairedImageDataset, n: int, device) -> np.ndarray:
@@ -102,7 +97,7 @@ def validation_grid(generator, dataset: PairedImageDataset, n: int, device) -> n
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     a = torch.stack([it["A"] for it in items]).to(device)
     b = torch.stack([it["B"] for it in items]).to(device)
-    fake = generate(generator, a, seed=0).float()
+    fake = sample(generator, a, seed=0).float()
     return to_uint8_grid([[dataset.to_rgb(a[i:i + 1]), dataset.to_rgb(a[i:i + 1], fake[i:i + 1]),
                            dataset.to_rgb(a[i:i + 1], b[i:i + 1])] for i in range(len(items))])
 
@@ -115,7 +110,7 @@ def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None
         items = [dataset[i] for i in range(start, min(start + 8, n))]
         a = torch.stack([it["A"] for it in items]).to(device)
         b = torch.stack([it["B"] for it in items]).to(device)
-        score(dataset.to_rgb(a, generate(generator, a, seed=start).float()), dataset.to_rgb(a, b), scores)
+        score(dataset.to_rgb(a, sample(generator, a, seed=start).float()), dataset.to_rgb(a, b), scores)
     return {name: float(np.mean(v)) for name, v in scores.items()} | {"num_samples": n}
 
 
