@@ -3,9 +3,10 @@ PY ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-eval.txt constraints.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt -c constraints.txt
+	$(PIP) install -q --no-deps -r requirements-eval.txt
 	touch $@
 
 # olah (a self-hosted Hub server used by the download tests) pins its own dependencies: own venv.

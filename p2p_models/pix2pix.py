@@ -31,12 +31,12 @@ class UNetUpBlock(nn.Module):
     """ReLU -> ConvTranspose 4x4 stride 2 -> norm (Tanh for the outermost) -> optional Dropout(0.5):
     (B, C_in, H, W) -> (B, C_out, 2H, 2W). C_in counts the concatenated skip channels."""
 
-    def __init__(self, in_channels, out_channels, norm, outermost=False, dropout=False):
+    def __init__(self, in_channels, out_channels, norm, outermost=False, dropout=False, tanh=True):
         super().__init__()
         bias = True if outermost else conv_bias(norm)
         self.act = nn.ReLU()
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
-        self.norm = nn.Tanh() if outermost else norm_layer(norm, out_channels)
+        self.norm = (nn.Tanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
         self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
 
     def forward(self, x):
@@ -55,8 +55,9 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         norm: `batch` | `instance` | `none`.
         use_dropout: Dropout(0.5) in the `num_downs - 5` decoder levels just above the innermost
             (three for unet_256), pix2pix's only source of noise.
+        output_activation: `tanh` (images in [-1, 1]) or `none` (logits, e.g. for a segmenter).
 
-    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W) in [-1, 1] (Tanh).
+    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W).
     """
 
     @register_to_config
@@ -68,8 +69,11 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         ngf: int = 64,
         norm: str = "batch",
         use_dropout: bool = True,
+        output_activation: str = "tanh",
     ):
         super().__init__()
+        if output_activation not in ("tanh", "none"):
+            raise ValueError(f"output_activation must be 'tanh' or 'none', got {output_activation!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if num_downs < 5:
@@ -90,6 +94,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
                 norm,
                 outermost=k == 0,
                 dropout=use_dropout and 4 <= k < inner,
+                tanh=output_activation == "tanh",
             )
             for k in range(num_downs)
         )

@@ -171,6 +171,11 @@ def to_uint8_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
     return (grid.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def label_colors(labels: torch.Tensor, palette: np.ndarray) -> torch.Tensor:
+    """(1, 1, H, W) ids -> (1, 3, H, W) in [0, 1], in `palette` colours."""
+    return torch.from_numpy(palette[labels[0, 0].cpu().numpy() % len(palette)]).permute(2, 0, 1)[None] / 255.0
+
+
 def save_grid(accelerator: Accelerator, grid: np.ndarray, output_dir: Path, step: int) -> None:
     (output_dir / "samples").mkdir(exist_ok=True)
     Image.fromarray(grid).save(output_dir / "samples" / f"step-{step:07d}.png")

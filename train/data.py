@@ -330,3 +330,29 @@ class LabelImageDataset(torch.utils.data.Dataset):
         image = np.asarray(prepare(photo, Image.BICUBIC), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1
         return {"label": ids(labels).long(), "instance": ids(instances).long(), "image": torch.from_numpy(image),
                 "index": i}
+
+
+def recover_palette(images: list[Image.Image], n_colors: int, sample_every: int = 1) -> list[list[int]]:
+    """The `n_colors` flat colours of colour-coded label maps (e.g. the JPEG-compressed facades
+    labels): the most frequent colours on a 16-level grid, at least 40 apart per channel, refined
+    by 5 nearest-colour mean updates over the pixels. Returned most frequent first."""
+    pixels = np.concatenate([np.asarray(im.convert("RGB"))[::sample_every, ::sample_every].reshape(-1, 3)
+                             for im in images]).astype(np.int64)
+    binned = (pixels + 8) // 16
+    keys, counts = np.unique(binned[:, 0] * 65536 + binned[:, 1] * 256 + binned[:, 2], return_counts=True)
+    centres = []
+    for key in keys[np.argsort(-counts)]:
+        colour = np.array([key // 65536, key // 256 % 256, key % 256]) * 16
+        if all(np.abs(colour - c).max() > 40 for c in centres):
+            centres.append(colour)
+        if len(centres) == n_colors:
+            break
+    if len(centres) < n_colors:
+        raise ValueError(f"found only {len(centres)} distinct colours, expected {n_colors}")
+    centres = np.array(centres, dtype=np.float64)
+    for _ in range(5):
+        nearest = ((pixels[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        centres = np.array([pixels[nearest == k].mean(0) if (nearest == k).any() else centres[k]
+                            for k in range(n_colors)])
+    order = np.argsort(-np.bincount(nearest, minlength=n_colors))
+    return centres[order].round().astype(int).tolist()

@@ -26,6 +26,7 @@ from common import (
     RealFakeDiscriminator,
     add_common_args,
     card_front_matter,
+    label_colors,
     check_common_args,
     command_line,
     init_trackers,
@@ -133,11 +134,6 @@ class Inputs:
 
     def regions(self, batch):
         return self.labels(batch) if self.label_feat else batch["instance"]
-
-
-def label_colors(labels: torch.Tensor, palette: np.ndarray) -> torch.Tensor:
-    """(1, 1, H, W) ids -> (1, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(palette[labels[0, 0].cpu().numpy() % len(palette)]).permute(2, 0, 1)[None] / 255.0
 
 
 @torch.no_grad()

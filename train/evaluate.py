@@ -1,0 +1,231 @@
+"""Measure a pipeline on a paired split: L1 / PSNR / SSIM, FID, segmentation score, diversity.
+
+    python train/evaluate.py --model runs/facades --dataset ../shared/datasets/facades \
+        --split validation --out metrics.json [--segmenter runs/facades_segmenter] [--update_model_card]
+
+pix2pix pipelines: the split's A (or B, by the pipeline's direction) images are resized to the
+working size (bicubic, as in training) and translated; outputs are compared with the targets at that
+size. pix2pixHD pipelines: label (+ instance) maps are resized nearest-neighbour to the working size
+and synthesised with style-bank styles drawn from `--seed`. `--split validation` uses the dataset's
+validation split or, where it has none, the same held-out part of train the training script used
+(same `--validation_fraction` and `--seed`).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import label_colors, score, to_uint8_grid
+from data import LabelImageDataset, PairedImageDataset, load_label_splits, load_splits, train_val_split
+from metrics import FID_MISSING, InceptionFeatures, frechet_distance
+from PIL import Image
+from segmenter import Segmenter
+from tqdm.auto import tqdm
+
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+from p2p_models.labels import instance_boundaries, one_hot
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="pipeline folder or Hub id")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--validation_fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image_column", default=None)
+    p.add_argument("--image_column_a", default=None)
+    p.add_argument("--image_column_b", default=None)
+    p.add_argument("--label_column", default="label")
+    p.add_argument("--instance_column", default="instance")
+    p.add_argument("--max_samples", type=int, default=None)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--no_fid", action="store_true")
+    p.add_argument("--segmenter", default=None, help="a train_segmenter.py folder: adds the FCN-score")
+    p.add_argument("--diversity_seeds", type=int, default=3, help="seeds per input for diversity (0 = skip)")
+    p.add_argument("--num_grid", type=int, default=4)
+    p.add_argument("--out", default="metrics.json")
+    p.add_argument("--update_model_card", action="store_true", help="write the numbers into the model's README.md")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def load_pipeline(model: str):
+    index = Path(model) / "model_index.json"
+    name = json.loads(index.read_text())["_class_name"] if index.exists() else None
+    cls = Pix2PixHDPipeline if name == "Pix2PixHDPipeline" else Pix2PixPipeline
+    try:
+        return cls.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        if name is None and cls is Pix2PixPipeline:
+            return Pix2PixHDPipeline.from_pretrained(model)
+        raise e
+
+
+def split_of(args, splits):
+    if args.split in ("validation", "val"):
+        return train_val_split(splits, "train" if "train" in splits else list(splits)[0], None,
+                               args.validation_fraction, args.seed)[1]
+    if args.split not in splits:
+        raise ValueError(f"split {args.split!r} not found; the dataset has {sorted(splits)}")
+    return splits[args.split]
+
+
+class Batches:
+    """Yields (condition for the grid/segmenter, fake RGB, real RGB, labels or None) in [0, 1]."""
+
+    def __init__(self, pipe, dataset, args):
+        self.pipe, self.dataset, self.args = pipe, dataset, args
+        self.hd = isinstance(pipe, Pix2PixHDPipeline)
+
+    def __len__(self):
+        n = len(self.dataset)
+        return n if self.args.max_samples is None else min(n, self.args.max_samples)
+
+    def generate(self, items, seed):
+        """Fake RGB in [0, 1] for `items`, with `seed` (per image: seed + position)."""
+        pipe, device = self.pipe, self.pipe.device
+        if self.hd:
+            outs = []
+            for i, it in enumerate(items):
+                labels, instances = it["label"][None].to(device), it["instance"][None].to(device)
+                classes = pipe.config.label_nc + int(pipe.config.contain_dontcare_label)
+                parts = [one_hot(labels, classes)]
+                if pipe.config.use_instance:
+                    parts.append(instance_boundaries(instances))
+                if pipe.style_bank is not None:
+                    parts.append(pipe.style_features(labels, instances, seed=seed + i))
+                with torch.no_grad():
+                    outs.append((pipe.generator.eval()(torch.cat(parts, 1)).float().cpu() + 1) / 2)
+            return torch.cat(outs)
+        a = torch.stack([it["A"] for it in items]).to(device, pipe.generator.dtype)
+        fake = pipe.generate(a, seeds=[seed + i for i in range(len(items))]).float().cpu()
+        return self.dataset.to_rgb(a.cpu().float(), fake)
+
+    def __iter__(self):
+        n, size = len(self), self.args.batch_size
+        for start in range(0, n, size):
+            items = [self.dataset[i] for i in range(start, min(start + size, n))]
+            if self.hd:
+                real = torch.stack([(it["image"] + 1) / 2 for it in items])
+                condition = [it["label"] for it in items]
+            else:
+                a = torch.stack([it["A"] for it in items])
+                real = self.dataset.to_rgb(a, torch.stack([it["B"] for it in items]))
+                condition = self.dataset.to_rgb(a)
+            yield items, condition, real
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    fid = None
+    if not args.no_fid:
+        try:
+            fid = InceptionFeatures(args.device)
+        except ImportError:
+            raise SystemExit(FID_MISSING)
+    pipe = load_pipeline(args.model).to(args.device)
+    hd = isinstance(pipe, Pix2PixHDPipeline)
+    h, w = pipe.working_size
+    if hd:
+        split = split_of(args, load_label_splits(args.dataset))
+        instance = args.instance_column if args.instance_column in split.column_names else None
+        dataset = LabelImageDataset(split, args.label_column, args.image_column or "image", instance, load_size=w,
+                                    train=False, size_factor=1)
+    else:
+        split = split_of(args, load_splits(args.dataset))
+        layout = "paired" if args.image_column_a else "colorization" if pipe.config.color_space == "lab" else "aligned"
+        dataset = PairedImageDataset(split, layout, args.image_column, args.image_column_a, args.image_column_b,
+                                     direction=pipe.config.direction, load_size=h, crop_size=h, train=False)
+    segmenter = Segmenter.from_pretrained(args.segmenter, args.device) if args.segmenter else None
+    batches = Batches(pipe, dataset, args)
+    classes = pipe.config.label_nc + int(pipe.config.contain_dontcare_label) if hd else 0
+    palette = np.asarray(pipe.config.palette or np.random.default_rng(0).integers(0, 256, (max(classes, 1), 3)),
+                         np.uint8) if hd else None
+
+    scores, fake_feats, real_feats, grid_rows, diversity = {}, [], [], [], []
+    seg_fake = seg_real = None
+    if segmenter is not None:
+        seg_fake, seg_real = segmenter.scores(), segmenter.scores()
+    stochastic = not hd and pipe.generator.config.use_dropout and args.diversity_seeds > 1
+    progress = tqdm(total=len(batches), desc="evaluating")
+    for start, (items, condition, real) in zip(range(0, len(batches), args.batch_size), batches):
+        fake = batches.generate(items, seed=args.seed + start)
+        score(fake, real, scores)
+        if fid is not None:
+            fake_feats.append(fid(fake))
+            real_feats.append(fid(real))
+        if segmenter is not None:
+            labels = torch.stack(condition) if hd else segmenter.labels_of(condition)
+            seg_fake.update(segmenter.predict(fake), labels.reshape(len(fake), *fake.shape[-2:]))
+            seg_real.update(segmenter.predict(real), labels.reshape(len(fake), *fake.shape[-2:]))
+        if stochastic:
+            others = [batches.generate(items, seed=args.seed + start + 1000 * k) for k in range(1, args.diversity_seeds)]
+            outputs = [fake] + others
+            pairs = [(i, j) for i in range(len(outputs)) for j in range(i + 1, len(outputs))]
+            diversity += [float((outputs[i] - outputs[j]).abs().flatten(1).mean(1).mean()) for i, j in pairs]
+        for k in range(len(items)):
+            if len(grid_rows) < args.num_grid:
+                shown = label_colors(condition[k][None], palette) if hd else condition[k:k + 1]
+                grid_rows.append([shown, fake[k:k + 1], real[k:k + 1]])
+        progress.update(len(items))
+    progress.close()
+
+    metrics = {k: float(np.mean(v)) for k, v in scores.items()}
+    metrics["num_samples"] = len(batches)
+    if fid is not None:
+        metrics["fid"] = frechet_distance(torch.cat(fake_feats), torch.cat(real_feats))
+    if segmenter is not None:
+        metrics["segmentation"] = {"generated": seg_fake.compute(), "real": seg_real.compute()}
+    if stochastic:
+        metrics["diversity_l1"] = float(np.mean(diversity))
+    result = {"model": args.model, "dataset": args.dataset, "split": args.split,
+              "direction": None if hd else pipe.config.direction, "working_size": [h, w], "metrics": metrics}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    grid_path = Path(args.out).with_suffix(".png")
+    Image.fromarray(to_uint8_grid(grid_rows)).save(grid_path)
+    print(json.dumps(result, indent=2))
+    if args.update_model_card:
+        update_model_card(Path(args.model) / "README.md", result)
+
+
+def update_model_card(card: Path, result: dict) -> None:
+    """Put the metrics in the card's `model-index` metadata (what the Hub displays) and a table."""
+    import yaml
+
+    text = card.read_text() if card.exists() else "---\n---\n"
+    _, front, body = text.split("---\n", 2)
+    meta = yaml.safe_load(front) or {}
+    m = result["metrics"]
+    values = [("L1", "l1", m["l1"]), ("PSNR", "psnr", m["psnr"]), ("SSIM", "ssim", m["ssim"])]
+    if "fid" in m:
+        values.append(("FID", "fid", m["fid"]))
+    if "segmentation" in m:
+        g = m["segmentation"]["generated"]
+        values += [("FCN-score pixel accuracy", "pixel_accuracy", g["pixel_accuracy"]),
+                   ("FCN-score class accuracy", "class_accuracy", g["class_accuracy"]),
+                   ("FCN-score mean IoU", "mean_iou", g["mean_iou"])]
+    if "diversity_l1" in m:
+        values.append(("diversity (mean pairwise L1)", "diversity_l1", m["diversity_l1"]))
+    meta["model-index"] = [{
+        "name": Path(result["model"]).name,
+        "results": [{
+            "task": {"type": "image-to-image", "name": "Image-to-Image"},
+            "dataset": {"name": Path(result["dataset"]).name, "type": result["dataset"], "split": result["split"]},
+            "metrics": [{"type": t, "name": n, "value": round(v, 4)} for n, t, v in values],
+        }],
+    }]
+    marker = "\n## Evaluation\n"
+    body = body.split(marker)[0].rstrip() + "\n"
+    table = ["| metric | value |", "|---|---:|"] + [f"| {n} | {v:.4f} |" for n, _, v in values]
+    section = (f"{marker}\n`train/evaluate.py` on `{result['dataset']}` ({result['split']}, "
+               f"{m['num_samples']} examples, {result['working_size'][1]}x{result['working_size'][0]}):\n\n"
+               + "\n".join(table) + "\n")
+    card.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body + section)
+
+
+if __name__ == "__main__":
+    main()
