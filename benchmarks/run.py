@@ -2,17 +2,20 @@
 
     python benchmarks/run.py [--device cpu] [--repeats 5] [--hd] [--quick] [--json results.json]
 
-Each row runs in a fresh process, so its peak resident memory (weights, activations and the
-interpreter, ~0.3 GB of it torch itself) is its own. Times are medians of `--repeats` runs after a
-warm-up, in ms per image. Rows:
-- unet_256 (ngf 64, BatchNorm, dropout): eval forward at batch 1 and 4; the full pipeline (PIL
-  512x512 in and out) sampled (default) and deterministic;
-- with --hd, pix2pixHD label2city generators (35 labels + boundary map): the global generator G1
-  (ngf 64) at 512x1024 and the local enhancer G2 (ngf 32, G1 inside) at 1024x2048.
-`--quick` shrinks every model and size (for CI: checks the script, not the machine).
+Each row runs in a fresh process, so its peak memory is its own (on CPU the peak resident set:
+weights, activations and ~0.3 GB of torch itself; on CUDA the peak allocated). Times are medians
+of `--repeats` calls after warm-up (compile time excluded). Rows:
+- pix2pix unet_256 (ngf 64, BatchNorm), deterministic forward at 256x256, batch 1 and 8, as fp32
+  eager, channels_last, torch.compile (inductor), bf16 autocast, and BatchNorm folded into convs;
+- the pix2pix pipeline (PIL 512x512 in and out, sampled) and one training step (G + 70x70 D, Adam);
+- with --hd, pix2pixHD label2city generators (35 labels + boundary map): G1 (global, ngf 64) at
+  512x1024 and G2 (global + local, ngf 32) at 1024x2048, and one G1 training step at 512x1024.
+`--quick` shrinks every model and size, skips torch.compile and runs all rows in one process (for
+CI: checks the script, not the machine).
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -24,17 +27,33 @@ import numpy as np
 import torch
 from PIL import Image
 
-from p2p_models import GlobalGenerator, LocalEnhancer, Pix2PixPipeline, UNetGenerator
+from p2p_models import (
+    GANLoss,
+    GlobalGenerator,
+    LocalEnhancer,
+    MultiscaleDiscriminator,
+    PatchDiscriminator,
+    Pix2PixPipeline,
+    UNetGenerator,
+    discriminator_loss,
+    feature_matching_loss,
+    multiscale_gan_loss,
+    pix2pix_generator_loss,
+)
+from p2p_models.optimize import fold_batch_norms
 
-CASES = {
-    # name: (description, builder of (callable, images per call))
-    "unet_b1": "unet_256 forward, eval, batch 1, 256x256",
-    "unet_b4": "unet_256 forward, eval, batch 4, 256x256",
-    "pipe_sampled": "pix2pix pipeline, 512x512 PIL, sampled",
-    "pipe_det": "pix2pix pipeline, 512x512 PIL, deterministic",
-    "hd_global": "pix2pixHD G1 (global), 512x1024",
-    "hd_local": "pix2pixHD G2 (global+local), 1024x2048",
-}
+VARIANTS = ("eager", "channels_last", "compile", "bf16", "bn_folded")
+
+
+def rows(hd: bool, quick: bool) -> list[tuple[str, str, int]]:
+    variants = [v for v in VARIANTS if not (quick and v == "compile")]
+    out = [("unet_256", v, b) for v in variants for b in (1, 8)]
+    out += [("pix2pix_pipeline", "eager", 1), ("pix2pix_train_step", "eager", 1)]
+    if hd:
+        out += [("hd_global_512x1024", v, 1) for v in ("eager", "channels_last", "bf16")]
+        out += [("hd_local_1024x2048", v, 1) for v in ("eager", "bf16")]
+        out += [("hd_global_train_step", "eager", 1)]
+    return out
 
 
 def parse_args(argv=None):
@@ -42,77 +61,152 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--hd", action="store_true", help="add the pix2pixHD rows (slow on a CPU)")
-    p.add_argument("--quick", action="store_true", help="tiny models and sizes")
+    p.add_argument("--quick", action="store_true", help="tiny models and sizes, no torch.compile")
     p.add_argument("--json", default=None, help="also write the rows here")
-    p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one row in this process
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: "name,variant,batch"
     return p.parse_args(argv)
 
 
-def build(case: str, quick: bool, device):
-    """(function running one call, images per call)."""
+def prepare(model, x, variant, device):
+    """(callable, input) for a deterministic forward in `variant`."""
+    model = model.eval().to(device)
+    if variant == "bn_folded":
+        model = fold_batch_norms(model)
+    if variant == "channels_last":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if variant == "compile":
+        model = torch.compile(model)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
+
+    def run():
+        with torch.no_grad(), autocast:
+            return model(x)
+
+    return run
+
+
+def pix2pix_step(quick, device):
+    s = 4 if quick else 1
+    g = UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64).to(device).train()
+    d = PatchDiscriminator(ndf=8 if quick else 64).to(device).train()
+    opt_g, opt_d = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
+    gan = GANLoss("vanilla")
+    a, b = torch.randn(1, 3, 256 // s, 256 // s, device=device), torch.randn(1, 3, 256 // s, 256 // s, device=device)
+
+    def step():
+        fake = g(a)
+        loss_d, _ = discriminator_loss(gan, d(torch.cat([a, b], 1)), d(torch.cat([a, fake.detach()], 1)))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g, _ = pix2pix_generator_loss(gan, d(torch.cat([a, fake], 1)), fake, b)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def hd_step(quick, device):
+    s = 8 if quick else 1
+    g = GlobalGenerator(36, 3, ngf=8 if quick else 64, n_blocks=1 if quick else 9).to(device).train()
+    d = MultiscaleDiscriminator(39, ndf=8 if quick else 64, num_d=2 if quick else 3).to(device).train()
+    opt_g, opt_d = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
+    gan = GANLoss("lsgan")
+    label = torch.randn(1, 36, 512 // s, 1024 // s, device=device)
+    real = torch.randn(1, 3, 512 // s, 1024 // s, device=device)
+
+    def step():
+        fake = g(label)
+        pred_real = d(torch.cat([label, real], 1))
+        loss_d = 0.5 * (multiscale_gan_loss(gan, d(torch.cat([label, fake.detach()], 1)), False)
+                        + multiscale_gan_loss(gan, pred_real, True))
+        pred_fake = d(torch.cat([label, fake], 1))
+        loss_g = multiscale_gan_loss(gan, pred_fake, True, False) + feature_matching_loss(pred_fake, pred_real)
+        opt_g.zero_grad()
+        loss_g.backward(retain_graph=True)
+        opt_g.step()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+
+    return step
+
+
+def build(name, variant, batch, quick, device):
+    """A callable doing one timed call of the row."""
     torch.manual_seed(0)
-    s = 4 if quick else 1  # size divisor
-    if case.startswith("unet") or case.startswith("pipe"):
-        g = UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64).eval().to(device)
-        size = 64 if quick else 256
-        if case.startswith("unet"):
-            batch = 4 if case == "unet_b4" else 1
-            x = torch.randn(batch, 3, size, size, device=device)
-            return (lambda: g(x)), batch
-        pipe = Pix2PixPipeline(generator=g, image_size=size).to(device)
+    s = 4 if quick else 1
+    if name == "unet_256":
+        model = UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64)
+        return prepare(model, torch.randn(batch, 3, 256 // s, 256 // s, device=device), variant, device)
+    if name == "pix2pix_pipeline":
+        pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64),
+                               image_size=256 // s).to(device)
         image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (512 // s, 512 // s, 3), dtype=np.uint8))
-        deterministic = case == "pipe_det"
-        return (lambda: pipe(image, seed=0, deterministic=deterministic)), 1
-    if case == "hd_global":
-        g = GlobalGenerator(36, 3, ngf=8 if quick else 64, n_blocks=1 if quick else 9).eval().to(device)
-        x = torch.randn(1, 36, 512 // s, 1024 // s, device=device)
-    else:
-        g = LocalEnhancer(36, 3, ngf=4 if quick else 32, n_blocks_global=1 if quick else 9).eval().to(device)
-        x = torch.randn(1, 36, 1024 // s, 2048 // s, device=device)
-    return (lambda: g(x)), 1
+        return lambda: pipe(image, seed=0)
+    if name == "pix2pix_train_step":
+        return pix2pix_step(quick, device)
+    if name == "hd_global_train_step":
+        return hd_step(quick, device)
+    if name == "hd_global_512x1024":
+        model = GlobalGenerator(36, 3, ngf=8 if quick else 64, n_blocks=1 if quick else 9)
+        return prepare(model, torch.randn(batch, 36, 512 // s, 1024 // s, device=device), variant, device)
+    model = LocalEnhancer(36, 3, ngf=4 if quick else 32, n_blocks_global=1 if quick else 9)
+    return prepare(model, torch.randn(batch, 36, 1024 // s, 2048 // s, device=device), variant, device)
 
 
-def run_case(args):
+def run_row(args, row: str) -> dict:
+    name, variant, batch = row.split(",")
+    batch = int(batch)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn, per_call = build(args.case, args.quick, device)
+    fn = build(name, variant, batch, args.quick, device)
+    for _ in range(2 if variant == "compile" else 1):
+        fn()
+    sync()
     times = []
-    with torch.no_grad():
-        for i in range(args.repeats + 1):
-            start = time.perf_counter()
-            fn()
-            sync()
-            if i:
-                times.append((time.perf_counter() - start) * 1000 / per_call)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
-    print(json.dumps({"case": args.case, "ms_per_image": statistics.median(times), "peak_mb": peak}))
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    ms = statistics.median(times)
+    return {"name": name, "variant": variant, "batch": batch, "ms": ms, "per_second": 1000 * batch / ms,
+            "peak_mb": peak}
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.case:
-        return run_case(args)
-    cases = [c for c in CASES if args.hd or not c.startswith("hd")]
-    rows = []
-    for case in cases:
-        command = [sys.executable, __file__, "--case", case, "--device", args.device, "--repeats", str(args.repeats)]
-        done = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
+    if args.row:
+        return print(json.dumps(run_row(args, args.row)))
+    results = []
+    for name, variant, batch in rows(args.hd, args.quick):
+        if args.quick:  # one process for all rows: fast, but peak memory is then cumulative
+            results.append(run_row(args, f"{name},{variant},{batch}"))
+            continue
+        command = [sys.executable, __file__, "--row", f"{name},{variant},{batch}", "--device", args.device,
+                   "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
-            raise RuntimeError(f"{case} failed:\n{done.stderr[-2000:]}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    memory = "peak CUDA memory" if args.device.startswith("cuda") else "peak RSS"
+            raise RuntimeError(f"{name} {variant} failed:\n{done.stderr[-2000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
           f"{', QUICK (tiny models)' if args.quick else ''}")
-    print(f"| {'what':<46} | ms / image | {memory} (MB) |")
-    print(f"|{'-' * 48}|-----------:|{'-' * (len(memory) + 6)}:|")
-    for row in rows:
-        print(f"| {CASES[row['case']]:<46} | {row['ms_per_image']:10.1f} | {row['peak_mb']:{len(memory) + 6}.0f} |")
+    print(f"| what | variant | batch | ms / call | images (steps) / s | {memory} |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['name']} | {r['variant']} | {r['batch']} | {r['ms']:.1f} | {r['per_second']:.2f} | "
+              f"{r['peak_mb']:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": args.device, "torch": torch.__version__, "quick": args.quick, "rows": rows}, f,
-                      indent=2)
+            json.dump({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "quick": args.quick, "rows": results}, f, indent=2)
 
 
 if __name__ == "__main__":

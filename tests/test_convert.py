@@ -172,6 +172,11 @@ def test_hd_encoder_and_discriminator_conversion(tmp_path):
     with torch.no_grad():
         raw = ref_e.model(image)
         torch.testing.assert_close(encoder.layers(image), raw, rtol=1e-4, atol=1e-5)
+        pooled = encoder(image, inst)
+        for i in range(3):  # every instance's pixels hold the instance mean of the raw features
+            mask = inst[0, 0] == i
+            torch.testing.assert_close(pooled[0][:, mask], raw[0][:, mask].mean(1, keepdim=True).expand(-1, int(
+                mask.sum())), rtol=1e-4, atol=1e-5)
     ref_d = randomize(RefMultiscaleD(7, 8, 3, 3)).eval()
     d = load_reference_multiscale_discriminator(save_reference(ref_d, tmp_path / "latest_net_D.pth"))
     assert (d.config.num_d, d.config.n_layers, d.config.ndf) == (3, 3, 8)

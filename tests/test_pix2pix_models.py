@@ -146,3 +146,21 @@ def test_corrupt_weights_give_a_clear_error(tmp_path, damage):
     with pytest.raises(ValueError, match="is not a valid safetensors file") as info:
         UNetGenerator.from_pretrained(tmp_path)
     assert str(weights) in str(info.value)
+
+
+def test_folding_batchnorm_keeps_the_deterministic_output():
+    from p2p_models.optimize import fold_batch_norms
+
+    torch.manual_seed(0)
+    for model, x in ((UNetGenerator(num_downs=6, ngf=8), torch.randn(2, 3, 64, 64)),
+                     (PatchDiscriminator(ndf=8), torch.randn(2, 6, 64, 64))):
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if "running" in name:
+                    b.uniform_(0.5, 1.5)
+        model.eval()
+        folded = fold_batch_norms(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
