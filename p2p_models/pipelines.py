@@ -34,7 +34,7 @@ tags:
 # {name}
 
 A pix2pix pipeline (Isola et al., "Image-to-Image Translation with Conditional Adversarial Networks",
-CVPR 2017) in the [p2p](https://github.com/) format: `model_index.json` plus a `generator/` folder
+CVPR 2017) in the p2p format: `model_index.json` plus a `generator/` folder
 (`UNetGenerator`, safetensors).
 
 ```python

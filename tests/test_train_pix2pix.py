@@ -119,3 +119,18 @@ def test_linear_decay_matches_the_reference_policy():
     assert [f(e) for e in (0, 99)] == [1.0, 1.0]
     assert f(100) == pytest.approx(1 - 1 / 101) and f(199) == pytest.approx(1 - 100 / 101)
     assert np.all(np.diff([f(e) for e in range(200)]) <= 0)
+
+
+def test_colorization_run_gives_a_lab_pipeline(tmp_path):
+    out = tmp_path / "color"
+    launch(tmp_path, ["--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--colorization", "--load_size",
+                      "72", "--crop_size", "64", "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--num_epochs", "1",
+                      "--num_epochs_decay", "0", "--checkpointing_steps", "1000", "--validation_steps", "1000",
+                      "--output_dir", str(out)])
+    pipe = Pix2PixPipeline.from_pretrained(out)
+    assert pipe.config.color_space == "lab"
+    assert (pipe.generator.config.in_channels, pipe.generator.config.out_channels) == (1, 2)
+    photo = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "2.jpg")
+    result = pipe(photo, seed=0)
+    assert result.mode == "RGB" and result.size == photo.size
+    assert Image.open(sorted((out / "samples").glob("*.png"))[-1]).size == (3 * 64, 64)  # L | colourised | real
