@@ -488,6 +488,15 @@ class Pix2PixHDPipeline(P2PPipeline):
             keep_size: resize the output to the label map's size (default) instead of the working size.
         """
         labels, instances = self.prepare_maps(label_map, instance_map)
+        y = self.generate(labels, instances, styles, instance_styles, style_image, seed)
+        out = to_pil(((y[0].float().cpu() + 1) / 2))
+        size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
+        return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
+
+    @torch.no_grad()
+    def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
+        """The generator on prepared maps ((1, 1, H, W) ids at the working size, see `prepare_maps`):
+        one-hot labels, boundary map and style features in -> (1, 3, H, W) in [-1, 1]."""
         classes = self.config.label_nc + int(self.config.contain_dontcare_label)
         parts = [one_hot(labels, classes)]
         if self.config.use_instance:
@@ -495,10 +504,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         if self.style_bank is not None or self.encoder is not None:
             parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
         with eval_mode(self.generator):
-            y = self.generator(torch.cat(parts, 1).to(self.generator.dtype))
-        out = to_pil(((y[0].float().cpu() + 1) / 2))
-        size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
-        return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
+            return self.generator(torch.cat(parts, 1).to(self.generator.dtype))
 
     def model_card(self, repo_id: str | None = None) -> str:
         return HD_MODEL_CARD.format(name=repo_id or "pix2pixHD pipeline", repo=repo_id or "path/to/pipeline",

@@ -25,7 +25,6 @@ from segmenter import Segmenter
 from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
-from p2p_models.labels import instance_boundaries, one_hot
 
 
 def parse_args(argv=None):
@@ -88,18 +87,9 @@ class Batches:
         """Fake RGB in [0, 1] for `items`, with `seed` (per image: seed + position)."""
         pipe, device = self.pipe, self.pipe.device
         if self.hd:
-            outs = []
-            for i, it in enumerate(items):
-                labels, instances = it["label"][None].to(device), it["instance"][None].to(device)
-                classes = pipe.config.label_nc + int(pipe.config.contain_dontcare_label)
-                parts = [one_hot(labels, classes)]
-                if pipe.config.use_instance:
-                    parts.append(instance_boundaries(instances))
-                if pipe.style_bank is not None:
-                    parts.append(pipe.style_features(labels, instances, seed=seed + i))
-                with torch.no_grad():
-                    outs.append((pipe.generator.eval()(torch.cat(parts, 1)).float().cpu() + 1) / 2)
-            return torch.cat(outs)
+            outs = [pipe.generate(it["label"][None].to(device), it["instance"][None].to(device), seed=seed + i)
+                    for i, it in enumerate(items)]
+            return (torch.cat(outs).float().cpu() + 1) / 2
         a = torch.stack([it["A"] for it in items]).to(device, pipe.generator.dtype)
         fake = pipe.generate(a, seeds=[seed + i for i in range(len(items))]).float().cpu()
         return self.dataset.to_rgb(a.cpu().float(), fake)
