@@ -53,7 +53,3 @@ def colors_to_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray:
     distances = ((colours[:, None, :] - np.asarray(palette, dtype=np.int64)[None]) ** 2).sum(-1)
     return distances.argmin(1)[inverse.reshape(packed.shape)]
 
-
-def ids_to_colors(ids: np.ndarray, palette: list[list[int]]) -> Image.Image:
-    """(H, W) ids -> RGB image in the palette's colours."""
-    return Image.fromarray(np.asarray(palette, dtype=np.uint8)[ids])
