@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from .color import model_lab_to_rgb, rgb_to_model_lab
-from .labels import colors_to_ids, instance_boundaries, one_hot
+from .labels import colors_to_ids, connected_instances, instance_boundaries, one_hot
 from .pix2pix import UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from .style_bank import StyleBank
@@ -377,7 +377,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     (`FeatureEncoder`) and `style_bank` (`StyleBank`) for style control.
     Config: `label_nc` (classes), `contain_dontcare_label` (id 255 becomes class `label_nc`),
     `use_instance` (boundary map channel), `image_size` ([height, width]), `palette` (RGB per class,
-    for colour-coded label maps) and `class_names`.
+    for colour-coded label maps), `class_names` and `countable_classes` (see `prepare_maps`).
 
     The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
     a `feat_num`-channel map holding one style feature per instance.
@@ -397,6 +397,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         image_size: list[int] = (512, 1024),
         palette: list[list[int]] | None = None,
         class_names: list[str] | None = None,
+        countable_classes: list[int] | None = None,
     ):
         super().__init__()
         classes = label_nc + int(contain_dontcare_label)
@@ -413,7 +414,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         self.register_modules(generator=generator, encoder=encoder, style_bank=style_bank)
         self.register_to_config(label_nc=label_nc, contain_dontcare_label=contain_dontcare_label,
                                 use_instance=use_instance, image_size=list(image_size), palette=palette,
-                                class_names=class_names)
+                                class_names=class_names, countable_classes=countable_classes)
 
     @property
     def working_size(self) -> tuple[int, int]:
@@ -421,14 +422,20 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     def prepare_maps(self, label_map, instance_map=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized).
-        Without an instance map, each class region serves as one instance."""
+        Without an instance map, the connected regions of `countable_classes` are the instances (as
+        in training on data without instance maps), or each class region is one instance."""
         labels = label_ids(label_map, self.config.palette)
         if self.config.contain_dontcare_label:
             labels = np.where(labels == 255, self.config.label_nc, labels)
         classes = self.config.label_nc + int(self.config.contain_dontcare_label)
         if labels.min() < 0 or labels.max() >= classes:
             raise ValueError(f"label_map: ids must lie in [0, {classes}), found {labels.min()}..{labels.max()}")
-        instances = labels if instance_map is None else label_ids(instance_map, None, "instance_map")
+        if instance_map is not None:
+            instances = label_ids(instance_map, None, "instance_map")
+        elif self.config.countable_classes:
+            instances = connected_instances(labels, self.config.countable_classes).astype(np.int64)
+        else:
+            instances = labels
         if instances.shape != labels.shape:
             raise ValueError(f"instance_map is {instances.shape[::-1]} but label_map is {labels.shape[::-1]} (W, H)")
         h, w = self.working_size

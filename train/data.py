@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from p2p_models.color import model_lab_to_rgb, rgb_to_model_lab
+from p2p_models.labels import connected_instances
 
 logger = logging.getLogger(__name__)
 LAYOUTS = ("aligned", "paired", "colorization")
@@ -89,7 +90,9 @@ class PairedImageDataset(torch.utils.data.Dataset):
     """(A, B) tensor pairs in [-1, 1] with the paper's augmentation.
 
     Training (`train=True`): resize both to `load_size` (bicubic), one random `crop_size` crop and one
-    random horizontal flip applied to both. Otherwise: resize to `crop_size`. The randomness of
+    random horizontal flip applied to both. With `max_load_size` (multi-scale, for photos of any
+    aspect ratio) the short side is resized to a random size in [load_size, max_load_size] instead,
+    keeping the aspect ratio, before the crop. Otherwise: resize to `crop_size`. The randomness of
     example i in epoch e depends only on (seed, e, i), so runs and resumed runs see the same data.
 
     Items: {"A": (C_A, crop, crop), "B": (C_B, crop, crop), "index": i}; C is 3 for RGB, or 1 (L)
@@ -109,6 +112,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         flip: bool = True,
         train: bool = True,
         seed: int = 0,
+        max_load_size: int | None = None,
     ):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -116,6 +120,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
             raise ValueError(f"direction must be AtoB or BtoA, got {direction!r}")
         if load_size < crop_size:
             raise ValueError(f"load_size ({load_size}) must be >= crop_size ({crop_size})")
+        if max_load_size is not None and max_load_size < load_size:
+            raise ValueError(f"max_load_size ({max_load_size}) must be >= load_size ({load_size})")
         available = image_columns(dataset)
         if layout == "paired":
             columns = [image_column_a, image_column_b]
@@ -136,6 +142,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
             self.dataset = self.dataset.cast_column(column, datasets.Image(decode=False))
         self.layout, self.columns, self.direction = layout, columns, direction
         self.load_size, self.crop_size, self.flip, self.train, self.seed = load_size, crop_size, flip, train, seed
+        self.max_load_size = max_load_size
         self.indices = list(range(len(dataset)))
         self.epoch = 0
 
@@ -179,17 +186,22 @@ class PairedImageDataset(torch.utils.data.Dataset):
         return errors
 
     def augment(self, images: list[Image.Image], i: int) -> list[torch.Tensor]:
+        w, h = images[0].size
         if self.train:
             rng = random.Random(hash((self.seed, self.epoch, self.indices[i])))
-            size = self.load_size
-            x = rng.randint(0, size - self.crop_size)
-            y = rng.randint(0, size - self.crop_size)
+            if self.max_load_size is None:
+                size = (self.load_size, self.load_size)
+            else:
+                short = rng.randint(self.load_size, self.max_load_size)
+                size = (max(short, round(short * w / h)), max(short, round(short * h / w)))
+            x = rng.randint(0, size[0] - self.crop_size)
+            y = rng.randint(0, size[1] - self.crop_size)
             flip = self.flip and rng.random() < 0.5
         else:
-            size, x, y, flip = self.crop_size, 0, 0, False
+            size, x, y, flip = (self.crop_size, self.crop_size), 0, 0, False
         out = []
         for image in images:
-            image = image.resize((size, size), Image.BICUBIC).crop((x, y, x + self.crop_size, y + self.crop_size))
+            image = image.resize(size, Image.BICUBIC).crop((x, y, x + self.crop_size, y + self.crop_size))
             if flip:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
             out.append(torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
@@ -218,18 +230,23 @@ class PairedImageDataset(torch.utils.data.Dataset):
 
 
 def load_label_splits(source: str, cache_dir: str | None = None) -> datasets.DatasetDict:
-    """pix2pixHD data: a Cityscapes-style folder (`<split>_label/`, `<split>_img/`, optional
-    `<split>_inst/`, files paired in sorted order) as a `datasets.DatasetDict` with `label`,
-    `image` (and `instance`) columns, or anything `load_splits` reads."""
+    """pix2pixHD data as a `datasets.DatasetDict` with `label`, `image` (and `instance`) columns,
+    files paired in sorted order: a Cityscapes-style folder (`<split>_label/`, `<split>_img/`,
+    optional `<split>_inst/`), a SegNet/CamVid-style folder (`<split>/` photos, `<split>annot/`
+    labels), or anything `load_splits` reads."""
     root = Path(source)
+    layouts = {"label": "{}_label", "image": "{}_img", "instance": "{}_inst"}
     splits = sorted(p.name[: -len("_label")] for p in root.glob("*_label") if p.is_dir()) if root.is_dir() else []
+    if not splits and root.is_dir():
+        layouts = {"label": "{}annot", "image": "{}"}
+        splits = sorted(p.name[: -len("annot")] for p in root.glob("*annot") if (root / p.name[:-5]).is_dir())
     if not splits:
         return load_splits(source, cache_dir)
     out = {}
     for split in splits:
         columns = {}
-        for column, folder in (("label", "label"), ("image", "img"), ("instance", "inst")):
-            directory = root / f"{split}_{folder}"
+        for column, folder in layouts.items():
+            directory = root / folder.format(split)
             if directory.is_dir():
                 columns[column] = sorted(str(p) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if "image" not in columns:
@@ -242,7 +259,7 @@ def load_label_splits(source: str, cache_dir: str | None = None) -> datasets.Dat
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
         out[split] = dataset
     if not out:
-        raise ValueError(f"{root}: no <split>_label/ folder has a matching <split>_img/ folder")
+        raise ValueError(f"{root}: no label folder (<split>_label/ or <split>annot/) has a matching photo folder")
     return datasets.DatasetDict(out)
 
 
@@ -270,15 +287,17 @@ class LabelImageDataset(torch.utils.data.Dataset):
     Resizing follows the reference's `scale_width`: width `load_size`, height keeping the aspect
     ratio, both rounded to a multiple of `size_factor`; labels and instances nearest-neighbour,
     photos bicubic. Training adds a random `crop_size` square crop (if given) and a random flip,
-    shared by the three and seeded by (seed, epoch, index). Without an instance column the label
-    map is the instance map.
+    shared by the three and seeded by (seed, epoch, index). Without an instance column the
+    instances are the connected regions of the `countable` classes (see `connected_instances`),
+    or, with no `countable` classes, the label regions.
 
     Items: {"label": (1, H, W) int64, "instance": (1, H, W) int64, "image": (3, H, W) in [-1, 1], "index"}.
     """
 
     def __init__(self, dataset: datasets.Dataset, label_column: str = "label", image_column: str = "image",
                  instance_column: str | None = "instance", load_size: int = 1024, crop_size: int | None = None,
-                 flip: bool = True, train: bool = True, seed: int = 0, size_factor: int = 32):
+                 flip: bool = True, train: bool = True, seed: int = 0, size_factor: int = 32,
+                 countable: list[int] | None = None):
         for column in (label_column, image_column, instance_column):
             if column is not None and column not in dataset.column_names:
                 raise ValueError(f"column {column!r} not found; the dataset has {dataset.column_names}")
@@ -290,7 +309,7 @@ class LabelImageDataset(torch.utils.data.Dataset):
                 self.dataset = self.dataset.cast_column(column, datasets.Image(decode=False))
         self.label_column, self.image_column, self.instance_column = label_column, image_column, instance_column
         self.load_size, self.crop_size, self.flip, self.train = load_size, crop_size, flip, train
-        self.seed, self.size_factor = seed, size_factor
+        self.seed, self.size_factor, self.countable = seed, size_factor, countable
         self.epoch = 0
 
     def __len__(self):
@@ -304,7 +323,10 @@ class LabelImageDataset(torch.utils.data.Dataset):
         where = f"example {i}"
         labels = decode_ids(row[self.label_column], f"{where}, label")
         photo = decode(row[self.image_column], f"{where}, image")
-        instances = decode_ids(row[self.instance_column], f"{where}, instance") if self.instance_column else labels
+        if self.instance_column:
+            instances = decode_ids(row[self.instance_column], f"{where}, instance")
+        else:
+            instances = connected_instances(labels, self.countable) if self.countable else labels
         if labels.shape != instances.shape or labels.shape != (photo.height, photo.width):
             raise BadImageError(f"{where}: label {labels.shape[::-1]}, instance {instances.shape[::-1]} and image "
                                 f"{photo.size} sizes differ (W, H)")

@@ -42,7 +42,7 @@ def main(argv=None):
     p.add_argument("--split", default="train")
     p.add_argument("--label_column", default="label")
     p.add_argument("--image_column", default="image")
-    p.add_argument("--instance_column", default="instance", help="'none' to use label maps as instances")
+    p.add_argument("--instance_column", default="instance", help="'none' (or absent from the data): the pipeline's countable classes' regions, else the label regions")
     p.add_argument("--n_clusters", type=int, default=10)
     p.add_argument("--label_feat", action="store_true", help="one feature per label region, not per instance")
     p.add_argument("--seed", type=int, default=0)
@@ -52,10 +52,10 @@ def main(argv=None):
     if pipe.encoder is None:
         raise ValueError(f"{args.model} has no encoder: train with --instance_feat or --label_feat")
     split = load_label_splits(args.dataset)[args.split]
-    instance = None if args.instance_column == "none" else args.instance_column
+    instance = args.instance_column if args.instance_column in split.column_names else None
     h, w = pipe.working_size
     dataset = LabelImageDataset(split, args.label_column, args.image_column, instance, load_size=w, train=False,
-                                size_factor=1)
+                                size_factor=1, countable=pipe.config.countable_classes)
     classes = pipe.config.label_nc + int(pipe.config.contain_dontcare_label)
     bank = build_style_bank(pipe.encoder, dataset, classes, args.n_clusters, args.label_feat, args.seed)
     pipe.register_modules(style_bank=bank)

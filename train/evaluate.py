@@ -123,7 +123,7 @@ def main(argv=None):
         split = split_of(args, load_label_splits(args.dataset))
         instance = args.instance_column if args.instance_column in split.column_names else None
         dataset = LabelImageDataset(split, args.label_column, args.image_column or "image", instance, load_size=w,
-                                    train=False, size_factor=1)
+                                    train=False, size_factor=1, countable=pipe.config.countable_classes)
     else:
         split = split_of(args, load_splits(args.dataset))
         layout = "paired" if args.image_column_a else "colorization" if pipe.config.color_space == "lab" else "aligned"

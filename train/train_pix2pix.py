@@ -62,6 +62,9 @@ def parse_args(argv=None):
     g.add_argument("--colorization", action="store_true", help="A = L, B = ab of colour photos (Lab)")
     g.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     g.add_argument("--load_size", type=int, default=286, help="resize to this square size before cropping")
+    g.add_argument("--max_load_size", type=int, default=None,
+                   help="multi-scale: resize the short side to a random size in [load_size, max_load_size], "
+                        "aspect kept, before cropping (for photos of any shape, e.g. colorization)")
     g.add_argument("--crop_size", type=int, default=256, help="random crop size = the model's working size")
     g.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
 
@@ -118,6 +121,8 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
     g = dict(pipe.generator.config)
     d = dict(discriminator.config) if discriminator is not None else None
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
+    resize = (f"resize to {args.load_size}" if args.max_load_size is None else
+              f"resize the short side to a random size in [{args.load_size}, {args.max_load_size}] (aspect kept)")
     lines = [
         *card_front_matter(args, ["pix2pix", "image-to-image", "p2p"]),
         f"# pix2pix: {Path(args.output_dir).name}", "",
@@ -133,7 +138,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         f"- Objective: {objective}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
         f"{args.num_epochs} epochs constant + {args.num_epochs_decay} linear decay "
         f"(ran {steps} steps = {epochs:.2f} epochs).",
-        f"- Augmentation: resize to {args.load_size}, random crop {args.crop_size}"
+        f"- Augmentation: {resize}, random crop {args.crop_size}"
         f"{'' if args.no_flip else ', random horizontal flip'}; batch size {args.train_batch_size} x "
         f"{num_processes} process(es); seed {args.seed}.",
         f"- Generator: `UNetGenerator` {json.dumps(public_config(g))}.",
@@ -166,7 +171,7 @@ def main(argv=None):
     common = dict(layout=layout, image_column=args.image_column, image_column_a=args.image_column_a,
                   image_column_b=args.image_column_b, direction=args.direction, load_size=args.load_size,
                   crop_size=args.crop_size, flip=not args.no_flip, seed=args.seed)
-    train_set = PairedImageDataset(train_hf, train=True, **common)
+    train_set = PairedImageDataset(train_hf, train=True, max_load_size=args.max_load_size, **common)
     val_set = PairedImageDataset(val_hf, train=False, **common)
     if args.skip_bad_images:
         for name, dataset in (("training", train_set), ("validation", val_set)):

@@ -72,6 +72,9 @@ def parse_args(argv=None):
     g.add_argument("--label_nc", type=int, default=35, help="number of label classes")
     g.add_argument("--contain_dontcare_label", action="store_true", help="id 255 becomes an extra class")
     g.add_argument("--no_instance", action="store_true", help="no instance maps (no boundary channel)")
+    g.add_argument("--countable_classes", type=int, nargs="+", default=None,
+                   help="for data without instance maps: connected regions of these classes are the instances "
+                        "(an approximation; stored with the pipeline, which does the same at inference)")
     g.add_argument("--label_info", default=None,
                    help='JSON {"names": [...], "colors": [[r, g, b], ...]} stored with the pipeline')
     g.add_argument("--load_size", type=int, default=1024, help="resize to this width (aspect kept)")
@@ -191,9 +194,13 @@ def main(argv=None):
     factor = 2 ** (args.n_downsample_global + (args.n_local_enhancers if args.netG == "local" else 0))
     instance_column = None if args.no_instance or args.instance_column == "none" else args.instance_column
     if instance_column and instance_column not in train_hf.column_names:
-        raise ValueError(f"no {instance_column!r} column in {args.dataset}: pass --no_instance or --instance_column")
+        if not args.countable_classes:
+            raise ValueError(f"no {instance_column!r} column in {args.dataset}: pass --no_instance, "
+                             "--instance_column or --countable_classes")
+        instance_column = None
     common = dict(label_column=args.label_column, image_column=args.image_column, instance_column=instance_column,
-                  load_size=args.load_size, flip=not args.no_flip, seed=args.seed, size_factor=factor)
+                  load_size=args.load_size, flip=not args.no_flip, seed=args.seed, size_factor=factor,
+                  countable=args.countable_classes)
     train_set = LabelImageDataset(train_hf, crop_size=args.crop_size, train=True, **common)
     val_set = LabelImageDataset(val_hf, train=False, **common)
     loader = train_loader(train_set, args)
@@ -329,7 +336,8 @@ def main(argv=None):
         pipe = Pix2PixHDPipeline(generator=g, encoder=e, style_bank=bank, label_nc=args.label_nc,
                                  contain_dontcare_label=args.contain_dontcare_label,
                                  use_instance=not args.no_instance, image_size=list(sample.shape[-2:]),
-                                 palette=palette.tolist(), class_names=info.get("names"))
+                                 palette=palette.tolist(), class_names=info.get("names"),
+                                 countable_classes=args.countable_classes)
         card = model_card(args, pipe, unwrapped_d, val_desc, len(train_set), global_step, global_step / steps_per_epoch,
                           seconds, accelerator.num_processes, metrics)
         pipe.save_pretrained(output_dir)
