@@ -1,88 +1,416 @@
-"""p2p demo: `python app.py`. Tabs, models and limits come from spaces.yaml."""
+"""p2p demo: `python app.py`. Tabs, models, examples and limits come from spaces.yaml.
+
+Tabs: colorization, maps (both directions), facades (label map -> photo; draw with the class
+colours) and HD label -> street (pix2pixHD: styles per class, click an object to restyle it).
+Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
+"""
 
 import os
+import socket
 import time
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import gradio as gr
+import numpy as np
 import yaml
+from huggingface_hub import constants
 from PIL import Image
 
-from p2p_models import Pix2PixPipeline
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+from p2p_models.pipelines import check_image
 
 ROOT = Path(__file__).resolve().parent
 CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
+OFF_PALETTE_DISTANCE = 80  # RGB distance beyond which a label-map pixel matches no class colour
+MAX_OFF_PALETTE = 0.3  # more off-palette pixels than this: not a label map
+STYLE_CHOICES = ["random"] + [str(k) for k in range(10)]
 
+
+# --- models -------------------------------------------------------------------------------------
 
 def offline() -> bool:
     return os.environ.get("P2P_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
+@lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """One quick connection check, so an offline start doesn't wait for the Hub client's retries."""
+    if offline():
+        return False
+    try:
+        socket.create_connection((urlparse(constants.ENDPOINT).hostname, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
 @lru_cache(maxsize=None)
-def load_pipeline(tab: str) -> Pix2PixPipeline:
-    """The tab's pipeline: from the Hub, else from its local folder. Loaded once, on first use."""
-    spec = CONFIG["tabs"][tab]
-    local = ROOT / spec["local"]
+def load_pipeline(tab: str, model: str | None = None):
+    """A tab's pipeline (its first model unless `model` names another): from the Hub, else from
+    the local folder. Loaded on first use, then cached."""
+    models = CONFIG["tabs"][tab]["models"]
+    spec = models[model or next(iter(models))]
+    cls = Pix2PixHDPipeline if tab == "hd" else Pix2PixPipeline
     errors = []
-    if not offline():
+    if hub_reachable():
         try:
-            return Pix2PixPipeline.from_pretrained(spec["hub_id"])
-        except Exception as e:  # unreachable Hub, missing repo: fall back to the local copy
+            return cls.from_pretrained(spec["hub_id"])
+        except Exception as e:  # missing repo, network trouble: fall back to the local copy
             errors.append(f"{spec['hub_id']}: {type(e).__name__}")
+    local = ROOT / spec["local"]
     if (local / "model_index.json").exists():
-        return Pix2PixPipeline.from_pretrained(local)
+        return cls.from_pretrained(local)
     errors.append(f"{spec['local']}: no pipeline folder")
-    raise gr.Error(f"No weights for '{spec['title']}' ({'; '.join(errors)}).")
+    raise gr.Error(f"No weights for {CONFIG['tabs'][tab]['title']} ({'; '.join(errors)}).")
 
 
-def translate(tab: str, image: Image.Image | None, seed: float, deterministic: bool):
+# --- input checks -------------------------------------------------------------------------------
+
+class ImageInput(gr.Image):
+    """gr.Image whose unreadable uploads fail with a clear message rather than Gradio's generic one."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception as e:  # not an image, truncated, decompression bomb
+            raise gr.Error(f"The upload can't be read as an image ({type(e).__name__}): use a PNG, JPEG or "
+                           f"WebP file of at most {CONFIG['limits']['max_file_size']}.") from e
+
+
+class LabelEditor(gr.ImageEditor):
+    """gr.ImageEditor (upload a label map and/or draw on it) with the same clear upload errors."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "imageeditor"
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception as e:
+            raise gr.Error(f"The upload can't be read as an image ({type(e).__name__}): use a PNG or JPEG "
+                           "label map.") from e
+
+
+def checked(image: Image.Image | None, tab: str, what: str = "image") -> Image.Image:
+    """The upload, or a gr.Error saying what is wrong with it."""
     if image is None:
-        raise gr.Error("Upload an image first.")
+        raise gr.Error(f"No {what}: upload one or click an example.")
     limit = CONFIG["tabs"][tab]["max_side"]
     if max(image.size) > limit:
-        raise gr.Error(f"The image is {image.width}x{image.height}; the largest side may be {limit} pixels.")
-    pipe = load_pipeline(tab)
-    start = time.perf_counter()
+        raise gr.Error(f"The {what} is {image.width}x{image.height}; its longer side may be at most {limit} "
+                       "pixels. Downscale it first.")
     try:
-        out = pipe(image, seed=int(seed), deterministic=deterministic)
+        return check_image(image, 0)
+    except ValueError as e:
+        raise gr.Error(str(e).replace("image 0", f"The {what}")) from e
+
+
+def editor_image(value, fill: list[int]) -> Image.Image | None:
+    """The picture in an ImageEditor value (a PIL image passes through): the composite of the
+    uploaded background and the drawn layers, transparent areas filled with `fill`."""
+    if value is None or isinstance(value, Image.Image):
+        image = value
+    else:
+        image = value.get("composite") or value.get("background")
+    if image is None or image.mode not in ("RGBA", "LA", "PA"):
+        return image
+    canvas = Image.new("RGBA", image.size, tuple(fill) + (255,))
+    return Image.alpha_composite(canvas, image.convert("RGBA")).convert("RGB")
+
+
+def snap(image: Image.Image, palette: list[list[int]], what: str) -> np.ndarray:
+    """An RGB label map -> (H, W) ids of the nearest palette colour; a gr.Error if too many pixels
+    match no colour (a photo, or a map drawn in other colours)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
+    packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    unique, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=1)
+    distances = ((colours[:, None, :] - np.asarray(palette)[None]) ** 2).sum(-1)
+    off = counts[np.sqrt(distances.min(1)) > OFF_PALETTE_DISTANCE].sum() / packed.size
+    if off > MAX_OFF_PALETTE:
+        raise gr.Error(f"{off:.0%} of the {what}'s pixels are far from every class colour, so it doesn't look like "
+                       "a label map: use the class colours shown in the legend.")
+    return distances.argmin(1)[inverse.reshape(packed.shape)]
+
+
+def timing(start: float, pipe) -> str:
+    return f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}"
+
+
+def run(pipe, *args, **kwargs):
+    try:
+        return pipe(*args, **kwargs)
     except (TypeError, ValueError) as e:
-        raise gr.Error(str(e))
-    return out, f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}"
+        raise gr.Error(str(e)) from e
 
 
-def build_tab(tab: str, spec: dict) -> None:
-    with gr.Tab(spec["title"]):
-        gr.Markdown(spec["description"])
+# --- tab functions (PIL in, PIL out) -------------------------------------------------------------
+
+def colorize(image, seed: float = 0, deterministic: bool = False):
+    """Colour photo or grey photo -> (the grey input, the colourised photo at its size, timing)."""
+    grey = checked(image, "colorization", "photo").convert("L")
+    pipe = load_pipeline("colorization")
+    start = time.perf_counter()
+    out = run(pipe, grey, seed=int(seed), deterministic=deterministic)
+    return grey, out, timing(start, pipe)
+
+
+def translate_map(image, direction: str, seed: float = 0, deterministic: bool = False):
+    """Aerial photo -> map, or map -> aerial photo, at the input's size."""
+    if direction not in CONFIG["tabs"]["maps"]["models"]:
+        raise gr.Error(f"Unknown direction {direction!r}; choose one of {list(CONFIG['tabs']['maps']['models'])}.")
+    image = checked(image, "maps", "map tile" if direction.startswith("Map") else "aerial photo").convert("RGB")
+    pipe = load_pipeline("maps", direction)
+    start = time.perf_counter()
+    out = run(pipe, image, seed=int(seed), deterministic=deterministic)
+    return out, timing(start, pipe)
+
+
+def facade_palette() -> list[list[int]]:
+    return list(CONFIG["tabs"]["facades"]["palette"].values())
+
+
+def facades(label_map, seed: float = 0, deterministic: bool = False):
+    """Facade label map (uploaded and/or drawn) -> (the label map snapped to the class colours, photo, timing)."""
+    palette = facade_palette()
+    image = checked(editor_image(label_map, palette[0]), "facades", "label map")
+    snapped = Image.fromarray(np.asarray(palette, dtype=np.uint8)[snap(image, palette, "label map")])
+    pipe = load_pipeline("facades")
+    start = time.perf_counter()
+    out = run(pipe, snapped, seed=int(seed), deterministic=deterministic)
+    return snapped, out, timing(start, pipe)
+
+
+def hd_maps(label_map, instance_map) -> tuple[np.ndarray, np.ndarray | None]:
+    """(label ids, instance ids or None) at the label map's size. Label maps: RGB in the model's
+    palette (uploaded and/or drawn) or an id image (mode L/P/I); instance maps: an id image."""
+    pipe = load_pipeline("hd")
+    palette = pipe.config.palette
+    void = len(palette) - 1
+    if isinstance(label_map, Image.Image) and label_map.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        labels = np.asarray(label_map).astype(np.int64)
+        image = label_map
+    else:
+        image = checked(editor_image(label_map, palette[void]), "hd", "label map")
+        labels = snap(image, palette, "label map")
+    if max(image.size) > CONFIG["tabs"]["hd"]["max_side"]:
+        checked(image, "hd", "label map")
+    instances = None
+    if instance_map is not None:
+        if not isinstance(instance_map, Image.Image):
+            try:
+                with Image.open(instance_map) as opened:
+                    instance_map = opened.copy()
+            except Exception as e:
+                raise gr.Error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
+                               "instance ids (8- or 16-bit).") from e
+        if instance_map.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+            raise gr.Error(f"The instance map has mode {instance_map.mode}; it must be a single-channel image of "
+                           "instance ids (8- or 16-bit PNG), like Cityscapes' *_instanceIds.png.")
+        instances = np.asarray(instance_map).astype(np.int64)
+        if instances.shape != labels.shape:
+            raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
+                           f"{labels.shape[1]}x{labels.shape[0]}: they must have the same size.")
+    return labels, instances
+
+
+def hd_styles(class_styles: list[str], instance_styles: dict | None) -> tuple[dict, dict]:
+    styles = {c: (s if s == "random" else int(s)) for c, s in enumerate(class_styles) if s not in (None, "")}
+    per_instance = {int(i): (s if s == "random" else int(s)) for i, s in (instance_styles or {}).items()}
+    return styles, per_instance
+
+
+def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *class_styles: str):
+    """Label map (+ instance map) -> street photo at the label map's size. `class_styles`: one
+    "random" or cluster index per class; `instance_styles`: {instance id: cluster} overrides."""
+    labels, instances = hd_maps(label_map, instance_map)
+    pipe = load_pipeline("hd")
+    styles, per_instance = hd_styles(list(class_styles), instance_styles)
+    start = time.perf_counter()
+    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=int(seed))
+    return out, timing(start, pipe)
+
+
+def hd_instance_at(label_map, instance_map, x: int, y: int) -> tuple[int, str]:
+    """The instance under pixel (x, y) of the label map: (instance id, "Car (instance 8003)")."""
+    labels, instances = hd_maps(label_map, instance_map)
+    pipe = load_pipeline("hd")
+    _, ids = pipe.prepare_maps(labels, instances)
+    h, w = ids.shape[-2:]
+    row = min(h - 1, int(y * h / labels.shape[0]))
+    col = min(w - 1, int(x * w / labels.shape[1]))
+    inst = int(ids[0, 0, row, col])
+    cls = int(labels[min(labels.shape[0] - 1, y), min(labels.shape[1] - 1, x)])
+    names = pipe.config.class_names or [str(c) for c in range(len(pipe.config.palette))]
+    return inst, f"{names[cls]} (instance {inst})"
+
+
+# --- UI ------------------------------------------------------------------------------------------
+
+def legend(names: list[str], palette: list[list[int]]) -> str:
+    chips = [f'<span style="display:inline-block;margin:2px 8px 2px 0"><span style="display:inline-block;width:14px;'
+             f'height:14px;vertical-align:middle;background:rgb({r},{g},{b});border:1px solid #888"></span> {n}</span>'
+             for n, (r, g, b) in zip(names, palette)]
+    return '<div class="legend">' + "".join(chips) + "</div>"
+
+
+def hex_colours(palette: list[list[int]]) -> list[str]:
+    return ["#%02x%02x%02x" % tuple(c) for c in palette]
+
+
+def seed_controls(stochastic: bool = True):
+    with gr.Row():
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+        deterministic = gr.Checkbox(label="Deterministic (dropout off)", value=False, visible=stochastic)
+    return seed, deterministic
+
+
+def wire(tab: str, fn, inputs, outputs, run_button, again_button, seed):
+    """The tab's button (an API endpoint named after the tab) and "sample again" (seed + 1, rerun)."""
+    kwargs = dict(concurrency_id=tab, concurrency_limit=1)
+    run_button.click(fn, inputs, outputs, api_name=tab, **kwargs)
+    again_button.click(lambda s: int(s or 0) + 1, seed, seed, api_name=False, queue=False).then(
+        fn, inputs, outputs, api_name=False, **kwargs)
+
+
+def colorization_tab(spec: dict) -> None:
+    gr.Markdown(spec["description"])
+    with gr.Row():
+        source = ImageInput(label="Photo", type="pil", image_mode=None)
+        grey = gr.Image(label="Grey input", type="pil", format="png", interactive=False)
+        result = gr.Image(label="Colourised", type="pil", format="png", interactive=False)
+    seed, deterministic = seed_controls()
+    with gr.Row():
+        button = gr.Button("Colourise", variant="primary")
+        again = gr.Button("Sample again")
+    time_md = gr.Markdown()
+    inputs, outputs = [source, seed, deterministic], [grey, result, time_md]
+    wire("colorization", colorize, inputs, outputs, button, again, seed)
+    gr.Examples(spec["examples"], inputs=[source], outputs=outputs, fn=colorize, run_on_click=True,
+                cache_examples=False)
+
+
+def maps_tab(spec: dict) -> None:
+    gr.Markdown(spec["description"])
+    directions = list(spec["models"])
+    with gr.Row():
+        source = ImageInput(label="Input tile", type="pil", image_mode=None)
+        result = gr.Image(label="Output", type="pil", format="png", interactive=False)
+    direction = gr.Radio(directions, value=directions[0], label="Direction")
+    seed, deterministic = seed_controls()
+    with gr.Row():
+        button = gr.Button("Translate", variant="primary")
+        again = gr.Button("Sample again")
+    time_md = gr.Markdown()
+    inputs, outputs = [source, direction, seed, deterministic], [result, time_md]
+    wire("maps", translate_map, inputs, outputs, button, again, seed)
+    gr.Examples(spec["examples"], inputs=[source, direction], outputs=outputs, fn=translate_map, run_on_click=True,
+                cache_examples=False)
+
+
+def facades_tab(spec: dict) -> None:
+    gr.Markdown(spec["description"])
+    palette, names = facade_palette(), list(spec["palette"])
+    blank = Image.new("RGB", (256, 256), tuple(palette[0]))
+    with gr.Row():
+        editor = LabelEditor(value=blank, label="Label map (upload, or draw)", type="pil", image_mode="RGBA",
+                             canvas_size=(256, 256), brush=gr.Brush(colors=hex_colours(palette), color_mode="fixed",
+                                                                    default_color=hex_colours(palette)[1]),
+                             sources=["upload", "clipboard"], format="png")
+        snapped = gr.Image(label="Label map as the model sees it", type="pil", format="png", interactive=False)
+        result = gr.Image(label="Photo", type="pil", format="png", interactive=False)
+    gr.HTML(legend(names, palette))
+    seed, deterministic = seed_controls()
+    with gr.Row():
+        button = gr.Button("Translate", variant="primary")
+        again = gr.Button("Sample again")
+    time_md = gr.Markdown()
+    inputs, outputs = [editor, seed, deterministic], [snapped, result, time_md]
+    wire("facades", facades, inputs, outputs, button, again, seed)
+    example_input = ImageInput(type="pil", image_mode=None, visible=False)
+    example_input.change(lambda im: im, example_input, editor, api_name=False)
+    gr.Examples(spec["examples"], inputs=[example_input], outputs=outputs,
+                fn=lambda im: facades(im), run_on_click=True, cache_examples=False)
+
+
+def hd_tab(spec: dict) -> None:
+    from p2p_models import camvid  # the default model's label set, for the canvas before the model loads
+
+    gr.Markdown(spec["description"])
+    palette, names = camvid.COLORS, camvid.CLASS_NAMES
+    blank = Image.new("RGB", (480, 360), tuple(palette[0]))
+    with gr.Row():
+        with gr.Column():
+            editor = LabelEditor(value=blank, label="Label map (upload, or draw)", type="pil", image_mode="RGBA",
+                                 canvas_size=(480, 360), brush=gr.Brush(colors=hex_colours(palette),
+                                                                        color_mode="fixed",
+                                                                        default_color=hex_colours(palette)[8]),
+                                 sources=["upload", "clipboard"], format="png")
+            instance_file = gr.File(label="Instance map (optional: PNG of instance ids, same size)", type="filepath",
+                                    file_types=[".png"])
+        result = gr.Image(label="Photo (click an object to restyle it)", type="pil", format="png",
+                          interactive=False)
+    gr.HTML(legend(names, palette))
+    seed = gr.Number(label="Seed (draws the random styles)", value=0, precision=0, minimum=0)
+    with gr.Accordion("Style per class (a style-bank cluster, or random)", open=False):
         with gr.Row():
-            source = gr.Image(label="Input", type="pil", image_mode=None)
-            result = gr.Image(label="Output", type="pil", format="png")
-        with gr.Row():
-            seed = gr.Number(label="Seed", value=0, precision=0)
-            deterministic = gr.Checkbox(label="Deterministic (dropout off)", value=False)
-        with gr.Row():
-            run = gr.Button("Translate", variant="primary")
-            again = gr.Button("Sample again")
-        timing = gr.Markdown()
-        inputs = [source, seed, deterministic]
+            class_styles = [gr.Dropdown(STYLE_CHOICES, value="random", label=name, min_width=120) for name in names]
+    with gr.Row():
+        selected = gr.Number(label="Selected instance", value=None, precision=0, interactive=False)
+        selected_name = gr.Markdown("Click an object in the result to select it.")
+        instance_style = gr.Dropdown(STYLE_CHOICES, value="random", label="Style of the selected instance")
+    instance_styles = gr.JSON(value={}, label="Per-instance styles {instance id: cluster}")
+    with gr.Row():
+        button = gr.Button("Synthesise", variant="primary")
+        again = gr.Button("Resample styles")
+        clear = gr.Button("Clear instance styles")
+    time_md = gr.Markdown()
+    inputs, outputs = [editor, instance_file, seed, instance_styles, *class_styles], [result, time_md]
+    wire("hd", hd, inputs, outputs, button, again, seed)
 
-        def run_tab(image, seed_value, deterministic_value):
-            return translate(tab, image, seed_value, deterministic_value)
+    def select(label_map, instance_map, event: gr.SelectData):
+        inst, name = hd_instance_at(label_map, instance_map, *event.index)
+        return inst, f"Selected: **{name}**"
 
-        run.click(run_tab, inputs, [result, timing], api_name=f"{tab}_translate")
-        again.click(lambda s: int(s) + 1, seed, seed, api_name=False).then(run_tab, inputs, [result, timing],
-                                                                          api_name=False)
-        if spec["examples"]:
-            gr.Examples(spec["examples"], inputs=[source])
+    result.select(select, [editor, instance_file], [selected, selected_name], api_name=False)
+
+    def restyle(inst, choice, current):
+        if inst is None:
+            raise gr.Error("Click an object in the result first.")
+        return {**(current or {}), str(int(inst)): choice}
+
+    instance_style.input(restyle, [selected, instance_style, instance_styles], instance_styles, api_name=False).then(
+        hd, inputs, outputs, api_name=False, concurrency_id="hd", concurrency_limit=1)
+    clear.click(lambda: {}, None, instance_styles, api_name=False).then(
+        hd, inputs, outputs, api_name=False, concurrency_id="hd", concurrency_limit=1)
+
+    example_label = ImageInput(type="pil", image_mode=None, visible=False)
+    example_instances = gr.File(type="filepath", visible=False)
+    example_label.change(lambda im: im, example_label, editor, api_name=False)
+    example_instances.change(lambda f: f, example_instances, instance_file, api_name=False)
+    gr.Examples(spec["examples"], inputs=[example_label, example_instances], outputs=outputs,
+                fn=lambda label_map, instance_map: hd(label_map, instance_map, 0, {}),
+                run_on_click=True, cache_examples=False)
+
+
+TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_tab, "hd": hd_tab}
 
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title=CONFIG["space"]["title"]) as demo:
         gr.Markdown(f"# {CONFIG['space']['title']}: {CONFIG['space']['short_description']}")
         for tab, spec in CONFIG["tabs"].items():
-            build_tab(tab, spec)
-    return demo
+            with gr.Tab(spec["title"], id=tab):
+                TABS[tab](spec)
+    return demo.queue(max_size=CONFIG["limits"]["queue_size"])
 
 
 if __name__ == "__main__":
-    build_demo().launch(show_error=True)
+    build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"])
