@@ -280,42 +280,45 @@ def wire(tab: str, fn, inputs, outputs, run_button, again_button, seed):
         fn, inputs, outputs, api_name=False, **kwargs)
 
 
-def colorization_tab(spec: dict) -> None:
+def colorization_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
     with gr.Row():
         source = ImageInput(label="Photo", type="pil", image_mode=None)
         grey = gr.Image(label="Grey input", type="pil", format="png", interactive=False)
-        result = gr.Image(label="Colourised", type="pil", format="png", interactive=False)
+        result = gr.Image(label="Colourised", type="pil", format="png", interactive=False,
+                          elem_id=f"{tab}-output")
     seed, deterministic = seed_controls()
     with gr.Row():
         button = gr.Button("Colourise", variant="primary")
         again = gr.Button("Sample again")
-    time_md = gr.Markdown()
+    time_md = gr.Markdown(elem_id=f"{tab}-time")
     inputs, outputs = [source, seed, deterministic], [grey, result, time_md]
-    wire("colorization", colorize, inputs, outputs, button, again, seed)
-    gr.Examples(spec["examples"], inputs=[source], outputs=outputs, fn=colorize, run_on_click=True,
-                cache_examples=False)
+    wire(tab, colorize, inputs, outputs, button, again, seed)
+    with gr.Column(elem_id=f"{tab}-examples"):
+        gr.Examples(spec["examples"], inputs=[source], outputs=outputs, fn=colorize, run_on_click=True,
+                    cache_examples=False)
 
 
-def maps_tab(spec: dict) -> None:
+def maps_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
     directions = list(spec["models"])
     with gr.Row():
         source = ImageInput(label="Input tile", type="pil", image_mode=None)
-        result = gr.Image(label="Output", type="pil", format="png", interactive=False)
+        result = gr.Image(label="Output", type="pil", format="png", interactive=False, elem_id=f"{tab}-output")
     direction = gr.Radio(directions, value=directions[0], label="Direction")
     seed, deterministic = seed_controls()
     with gr.Row():
         button = gr.Button("Translate", variant="primary")
         again = gr.Button("Sample again")
-    time_md = gr.Markdown()
+    time_md = gr.Markdown(elem_id=f"{tab}-time")
     inputs, outputs = [source, direction, seed, deterministic], [result, time_md]
-    wire("maps", translate_map, inputs, outputs, button, again, seed)
-    gr.Examples(spec["examples"], inputs=[source, direction], outputs=outputs, fn=translate_map, run_on_click=True,
-                cache_examples=False)
+    wire(tab, translate_map, inputs, outputs, button, again, seed)
+    with gr.Column(elem_id=f"{tab}-examples"):
+        gr.Examples(spec["examples"], inputs=[source, direction], outputs=outputs, fn=translate_map,
+                    run_on_click=True, cache_examples=False)
 
 
-def facades_tab(spec: dict) -> None:
+def facades_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
     palette, names = facade_palette(), list(spec["palette"])
     blank = Image.new("RGB", (256, 256), tuple(palette[0]))
@@ -325,22 +328,23 @@ def facades_tab(spec: dict) -> None:
                                                                     default_color=hex_colours(palette)[1]),
                              sources=["upload", "clipboard"], format="png")
         snapped = gr.Image(label="Label map as the model sees it", type="pil", format="png", interactive=False)
-        result = gr.Image(label="Photo", type="pil", format="png", interactive=False)
+        result = gr.Image(label="Photo", type="pil", format="png", interactive=False, elem_id=f"{tab}-output")
     gr.HTML(legend(names, palette))
     seed, deterministic = seed_controls()
     with gr.Row():
         button = gr.Button("Translate", variant="primary")
         again = gr.Button("Sample again")
-    time_md = gr.Markdown()
+    time_md = gr.Markdown(elem_id=f"{tab}-time")
     inputs, outputs = [editor, seed, deterministic], [snapped, result, time_md]
-    wire("facades", facades, inputs, outputs, button, again, seed)
+    wire(tab, facades, inputs, outputs, button, again, seed)
     example_input = ImageInput(type="pil", image_mode=None, visible=False)
     example_input.change(lambda im: im, example_input, editor, api_name=False)
-    gr.Examples(spec["examples"], inputs=[example_input], outputs=outputs,
-                fn=lambda im: facades(im), run_on_click=True, cache_examples=False)
+    with gr.Column(elem_id=f"{tab}-examples"):
+        gr.Examples(spec["examples"], inputs=[example_input], outputs=outputs,
+                    fn=lambda im: facades(im), run_on_click=True, cache_examples=False)
 
 
-def hd_tab(spec: dict) -> None:
+def hd_tab(tab: str, spec: dict) -> None:
     from p2p_models import camvid  # the default model's label set, for the canvas before the model loads
 
     gr.Markdown(spec["description"])
@@ -356,7 +360,7 @@ def hd_tab(spec: dict) -> None:
             instance_file = gr.File(label="Instance map (optional: PNG of instance ids, same size)", type="filepath",
                                     file_types=[".png"])
         result = gr.Image(label="Photo (click an object to restyle it)", type="pil", format="png",
-                          interactive=False)
+                          interactive=False, elem_id=f"{tab}-output")
     gr.HTML(legend(names, palette))
     seed = gr.Number(label="Seed (draws the random styles)", value=0, precision=0, minimum=0)
     with gr.Accordion("Style per class (a style-bank cluster, or random)", open=False):
@@ -371,9 +375,9 @@ def hd_tab(spec: dict) -> None:
         button = gr.Button("Synthesise", variant="primary")
         again = gr.Button("Resample styles")
         clear = gr.Button("Clear instance styles")
-    time_md = gr.Markdown()
+    time_md = gr.Markdown(elem_id=f"{tab}-time")
     inputs, outputs = [editor, instance_file, seed, instance_styles, *class_styles], [result, time_md]
-    wire("hd", hd, inputs, outputs, button, again, seed)
+    wire(tab, hd, inputs, outputs, button, again, seed)
 
     def select(label_map, instance_map, event: gr.SelectData):
         inst, name = hd_instance_at(label_map, instance_map, *event.index)
@@ -395,9 +399,10 @@ def hd_tab(spec: dict) -> None:
     example_instances = gr.File(type="filepath", visible=False)
     example_label.change(lambda im: im, example_label, editor, api_name=False)
     example_instances.change(lambda f: f, example_instances, instance_file, api_name=False)
-    gr.Examples(spec["examples"], inputs=[example_label, example_instances], outputs=outputs,
-                fn=lambda label_map, instance_map: hd(label_map, instance_map, 0, {}),
-                run_on_click=True, cache_examples=False)
+    with gr.Column(elem_id=f"{tab}-examples"):
+        gr.Examples(spec["examples"], inputs=[example_label, example_instances], outputs=outputs,
+                    fn=lambda label_map, instance_map: hd(label_map, instance_map, 0, {}),
+                    run_on_click=True, cache_examples=False)
 
 
 TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_tab, "hd": hd_tab}
@@ -408,7 +413,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {CONFIG['space']['title']}: {CONFIG['space']['short_description']}")
         for tab, spec in CONFIG["tabs"].items():
             with gr.Tab(spec["title"], id=tab):
-                TABS[tab](spec)
+                TABS[tab](tab, spec)
     return demo.queue(max_size=CONFIG["limits"]["queue_size"])
 
 

@@ -1,17 +1,21 @@
-"""The demo as a real server: started with `python app.py`, called over HTTP with gradio_client."""
+"""The demo: its tab functions (PIL in, PIL out, clear errors), and `python app.py` as a real server
+called over HTTP with gradio_client. The browser test is test_app_browser.py."""
 
-import os
-import subprocess
+import importlib
 import sys
 
+import gradio as gr
 import numpy as np
 import pytest
+import torch
 import yaml
-from conftest import ROOT, free_port, wait_for_port
+from app_setup import app_copy, serve
+from conftest import ROOT
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from p2p_models import Pix2PixPipeline, UNetGenerator
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
+from p2p_models.color import rgb_to_model_lab
 
 
 def test_readme_front_matter_matches_spaces_yaml():
@@ -20,46 +24,196 @@ def test_readme_front_matter_matches_spaces_yaml():
     assert yaml.safe_load(front) == space
 
 
-@pytest.fixture
-def app_server(tmp_path):
-    """app.py on a free port, its tabs' local folders pointed at small saved pipelines."""
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
+def test_spaces_yaml_examples_and_local_models_exist():
     config = yaml.safe_load((ROOT / "spaces.yaml").read_text())
     for tab, spec in config["tabs"].items():
-        spec["local"] = str(tmp_path / tab)
-        Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64).save_pretrained(tmp_path / tab)
-    (app_dir / "spaces.yaml").write_text(yaml.safe_dump(config))
-    (app_dir / "app.py").write_text((ROOT / "app.py").read_text())
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = tmp_path / "app.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc, log, timeout=120)
-        yield f"http://127.0.0.1:{port}/", tmp_path
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        assert spec["examples"], f"{tab} has no examples"
+        for example in spec["examples"]:
+            for item in example if isinstance(example, list) else [example]:
+                if isinstance(item, str) and item.startswith("examples/"):
+                    assert (ROOT / item).is_file(), item
+        for model in spec["models"].values():
+            assert (ROOT / model["local"] / "model_index.json").is_file(), model["local"]
 
 
-def test_app_translates_and_keeps_serving_after_bad_input(app_server, tmp_path):
-    url, models = app_server
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The app module, its models replaced by small pipelines (P2P_OFFLINE: local folders only)."""
+    folder = tmp_path_factory.mktemp("app")
+    app_dir = app_copy(folder)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("P2P_OFFLINE", "1")
+    mp.syspath_prepend(str(app_dir))
+    sys.modules.pop("app", None)
+    module = importlib.import_module("app")
+    assert module.ROOT == app_dir
+    yield module
+    sys.modules.pop("app", None)
+    mp.undo()
+
+
+def noise(h, w, seed=0, channels=3):
+    shape = (h, w, channels) if channels > 1 else (h, w)
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8))
+
+
+def test_colorize_returns_grey_input_and_colour_at_input_size(app):
+    photo = noise(45, 70)
+    grey, out, timing = app.colorize(photo, seed=2)
+    assert grey.mode == "L" and grey.size == photo.size
+    assert out.mode == "RGB" and out.size == photo.size
+    assert "ms on cpu" in timing
+    # the prediction is recombined with the full-resolution lightness of the grey photo
+    def lightness(image):
+        return rgb_to_model_lab(torch.from_numpy(np.asarray(image.convert("RGB"), np.float32).transpose(2, 0, 1) / 255))[0]
+
+    assert (lightness(out) - lightness(grey)).abs().mean() < 0.05
+    expected = app.load_pipeline("colorization")(grey, seed=2)
+    assert np.array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_maps_direction_picks_the_model(app):
+    tile = noise(64, 64, 1)
+    to_map, _ = app.translate_map(tile, "Aerial -> map", seed=1)
+    to_aerial, _ = app.translate_map(tile, "Map -> aerial", seed=1)
+    assert np.array_equal(np.asarray(to_map), np.asarray(app.load_pipeline("maps", "Aerial -> map")(tile, seed=1)))
+    assert np.array_equal(np.asarray(to_aerial), np.asarray(app.load_pipeline("maps", "Map -> aerial")(tile, seed=1)))
+    assert not np.array_equal(np.asarray(to_map), np.asarray(to_aerial))
+    assert app.load_pipeline("maps", "Map -> aerial").config.direction == "BtoA"
+    with pytest.raises(gr.Error, match="Unknown direction"):
+        app.translate_map(tile, "sideways")
+
+
+def test_facades_snaps_drawn_colours_and_fills_transparent_canvas(app):
+    palette = app.facade_palette()
+    ids = np.random.default_rng(0).integers(0, len(palette), (8, 8)).repeat(8, 0).repeat(8, 1)
+    clean = np.asarray(palette, np.uint8)[ids]
+    jitter = np.random.default_rng(1).integers(-8, 9, clean.shape)
+    noisy = Image.fromarray(np.clip(clean.astype(int) + jitter, 0, 255).astype(np.uint8))
+    snapped, out, _ = app.facades(noisy, seed=3)
+    assert np.array_equal(np.asarray(snapped), clean)
+    assert np.array_equal(np.asarray(out), np.asarray(app.load_pipeline("facades")(snapped, seed=3)))
+
+    # an ImageEditor value: a transparent canvas with one stroke; empty canvas = background class
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste(tuple(palette[2]) + (255,), (10, 10, 30, 30))
+    snapped, _, _ = app.facades({"background": None, "layers": [layer], "composite": layer})
+    pixels = np.asarray(snapped)
+    assert tuple(pixels[20, 20]) == tuple(palette[2]) and tuple(pixels[50, 50]) == tuple(palette[0])
+
+
+def test_facades_rejects_photos_and_empty_input(app):
+    with pytest.raises(gr.Error, match="far from every class colour"):
+        app.facades(noise(64, 64))
+    with pytest.raises(gr.Error, match="No label map"):
+        app.facades(None)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (Image.new("I;16", (32, 32), 300), "16-bit"),
+        (Image.new("RGBA", (32, 32), (10, 20, 30, 0)), "transparent"),
+        (Image.new("RGB", (5000, 20)), "at most 4096"),
+        (None, "No photo"),
+    ],
+)
+def test_bad_images_get_clear_errors(app, image, message):
+    with pytest.raises(gr.Error, match=message):
+        app.colorize(image)
+
+
+def test_palette_and_grey_images_are_accepted(app):
+    for image in (noise(40, 40).convert("P"), noise(40, 40, channels=1), noise(40, 40).convert("CMYK")):
+        out, _ = app.translate_map(image, "Aerial -> map")
+        assert out.size == (40, 40) and out.mode == "RGB"
+
+
+def hd_label_map() -> tuple[Image.Image, np.ndarray]:
+    """A small street: road, sky, two separate cars (so two car instances)."""
+    ids = np.full((48, 64), 3)
+    ids[:16] = 0
+    ids[20:30, 5:20] = 8
+    ids[20:30, 40:60] = 8
+    return Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[ids]), ids
+
+
+def test_hd_styles_and_instance_selection(app, tmp_path):
+    label_map, ids = hd_label_map()
+    classes = ["random"] * 12
+    out, timing = app.hd(label_map, None, 0, {}, *classes)
+    assert out.size == (64, 48) and "ms on cpu" in timing
+    again, _ = app.hd(label_map, None, 0, {}, *classes)
+    assert np.array_equal(np.asarray(out), np.asarray(again))  # same seed, same styles
+    resampled, _ = app.hd(label_map, None, 1, {}, *classes)
+    assert not np.array_equal(np.asarray(out), np.asarray(resampled))
+
+    # clicking a car selects that car's connected component (CamVid has no instance maps)
+    first, name = app.hd_instance_at(label_map, None, 10, 25)
+    second, _ = app.hd_instance_at(label_map, None, 50, 25)
+    assert name == f"Car (instance {first})" and first != second and first // 1000 == 8
+    styled, _ = app.hd(label_map, None, 0, {str(first): "2"}, *classes)
+    pipe = app.load_pipeline("hd")
+    expected = pipe(ids, None, styles={c: "random" for c in range(12)}, instance_styles={first: 2}, seed=0)
+    assert np.array_equal(np.asarray(styled), np.asarray(expected))
+    per_cluster = {app.hd(label_map, None, 0, {str(first): str(k)}, *classes)[0].tobytes() for k in range(4)}
+    assert len(per_cluster) == 4
+
+    # an uploaded instance map must match the label map's size and be an id image
+    Image.fromarray(np.zeros((10, 10), np.uint16)).save(tmp_path / "small.png")
+    with pytest.raises(gr.Error, match="same size"):
+        app.hd(label_map, str(tmp_path / "small.png"), 0, {}, *classes)
+    label_map.save(tmp_path / "rgb.png")
+    with pytest.raises(gr.Error, match="single-channel"):
+        app.hd(label_map, str(tmp_path / "rgb.png"), 0, {}, *classes)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(gr.Error, match="can't be read as an image"):
+        app.hd(label_map, str(tmp_path / "notes.txt"), 0, {}, *classes)
+    # id label maps outside the model's classes
+    with pytest.raises(gr.Error, match=r"ids must lie in \[0, 12\)"):
+        app.hd(Image.fromarray(np.full((48, 64), 20, np.uint8)), None, 0, {}, *classes)
+    with pytest.raises(gr.Error, match="clusters 0..3"):
+        app.hd(label_map, None, 0, {}, *(["7"] * 12))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    with serve(app_copy(folder), folder / "app.log") as url:
+        yield url, folder
+
+
+def test_server_every_tab_and_bad_uploads(server, tmp_path):
+    url, folder = server
     client = Client(url, verbose=False)
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
-    image.save(tmp_path / "in.png")
-    name = "/facades_translate"
-    out, timing = client.predict(handle_file(str(tmp_path / "in.png")), 3, False, api_name=name)
-    expected = Pix2PixPipeline.from_pretrained(models / "facades")(image, seed=3)
-    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected))
-    assert timing.endswith("on cpu") and "ms" in timing
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/colorization", "/maps", "/facades", "/hd"}
+    photo = noise(50, 70)
+    photo.save(tmp_path / "photo.png")
+    grey, colour, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
+    expected = Pix2PixPipeline.from_pretrained(folder / "models" / "colorization_0")(photo.convert("L"), seed=3)
+    assert np.array_equal(np.asarray(Image.open(colour)), np.asarray(expected))  # PNG: exact pixels
+    out, _ = client.predict(handle_file(str(tmp_path / "photo.png")), "Map -> aerial", 0, True, api_name="/maps")
+    assert Image.open(out).size == (70, 50)
 
-    rgba = image.convert("RGBA")
-    rgba.putpixel((0, 0), (0, 0, 0, 0))
-    rgba.save(tmp_path / "alpha.png")
-    with pytest.raises(Exception, match="transparent pixels"):
-        client.predict(handle_file(str(tmp_path / "alpha.png")), 0, False, api_name=name)
-    out, _ = client.predict(handle_file(str(tmp_path / "in.png")), 3, False, api_name=name)
-    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected))
+    example = ROOT / "examples" / "facades" / "103.png"
+    editor = {"background": handle_file(str(example)), "layers": [], "composite": None}
+    snapped, photo_out, _ = client.predict(editor, 0, False, api_name="/facades")
+    assert Image.open(photo_out).size == Image.open(example).size
+
+    label_map, ids = hd_label_map()
+    label_map.save(tmp_path / "label.png")
+    editor = {"background": handle_file(str(tmp_path / "label.png")), "layers": [], "composite": None}
+    out, _ = client.predict(editor, None, 5, {}, *["random"] * 12, api_name="/hd")
+    pipe = Pix2PixHDPipeline.from_pretrained(folder / "models" / "hd_0")
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(pipe(ids, seed=5)))
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(Exception, match="can't be read as an image"):
+        client.predict(handle_file(str(tmp_path / "notes.txt")), 0, False, api_name="/colorization")
+    with pytest.raises(Exception, match="far from every class colour"):
+        client.predict({"background": handle_file(str(tmp_path / "photo.png")), "layers": [], "composite": None},
+                       0, False, api_name="/facades")
+    # still serving
+    _, again, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(expected))
