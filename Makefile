@@ -19,7 +19,11 @@ venv: $(VENV)/.installed
 app: venv
 	$(VENV)/bin/python app.py
 
-test: venv .olah/bin/olah-cli
+# Debian's Chromium for the browser test (driven by Playwright, which must not download its own).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: venv .olah/bin/olah-cli chromium
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest
 
-.PHONY: venv app test
+.PHONY: venv app test chromium

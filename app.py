@@ -235,21 +235,20 @@ def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *clas
     styles, per_instance = hd_styles(list(class_styles), instance_styles)
     start = time.perf_counter()
     out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=int(seed))
-    return out, timing(start, pipe)
+    restyled = f"; restyled instances {per_instance}" if per_instance else ""
+    return out, timing(start, pipe) + restyled
 
 
 def hd_instance_at(label_map, instance_map, x: int, y: int) -> tuple[int, str]:
     """The instance under pixel (x, y) of the label map: (instance id, "Car (instance 8003)")."""
-    labels, instances = hd_maps(label_map, instance_map)
     pipe = load_pipeline("hd")
-    _, ids = pipe.prepare_maps(labels, instances)
-    h, w = ids.shape[-2:]
-    row = min(h - 1, int(y * h / labels.shape[0]))
-    col = min(w - 1, int(x * w / labels.shape[1]))
-    inst = int(ids[0, 0, row, col])
-    cls = int(labels[min(labels.shape[0] - 1, y), min(labels.shape[1] - 1, x)])
+    try:
+        labels, instances = pipe.label_and_instance_ids(*hd_maps(label_map, instance_map))
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    y, x = min(y, labels.shape[0] - 1), min(x, labels.shape[1] - 1)
     names = pipe.config.class_names or [str(c) for c in range(len(pipe.config.palette))]
-    return inst, f"{names[cls]} (instance {inst})"
+    return int(instances[y, x]), f"{names[labels[y, x]]} (instance {instances[y, x]})"
 
 
 # --- UI ------------------------------------------------------------------------------------------
@@ -283,7 +282,7 @@ def wire(tab: str, fn, inputs, outputs, run_button, again_button, seed):
 def colorization_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
     with gr.Row():
-        source = ImageInput(label="Photo", type="pil", image_mode=None)
+        source = ImageInput(label="Photo", type="pil", image_mode=None, elem_id=f"{tab}-input")
         grey = gr.Image(label="Grey input", type="pil", format="png", interactive=False)
         result = gr.Image(label="Colourised", type="pil", format="png", interactive=False,
                           elem_id=f"{tab}-output")
@@ -303,7 +302,7 @@ def maps_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
     directions = list(spec["models"])
     with gr.Row():
-        source = ImageInput(label="Input tile", type="pil", image_mode=None)
+        source = ImageInput(label="Input tile", type="pil", image_mode=None, elem_id=f"{tab}-input")
         result = gr.Image(label="Output", type="pil", format="png", interactive=False, elem_id=f"{tab}-output")
     direction = gr.Radio(directions, value=directions[0], label="Direction")
     seed, deterministic = seed_controls()
@@ -367,7 +366,8 @@ def hd_tab(tab: str, spec: dict) -> None:
         with gr.Row():
             class_styles = [gr.Dropdown(STYLE_CHOICES, value="random", label=name, min_width=120) for name in names]
     with gr.Row():
-        selected = gr.Number(label="Selected instance", value=None, precision=0, interactive=False)
+        selected = gr.Number(label="Selected instance", value=None, precision=0, interactive=False,
+                             elem_id="hd-selected")
         selected_name = gr.Markdown("Click an object in the result to select it.")
         instance_style = gr.Dropdown(STYLE_CHOICES, value="random", label="Style of the selected instance")
     instance_styles = gr.JSON(value={}, label="Per-instance styles {instance id: cluster}")

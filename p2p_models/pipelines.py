@@ -377,7 +377,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     (`FeatureEncoder`) and `style_bank` (`StyleBank`) for style control.
     Config: `label_nc` (classes), `contain_dontcare_label` (id 255 becomes class `label_nc`),
     `use_instance` (boundary map channel), `image_size` ([height, width]), `palette` (RGB per class,
-    for colour-coded label maps), `class_names` and `countable_classes` (see `prepare_maps`).
+    for colour-coded label maps), `class_names` and `countable_classes` (see `label_and_instance_ids`).
 
     The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
     a `feat_num`-channel map holding one style feature per instance.
@@ -420,10 +420,10 @@ class Pix2PixHDPipeline(P2PPipeline):
     def working_size(self) -> tuple[int, int]:
         return tuple(self.config.image_size)
 
-    def prepare_maps(self, label_map, instance_map=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized).
-        Without an instance map, the connected regions of `countable_classes` are the instances (as
-        in training on data without instance maps), or each class region is one instance."""
+    def label_and_instance_ids(self, label_map, instance_map=None) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, instances): (H, W) int64 ids at the label map's own size. Without an instance map,
+        the connected regions of `countable_classes` are the instances (as in training on data
+        without instance maps), or each class region is one instance."""
         labels = label_ids(label_map, self.config.palette)
         if self.config.contain_dontcare_label:
             labels = np.where(labels == 255, self.config.label_nc, labels)
@@ -438,13 +438,18 @@ class Pix2PixHDPipeline(P2PPipeline):
             instances = labels
         if instances.shape != labels.shape:
             raise ValueError(f"instance_map is {instances.shape[::-1]} but label_map is {labels.shape[::-1]} (W, H)")
+        return labels, instances
+
+    def prepare_maps(self, label_map, instance_map=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized);
+        see `label_and_instance_ids`."""
         h, w = self.working_size
 
         def resize(ids):
             t = torch.from_numpy(ids)[None, None].float()
             return torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long().to(self.device)
 
-        return resize(labels), resize(instances)
+        return tuple(resize(ids) for ids in self.label_and_instance_ids(label_map, instance_map))
 
     def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
         """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
