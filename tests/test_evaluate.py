@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, environment
-from metrics import FID_MISSING, InceptionFeatures, SegmentationScores, frechet_distance, psnr, ssim
+from metrics import (FID_MISSING, InceptionFeatures, SegmentationScores, colour_classes, colourfulness,
+                     frechet_distance, nearest_colour, psnr, ssim)
 from metrics import l1 as l1_metric
 from PIL import Image, ImageFilter
 
@@ -57,6 +58,26 @@ def test_image_metrics_known_answers():
     assert psnr(half, torch.zeros_like(half)).item() == pytest.approx(10 * np.log10(4))
 
 
+def test_colourfulness_known_answers():
+    grey = torch.rand(1, 1, 16, 16).expand(1, 3, 16, 16)
+    assert colourfulness(grey).item() == pytest.approx(0, abs=1e-4)
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 1  # rg = 255, yb = 127.5, no spread: 0.3 * sqrt(255^2 + 127.5^2)
+    assert colourfulness(red).item() == pytest.approx(0.3 * np.hypot(255, 127.5), rel=1e-5)
+    vivid = photos()
+    assert colourfulness(vivid).mean() > colourfulness(vivid.mean(1, keepdim=True).expand_as(vivid) * 0.5 + 0.25 * vivid).mean()
+
+
+def test_colour_classes_recover_flat_colours():
+    colours = torch.tensor([[0.9, 0.9, 0.85], [1.0, 0.8, 0.3], [0.6, 0.75, 1.0], [0.7, 0.9, 0.6]])
+    ids = torch.randint(0, 4, (3, 24, 24), generator=torch.Generator().manual_seed(0))
+    tiles = colours[ids].permute(0, 3, 1, 2) + 0.01 * torch.randn(3, 3, 24, 24)
+    centres = colour_classes(tiles, 4)
+    assert torch.cdist(colours, centres).min(1).values.max() < 0.02
+    found = nearest_colour(tiles, centres)
+    assert all(len(torch.unique(found[ids == c])) == 1 for c in range(4))  # one class per true colour
+
+
 def test_segmentation_scores_on_hand_made_maps():
     truth = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 2]])
     pred = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 2]])
@@ -89,12 +110,15 @@ def test_evaluate_pix2pix_with_segmenter_and_model_card(tmp_path):
     assert len(info["palette"]) == 12 and 0 <= info["validation"]["pixel_accuracy"] <= 1
     out = tmp_path / "eval" / "metrics.json"
     run(tmp_path, "evaluate.py", "--model", model, "--dataset", FACADES, "--split", "train", "--segmenter",
-        tmp_path / "seg", "--max_samples", "5", "--batch_size", "2", "--out", out, "--update_model_card")
+        tmp_path / "seg", "--max_samples", "5", "--batch_size", "2", "--out", out, "--update_model_card",
+        "--colour_classes", "4")
     result = json.loads(out.read_text())
     m = result["metrics"]
     assert result["direction"] == "BtoA" and m["num_samples"] == 5
     assert {"l1", "psnr", "ssim", "fid", "segmentation", "diversity_l1"} <= set(m)
     assert m["diversity_l1"] > 0  # dropout on: seeds differ
+    assert m["colourfulness"]["real"] > 0 and m["colourfulness"]["generated"] >= 0
+    assert 0 <= m["colour_classes"]["pixel_accuracy"] <= 1 and len(m["colour_classes"]["classes"]) == 4
     assert set(m["segmentation"]) == {"generated", "real"}
     assert Image.open(out.with_suffix(".png")).size == (3 * 64, 4 * 64)  # label | output | target, 4 rows
     meta = yaml.safe_load((model / "README.md").read_text().split("---\n")[1])

@@ -1,4 +1,6 @@
-"""Measure a pipeline on a paired split: L1 / PSNR / SSIM, FID, segmentation score, diversity.
+"""Measure a pipeline on a paired split: L1 / PSNR / SSIM, FID, segmentation score, diversity,
+colourfulness (outputs and targets), and for rendered targets such as map tiles the per-pixel
+accuracy of colour classes (`--colour_classes K`).
 
     python train/evaluate.py --model runs/facades --dataset ../shared/datasets/facades \
         --split validation --out metrics.json [--segmenter runs/facades_segmenter] [--update_model_card]
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 from common import label_colors, score, to_uint8_grid
 from data import LabelImageDataset, PairedImageDataset, load_label_splits, load_splits, train_val_split
-from metrics import FID_MISSING, InceptionFeatures, frechet_distance
+from metrics import (FID_MISSING, InceptionFeatures, colour_classes, colourfulness, frechet_distance,
+                     nearest_colour)
 from PIL import Image
 from segmenter import Segmenter
 from tqdm.auto import tqdm
@@ -43,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--no_fid", action="store_true")
     p.add_argument("--segmenter", default=None, help="a train_segmenter.py folder: adds the FCN-score")
+    p.add_argument("--colour_classes", type=int, default=0,
+                   help="K > 0: cluster the targets' colours into K classes (map tiles: background, roads, water, "
+                        "parks) and report the per-pixel accuracy and per-class IoU of outputs vs targets")
     p.add_argument("--diversity_seeds", type=int, default=3, help="seeds per input for diversity (0 = skip)")
     p.add_argument("--num_grid", type=int, default=4)
     p.add_argument("--out", default="metrics.json")
@@ -136,6 +142,7 @@ def main(argv=None):
                          np.uint8) if hd else None
 
     scores, fake_feats, real_feats, grid_rows, diversity = {}, [], [], [], []
+    colourful, pairs_u8 = {"generated": [], "real": []}, []
     seg_fake = seg_real = None
     if segmenter is not None:
         seg_fake, seg_real = segmenter.scores(), segmenter.scores()
@@ -144,6 +151,10 @@ def main(argv=None):
     for start, (items, condition, real) in zip(range(0, len(batches), args.batch_size), batches):
         fake = batches.generate(items, seed=args.seed + start)
         score(fake, real, scores)
+        colourful["generated"] += colourfulness(fake).tolist()
+        colourful["real"] += colourfulness(real).tolist()
+        if args.colour_classes:
+            pairs_u8.append(((fake * 255).round().byte(), (real * 255).round().byte()))
         if fid is not None:
             fake_feats.append(fid(fake))
             real_feats.append(fid(real))
@@ -171,6 +182,9 @@ def main(argv=None):
         metrics["segmentation"] = {"generated": seg_fake.compute(), "real": seg_real.compute()}
     if stochastic:
         metrics["diversity_l1"] = float(np.mean(diversity))
+    metrics["colourfulness"] = {k: float(np.mean(v)) for k, v in colourful.items()}
+    if args.colour_classes:
+        metrics["colour_classes"] = colour_class_scores(pairs_u8, args.colour_classes, args.seed)
     result = {"model": args.model, "dataset": args.dataset, "split": args.split,
               "direction": None if hd else pipe.config.direction, "working_size": [h, w], "metrics": metrics}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +194,23 @@ def main(argv=None):
     print(json.dumps(result, indent=2))
     if args.update_model_card:
         update_model_card(Path(args.model) / "README.md", result)
+
+
+def colour_class_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], k: int, seed: int) -> dict:
+    """Per-pixel accuracy and per-class IoU of outputs vs targets, both mapped to the nearest of k
+    colours clustered from the targets."""
+    fake = torch.cat([f for f, _ in pairs]).float() / 255
+    real = torch.cat([r for _, r in pairs]).float() / 255
+    centres = colour_classes(real, k, seed)
+    predicted, target = nearest_colour(fake, centres), nearest_colour(real, centres)
+    iou = {}
+    for c in range(len(centres)):
+        union = ((predicted == c) | (target == c)).sum()
+        name = "rgb(" + ",".join(str(int(v)) for v in (centres[c] * 255).round()) + ")"
+        iou[name] = {"iou": float(((predicted == c) & (target == c)).sum() / union) if union else float("nan"),
+                     "share_of_target": float((target == c).float().mean())}
+    return {"pixel_accuracy": float((predicted == target).float().mean()),
+            "mean_iou": float(np.nanmean([v["iou"] for v in iou.values()])), "classes": iou}
 
 
 def update_model_card(card: Path, result: dict) -> None:
@@ -200,6 +231,12 @@ def update_model_card(card: Path, result: dict) -> None:
                    ("FCN-score mean IoU", "mean_iou", g["mean_iou"])]
     if "diversity_l1" in m:
         values.append(("diversity (mean pairwise L1)", "diversity_l1", m["diversity_l1"]))
+    if "colour_classes" in m:
+        values += [("map-colour pixel accuracy", "map_colour_accuracy", m["colour_classes"]["pixel_accuracy"]),
+                   ("map-colour mean IoU", "map_colour_mean_iou", m["colour_classes"]["mean_iou"])]
+    if "colourfulness" in m:
+        values += [("colourfulness of outputs (Hasler-Suesstrunk)", "colourfulness", m["colourfulness"]["generated"]),
+                   ("colourfulness of targets", "colourfulness_real", m["colourfulness"]["real"])]
     meta["model-index"] = [{
         "name": Path(result["model"]).name,
         "results": [{

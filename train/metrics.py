@@ -99,3 +99,30 @@ class SegmentationScores:
             "class_accuracy": float((hits[present] / true[present]).mean()),
             "mean_iou": float((hits[present] / union[present]).mean()),
         }
+
+
+def colourfulness(x: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk's colourfulness per image: (B, 3, H, W) RGB in [0, 1] -> (B,), on their
+    0-255 scale (0 for grey; about 33 "moderately", 59 "quite", 82 "highly" colourful)."""
+    r, g, b = (x * 255).double().unbind(1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    spread = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
+    mean = (rg.mean(1) ** 2 + yb.mean(1) ** 2).sqrt()
+    return (spread + 0.3 * mean).float()
+
+
+def colour_classes(images: torch.Tensor, k: int, seed: int = 0, samples: int = 20000) -> torch.Tensor:
+    """k RGB class colours of rendered images (e.g. map tiles: background, roads, water, parks):
+    K-means centres of `samples` random pixels of (B, 3, H, W) images in [0, 1] -> (k, 3)."""
+    from p2p_models.style_bank import kmeans
+
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)
+    pick = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:samples]
+    return kmeans(pixels[pick], k, seed=seed)
+
+
+def nearest_colour(images: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W) index of the nearest of `centres` (k, 3)."""
+    b, _, h, w = images.shape
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)
+    return torch.cdist(pixels, centres.to(pixels)).argmin(1).reshape(b, h, w)
