@@ -139,3 +139,23 @@ def test_label_image_triples_from_folders_and_columns(tmp_path):
     assert torch.equal(columns[0]["label"], item["label"]) and torch.equal(columns[0]["image"], item["image"])
     with pytest.raises(ValueError, match="column 'inst' not found"):
         LabelImageDataset(train, instance_column="inst")
+
+
+def test_multiscale_crops_keep_the_aspect_ratio():
+    wide = rgb(7, size=(80, 40))
+    ds = datasets.Dataset.from_dict({"image": [wide]}).cast_column("image", datasets.Image())
+    fixed = PairedImageDataset(ds, layout="colorization", load_size=32, max_load_size=32, crop_size=32, flip=False)
+    reference = np.asarray(wide.resize((64, 32), Image.BICUBIC), np.float32)  # short side 32, aspect kept
+    for epoch in range(4):
+        fixed.set_epoch(epoch)
+        crop = fixed.to_rgb(fixed[0]["A"][None], fixed[0]["B"][None])[0].permute(1, 2, 0).numpy() * 255
+        assert any(np.abs(crop - reference[:, x:x + 32]).max() < 1.5 for x in range(33))
+    scaled = PairedImageDataset(ds, layout="colorization", load_size=32, max_load_size=64, crop_size=32)
+    crops = set()
+    for epoch in range(6):
+        scaled.set_epoch(epoch)
+        crops.add(scaled[0]["A"].numpy().tobytes())
+        assert scaled[0]["A"].shape == (1, 32, 32)
+    assert len(crops) > 1
+    with pytest.raises(ValueError, match="max_load_size"):
+        PairedImageDataset(ds, layout="colorization", load_size=32, max_load_size=16, crop_size=32)

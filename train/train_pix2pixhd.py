@@ -113,7 +113,10 @@ def parse_args(argv=None):
 
 
 def hd_linear_decay(num_epochs: int, num_epochs_decay: int):
-    """pix2pixHD's schedule: constant for `num_epochs`, then lr -= lr0 / num_epochs_decay per epoch."""
+    """pix2pixHD's schedule: constant for `num_epochs`, then lr -= lr0 / num_epochs_decay per epoch
+    (constant throughout when `num_epochs_decay` is 0)."""
+    if num_epochs_decay == 0:
+        return lambda epoch: 1.0
     return lambda epoch: 1.0 - max(0, epoch + 1 - num_epochs) / float(num_epochs_decay)
 
 
