@@ -8,7 +8,7 @@ from conftest import ROOT
 from PIL import Image
 from segmenter import Segmenter
 
-from p2p_models import Pix2PixPipeline
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 
 FACADE = ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg"
 
@@ -30,3 +30,48 @@ def test_facades_segmenter_loads_with_its_palette():
     assert len(info["palette"]) == 12 and info["validation"]["pixel_accuracy"] > 0.5
     photo = torch.from_numpy(np.asarray(Image.open(FACADE).crop((0, 0, 80, 80)), np.float32).transpose(2, 0, 1))
     assert seg.predict(photo[None] / 255).shape == (1, 80, 80)
+
+
+def folder_size(path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_every_shipped_pipeline_fits_the_size_cap_and_says_how_it_was_trained():
+    for name in ("facades", "maps_aerial2map", "maps_map2aerial", "colorization", "camvid_hd"):
+        folder = ROOT / "pretrained" / name
+        assert folder_size(folder) <= 30 * 2**20, name
+        card = (folder / "README.md").read_text()
+        assert "CPU-budget" in card and "model-index" in card and "Command" in card, name
+
+
+def test_maps_pipelines_translate_both_ways():
+    pair = Image.open(ROOT / "examples" / "maps" / "aerial_100.jpg")
+    for name, direction in (("maps_aerial2map", "AtoB"), ("maps_map2aerial", "BtoA")):
+        pipe = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / name)
+        assert pipe.config.direction == direction and pipe.working_size == (256, 256)
+        out = pipe(pair, seed=0)
+        assert out.size == pair.size and np.asarray(out).std() > 5
+
+
+def test_colorization_pipeline_keeps_the_lightness_and_size():
+    photo = Image.open(ROOT / "examples" / "colorization" / "103070.jpg").convert("L")
+    pipe = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "colorization")
+    assert pipe.config.color_space == "lab"
+    out = pipe(photo, seed=0)
+    assert out.size == photo.size
+    grey_again = np.asarray(out.convert("L"), np.float32)
+    assert np.abs(grey_again - np.asarray(photo, np.float32)).mean() < 3  # colour added, lightness kept
+    assert np.asarray(out.convert("HSV"))[..., 1].mean() > 5  # not grey
+
+
+def test_camvid_hd_pipeline_synthesises_camvid_and_cityscapes_examples():
+    pipe = Pix2PixHDPipeline.from_pretrained(ROOT / "pretrained" / "camvid_hd")
+    assert pipe.config.class_names == camvid.CLASS_NAMES and pipe.config.palette == camvid.COLORS
+    assert pipe.config.countable_classes == list(camvid.COUNTABLE) and pipe.style_bank is not None
+    for label_name, instance_name in (("camvid_0016E5_07997.png", None),
+                                      ("cityscapes_frankfurt_000000_000576.png",
+                                       "cityscapes_frankfurt_000000_000576_instances.png")):
+        label_map = Image.open(ROOT / "examples" / "hd" / label_name)
+        instances = Image.open(ROOT / "examples" / "hd" / instance_name) if instance_name else None
+        out = pipe(label_map, instances, seed=0)
+        assert out.size == label_map.size and np.asarray(out).std() > 5
