@@ -18,7 +18,7 @@ import yaml
 from huggingface_hub import constants
 from PIL import Image
 
-from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.pipelines import check_image
 
 ROOT = Path(__file__).resolve().parent
@@ -188,36 +188,63 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
     return snapped, out, timing(start, pipe)
 
 
+ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
+
+
+def grey_ids(image: Image.Image) -> np.ndarray | None:
+    """The values of a single-channel image, or of an RGB(A) image whose channels are all equal
+    (an id map after the editor made it RGBA); None for colour images."""
+    if image.mode in ID_MODES:
+        return np.asarray(image).astype(np.int64)
+    rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    return rgb[..., 0] if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all() else None
+
+
+def read_instance_map(instance_map) -> np.ndarray | None:
+    if instance_map is None:
+        return None
+    if not isinstance(instance_map, Image.Image):
+        try:
+            with Image.open(instance_map) as opened:
+                instance_map = opened.copy()
+        except Exception as e:
+            raise gr.Error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
+                           "instance ids (8- or 16-bit).") from e
+    if instance_map.mode not in ID_MODES:
+        raise gr.Error(f"The instance map has mode {instance_map.mode}; it must be a single-channel image of "
+                       "instance ids (8- or 16-bit PNG), like Cityscapes' *_instanceIds.png.")
+    return np.asarray(instance_map).astype(np.int64)
+
+
 def hd_maps(label_map, instance_map) -> tuple[np.ndarray, np.ndarray | None]:
     """(label ids, instance ids or None) at the label map's size. Label maps: RGB in the model's
-    palette (uploaded and/or drawn) or an id image (mode L/P/I); instance maps: an id image."""
+    palette (uploaded and/or drawn), an id image of the model's classes, or, for the CamVid model,
+    a Cityscapes *_labelIds.png (mapped to CamVid classes, with its instance map if given)."""
     pipe = load_pipeline("hd")
     palette = pipe.config.palette
-    void = len(palette) - 1
-    if isinstance(label_map, Image.Image) and label_map.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-        labels = np.asarray(label_map).astype(np.int64)
+    if isinstance(label_map, Image.Image) and label_map.mode in ID_MODES:  # ids, possibly 16-bit
         image = label_map
+        if max(image.size) > CONFIG["tabs"]["hd"]["max_side"]:
+            checked(image.convert("L"), "hd", "label map")
     else:
-        image = checked(editor_image(label_map, palette[void]), "hd", "label map")
-        labels = snap(image, palette, "label map")
-    if max(image.size) > CONFIG["tabs"]["hd"]["max_side"]:
-        checked(image, "hd", "label map")
-    instances = None
-    if instance_map is not None:
-        if not isinstance(instance_map, Image.Image):
-            try:
-                with Image.open(instance_map) as opened:
-                    instance_map = opened.copy()
-            except Exception as e:
-                raise gr.Error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
-                               "instance ids (8- or 16-bit).") from e
-        if instance_map.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-            raise gr.Error(f"The instance map has mode {instance_map.mode}; it must be a single-channel image of "
-                           "instance ids (8- or 16-bit PNG), like Cityscapes' *_instanceIds.png.")
-        instances = np.asarray(instance_map).astype(np.int64)
-        if instances.shape != labels.shape:
+        image = checked(editor_image(label_map, palette[-1]), "hd", "label map")
+    instances = read_instance_map(instance_map)
+    ids = grey_ids(image)
+    if ids is not None and ids.max() < len(palette):
+        labels = ids
+    elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and pipe.config.palette == camvid.COLORS:
+        if instances is not None and instances.shape != ids.shape:
             raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
-                           f"{labels.shape[1]}x{labels.shape[0]}: they must have the same size.")
+                           f"{ids.shape[1]}x{ids.shape[0]}: they must have the same size.")
+        labels, instances = camvid.from_cityscapes(ids, instances)
+    elif ids is not None:
+        raise gr.Error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
+                       f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
+    else:
+        labels = snap(image, palette, "label map")
+    if instances is not None and instances.shape != labels.shape:
+        raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
+                       f"{labels.shape[1]}x{labels.shape[0]}: they must have the same size.")
     return labels, instances
 
 
@@ -344,8 +371,6 @@ def facades_tab(tab: str, spec: dict) -> None:
 
 
 def hd_tab(tab: str, spec: dict) -> None:
-    from p2p_models import camvid  # the default model's label set, for the canvas before the model loads
-
     gr.Markdown(spec["description"])
     palette, names = camvid.COLORS, camvid.CLASS_NAMES
     blank = Image.new("RGB", (480, 360), tuple(palette[0]))

@@ -169,9 +169,16 @@ def test_hd_styles_and_instance_selection(app, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(gr.Error, match="can't be read as an image"):
         app.hd(label_map, str(tmp_path / "notes.txt"), 0, {}, *classes)
-    # id label maps outside the model's classes
-    with pytest.raises(gr.Error, match=r"ids must lie in \[0, 12\)"):
-        app.hd(Image.fromarray(np.full((48, 64), 20, np.uint8)), None, 0, {}, *classes)
+    # id maps: the model's own ids, or Cityscapes label ids (mapped to CamVid), else a clear error
+    as_ids, _ = app.hd(Image.fromarray(ids.astype(np.uint8)), None, 0, {}, *classes)
+    assert np.array_equal(np.asarray(as_ids), np.asarray(out))
+    grey_rgba = {"background": None, "layers": [], "composite": Image.fromarray(ids.astype(np.uint8)).convert("RGBA")}
+    assert np.array_equal(np.asarray(app.hd(grey_rgba, None, 0, {}, *classes)[0]), np.asarray(out))
+    city = np.where(ids == 3, 7, np.where(ids == 0, 23, 26)).astype(np.uint8)  # road, sky, car
+    labels, instances = app.hd_maps(Image.fromarray(city), None)
+    assert np.array_equal(labels, ids) and len(np.unique(instances[ids == 8])) == 2
+    with pytest.raises(gr.Error, match="ids up to 40"):
+        app.hd(Image.fromarray(np.full((48, 64), 40, np.uint8)), None, 0, {}, *classes)
     with pytest.raises(gr.Error, match="clusters 0..3"):
         app.hd(label_map, None, 0, {}, *(["7"] * 12))
 
