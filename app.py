@@ -19,6 +19,7 @@ from huggingface_hub import constants
 from PIL import Image
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
+from p2p_models.labels import nearest_palette
 from p2p_models.pipelines import check_image
 
 ROOT = Path(__file__).resolve().parent
@@ -128,16 +129,12 @@ def editor_image(value, fill: list[int]) -> Image.Image | None:
 def snap(image: Image.Image, palette: list[list[int]], what: str) -> np.ndarray:
     """An RGB label map -> (H, W) ids of the nearest palette colour; a gr.Error if too many pixels
     match no colour (a photo, or a map drawn in other colours)."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
-    packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
-    unique, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
-    colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=1)
-    distances = ((colours[:, None, :] - np.asarray(palette)[None]) ** 2).sum(-1)
-    off = counts[np.sqrt(distances.min(1)) > OFF_PALETTE_DISTANCE].sum() / packed.size
+    ids, distance = nearest_palette(image, palette)
+    off = (distance > OFF_PALETTE_DISTANCE).mean()
     if off > MAX_OFF_PALETTE:
         raise gr.Error(f"{off:.0%} of the {what}'s pixels are far from every class colour, so it doesn't look like "
                        "a label map: use the class colours shown in the legend.")
-    return distances.argmin(1)[inverse.reshape(packed.shape)]
+    return ids
 
 
 def timing(start: float, pipe) -> str:

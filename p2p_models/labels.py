@@ -47,15 +47,21 @@ def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.T
     return out
 
 
-def colors_to_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray:
-    """RGB label image -> (H, W) int64 ids of the nearest palette colour (snaps JPEG/brush noise)."""
+def nearest_palette(image: Image.Image, palette: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """RGB label image -> (H, W) int64 ids of the nearest palette colour and (H, W) float RGB
+    distances to it."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
     packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
     unique, inverse = np.unique(packed, return_inverse=True)
     colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=1)
     distances = ((colours[:, None, :] - np.asarray(palette, dtype=np.int64)[None]) ** 2).sum(-1)
-    return distances.argmin(1)[inverse.reshape(packed.shape)]
+    inverse = inverse.reshape(packed.shape)
+    return distances.argmin(1)[inverse], np.sqrt(distances.min(1))[inverse]
 
+
+def colors_to_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray:
+    """RGB label image -> (H, W) int64 ids of the nearest palette colour (snaps JPEG/brush noise)."""
+    return nearest_palette(image, palette)[0]
 
 
 def connected_instances(labels: np.ndarray, countable: Sequence[int]) -> np.ndarray:
