@@ -101,7 +101,8 @@ def test_vgg_loss_without_weights_fails_clearly(tmp_path):
 
 def test_hd_schedule():
     f = hd_linear_decay(100, 100)
-    assert f(99) == 1.0 and f(100) == pytest.approx(0.99) and f(199) == pytest.approx(0.0)
+    assert f(99) == 1.0 and f(100) == 1.0 and f(101) == pytest.approx(0.99) and f(199) == pytest.approx(0.01)
+    assert hd_linear_decay(2, 0)(5) == 1.0
 
 
 def test_resume_and_two_processes(tmp_path):

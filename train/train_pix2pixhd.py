@@ -113,11 +113,12 @@ def parse_args(argv=None):
 
 
 def hd_linear_decay(num_epochs: int, num_epochs_decay: int):
-    """pix2pixHD's schedule: constant for `num_epochs`, then lr -= lr0 / num_epochs_decay per epoch
-    (constant throughout when `num_epochs_decay` is 0)."""
+    """pix2pixHD's schedule: `num_epochs` at lr0, then lr0 again for the first decay epoch and
+    lr -= lr0 / num_epochs_decay after each decay epoch (the reference lowers the rate at the end
+    of every epoch past `niter`, so the last epoch runs at lr0 / num_epochs_decay)."""
     if num_epochs_decay == 0:
         return lambda epoch: 1.0
-    return lambda epoch: 1.0 - max(0, epoch + 1 - num_epochs) / float(num_epochs_decay)
+    return lambda epoch: 1.0 - max(0, epoch - num_epochs) / float(num_epochs_decay)
 
 
 class Inputs:
