@@ -360,6 +360,9 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         losses.append(f"{args.lambda_feat:g} * feature matching")
     losses.append("no VGG loss" if args.no_vgg_loss else f"{args.lambda_feat:g} * VGG19 ({args.vgg_weights})")
     h, w = pipe.working_size
+    instances_desc = ("" if args.no_instance else
+                      f", instances = connected regions of classes {args.countable_classes} (the data has no instance "
+                      "maps; an approximation)" if args.countable_classes else ", instance maps")
     lines = [
         *card_front_matter(args, ["pix2pixhd", "image-to-image", "p2p"]),
         f"# pix2pixHD: {Path(args.output_dir).name}", "",
@@ -371,7 +374,7 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         "```", "",
         "## Training", "",
         f"- Data: `{args.dataset}` ({n_train} training examples, {args.label_nc} classes"
-        f"{', instance maps' if not args.no_instance else ''}); validation: {val_desc}.",
+        f"{instances_desc}); validation: {val_desc}.",
         f"- Working size {w}x{h} (width resized to {args.load_size}"
         f"{f', random {args.crop_size} crops' if args.crop_size else ''}).",
         f"- Losses: {', '.join(losses)}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
