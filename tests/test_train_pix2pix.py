@@ -134,3 +134,28 @@ def test_colorization_run_gives_a_lab_pipeline(tmp_path):
     result = pipe(photo, seed=0)
     assert result.mode == "RGB" and result.size == photo.size
     assert Image.open(sorted((out / "samples").glob("*.png"))[-1]).size == (3 * 64, 64)  # L | colourised | real
+
+
+def test_resume_follows_a_changed_schedule(tmp_path):
+    """A run resumed with other --num_epochs/--num_epochs_decay uses the new schedule's rate at once."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from common import linear_decay, resume
+
+    def setup(num_epochs, num_epochs_decay):
+        accelerator = Accelerator(cpu=True)
+        model = torch.nn.Linear(2, 2)
+        opt = torch.optim.Adam(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(num_epochs, num_epochs_decay))
+        return accelerator, *accelerator.prepare(model, opt, sched)
+
+    accelerator, _, opt, sched = setup(2, 2)
+    for _ in range(3):
+        sched.step()  # epoch 3 of 2 + 2: decaying
+    accelerator.save_state(str(tmp_path / "checkpoint-30"))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * linear_decay(2, 2)(3))
+    accelerator, _, opt, sched = setup(5, 5)
+    args = SimpleNamespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
+    assert resume(accelerator, args, [sched]) == 30
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # epoch 3 of 5 + 5: constant again

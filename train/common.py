@@ -138,8 +138,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit
     accelerator.wait_for_everyone()
 
 
-def resume(accelerator: Accelerator, args) -> int:
-    """Load `--resume_from_checkpoint` (latest or a path) if given; returns the step to continue from."""
+def resume(accelerator: Accelerator, args, schedulers) -> int:
+    """Load `--resume_from_checkpoint` (latest or a path) if given; returns the step to continue from.
+    The learning rates are then set from `schedulers` (LambdaLR) at the restored epoch, so a run resumed
+    with a changed --num_epochs / --num_epochs_decay follows the new schedule from there."""
     if not args.resume_from_checkpoint:
         return 0
     output_dir = Path(args.output_dir)
@@ -154,6 +156,10 @@ def resume(accelerator: Accelerator, args) -> int:
         if not path.is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
     accelerator.load_state(str(path))
+    for scheduler in schedulers:
+        scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
     step = int(path.name.split("-")[1])
     logger.info(f"resumed from {path} at step {step}")
     return step

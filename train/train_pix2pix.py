@@ -213,7 +213,7 @@ def main(argv=None):
     total_epochs = args.num_epochs + args.num_epochs_decay
     max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
     init_trackers(accelerator, "pix2pix", args)
-    global_step = resume(accelerator, args)
+    global_step = resume(accelerator, args, schedulers)
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
 
     logger.info(f"{len(train_set)} training pairs, {len(val_set)} validation; {steps_per_epoch} steps/epoch per "

@@ -248,7 +248,7 @@ def main(argv=None):
     total_epochs = args.num_epochs + args.num_epochs_decay
     max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
     init_trackers(accelerator, "pix2pixhd", args)
-    global_step = resume(accelerator, args)
+    global_step = resume(accelerator, args, [sched_g, sched_d])
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
     logger.info(f"{len(train_set)} training examples, {len(val_set)} validation; {steps_per_epoch} steps/epoch x "
                 f"{accelerator.num_processes} processes; {max_steps} steps; G input {g_in} channels")
