@@ -32,10 +32,8 @@ def from_cityscapes(label_ids: np.ndarray, instance_ids: np.ndarray | None = Non
     """Cityscapes (H, W) label ids (and instance ids, class * 1000 + k for objects) -> CamVid
     (H, W) class ids and an instance map in the CamVid model's convention: Cityscapes objects keep
     their own instances, other countable regions (poles, signs) become connected components."""
-    lut = np.full(256, VOID, dtype=np.int64)
-    for cityscapes, camvid in CITYSCAPES_TO_CAMVID.items():
-        lut[cityscapes] = camvid
-    if label_ids.min() < 0 or label_ids.max() > 255:
+    lut = np.array([CITYSCAPES_TO_CAMVID[i] for i in range(len(CITYSCAPES_TO_CAMVID))], dtype=np.int64)
+    if label_ids.min() < 0 or label_ids.max() >= len(lut):
         raise ValueError(f"Cityscapes label ids must lie in [0, 33], got [{label_ids.min()}, {label_ids.max()}]")
     labels = lut[label_ids]
     instances = connected_instances(labels, COUNTABLE)
