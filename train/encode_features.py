@@ -42,7 +42,9 @@ def main(argv=None):
     p.add_argument("--split", default="train")
     p.add_argument("--label_column", default="label")
     p.add_argument("--image_column", default="image")
-    p.add_argument("--instance_column", default="instance", help="'none' (or absent from the data): the pipeline's countable classes' regions, else the label regions")
+    p.add_argument("--instance_column", default="instance",
+                   help="'none' (or absent from the data): the pipeline's countable classes' regions, else the "
+                        "label regions")
     p.add_argument("--n_clusters", type=int, default=10)
     p.add_argument("--label_feat", action="store_true", help="one feature per label region, not per instance")
     p.add_argument("--seed", type=int, default=0)
