@@ -226,22 +226,19 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray, np.ndarray | None]:
     else:
         image = checked(editor_image(label_map, palette[-1]), "hd", "label map")
     instances = read_instance_map(instance_map)
+    if instances is not None and instances.shape != (image.height, image.width):
+        raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
+                       f"{image.width}x{image.height}: they must have the same size.")
     ids = grey_ids(image)
     if ids is not None and ids.max() < len(palette):
         labels = ids
     elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and pipe.config.palette == camvid.COLORS:
-        if instances is not None and instances.shape != ids.shape:
-            raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
-                           f"{ids.shape[1]}x{ids.shape[0]}: they must have the same size.")
         labels, instances = camvid.from_cityscapes(ids, instances)
     elif ids is not None:
         raise gr.Error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
                        f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
     else:
         labels = snap(image, palette, "label map")
-    if instances is not None and instances.shape != labels.shape:
-        raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
-                       f"{labels.shape[1]}x{labels.shape[0]}: they must have the same size.")
     return labels, instances
 
 
