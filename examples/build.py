@@ -5,7 +5,7 @@
 colorization/: BSDS500 val photos (max side 400). maps/: aerial and map halves of held-out maps
 pairs. facades/: held-out label maps snapped to the facade palette (PNG). hd/: CamVid val label maps
 in the CamVid palette, and Cityscapes samples mapped to CamVid classes with their instance maps
-(16-bit PNG), scaled to 512 px wide.
+(16-bit PNG), centre-cropped to the CamVid model's 4:3 aspect and scaled to its 512x384 working size.
 """
 
 import sys
@@ -26,6 +26,7 @@ from p2p_models.labels import colors_to_ids  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 OUT = ROOT / "examples"
+HD_SIZE = (512, 384)  # the CamVid model's working size (width, height)
 
 
 def held_out(folder: str, count: int) -> list[str]:
@@ -64,10 +65,12 @@ def main():
         inst_path = city / "test_inst" / label_path.name.replace("labelIds", "instanceIds")
         labels, instances = camvid.from_cityscapes(np.asarray(Image.open(label_path)).astype(np.int64),
                                                    np.asarray(Image.open(inst_path)).astype(np.int64))
-        size = (512, 256)
+        width = labels.shape[0] * 4 // 3
+        left = (labels.shape[1] - width) // 2
+        labels, instances = labels[:, left:left + width], instances[:, left:left + width]
         stem = label_path.name.split("_gtFine")[0]
-        colour(labels, camvid.COLORS).resize(size, Image.NEAREST).save(OUT / "hd" / f"cityscapes_{stem}.png")
-        Image.fromarray(instances.astype(np.uint16)).resize(size, Image.NEAREST).save(
+        colour(labels, camvid.COLORS).resize(HD_SIZE, Image.NEAREST).save(OUT / "hd" / f"cityscapes_{stem}.png")
+        Image.fromarray(instances.astype(np.uint16)).resize(HD_SIZE, Image.NEAREST).save(
             OUT / "hd" / f"cityscapes_{stem}_instances.png")
 
 
