@@ -32,10 +32,13 @@ class Segmenter:
 
     @torch.no_grad()
     def predict(self, rgb: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) photos in [0, 1] -> (B, H, W) class ids, run at the nearest size the U-Net takes."""
+        """(B, 3, H, W) photos in [0, 1] -> (B, H, W) class ids. The U-Net runs at its training width
+        (`size` in segmenter.json; aspect kept, rounded to sizes it takes), so the FCN-score of
+        outputs at any resolution is measured at the scale the segmenter learned."""
         factor = 2**self.model.config.num_downs
         h, w = rgb.shape[-2:]
-        size = (max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor))
+        scale = self.info.get("size", w) / w
+        size = tuple(max(factor, round(n * scale / factor) * factor) for n in (h, w))
         x = rgb.to(self.model.device, self.model.dtype) * 2 - 1
         if size != (h, w):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
