@@ -83,6 +83,8 @@ def test_camvid_hd_pipeline_synthesises_camvid_and_cityscapes_examples():
     pipe = Pix2PixHDPipeline.from_pretrained(ROOT / "pretrained" / "camvid_hd")
     assert pipe.config.class_names == camvid.CLASS_NAMES and pipe.config.palette == camvid.COLORS
     assert pipe.config.countable_classes == list(camvid.COUNTABLE) and pipe.style_bank is not None
+    assert type(pipe.generator).__name__ == "LocalEnhancer" and pipe.working_size >= (352, 480)  # coarse to fine
+    assert next(pipe.generator.parameters()).dtype == torch.float32  # stored in fp16, loaded in the working dtype
     for label_name, instance_name in (("camvid_0016E5_07997.png", None),
                                       ("cityscapes_frankfurt_000000_000576.png",
                                        "cityscapes_frankfurt_000000_000576_instances.png")):
