@@ -92,6 +92,8 @@ def test_same_seed_same_weights_and_resume_after_sigkill(tmp_path):
     resumed = generator_weights(killed)
     assert all(torch.equal(resumed[k], a[k]) for k in a), "resumed run differs from the uninterrupted one"
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-220", "checkpoint-240"]
+    assert "resumed at step" in (killed / "README.md").read_text()  # the card's wall time is this run's
+    assert "resumed at step" not in (tmp_path / "a" / "README.md").read_text()
 
 
 def test_two_processes_split_the_data_and_agree(tmp_path):

@@ -114,6 +114,8 @@ def test_resume_and_two_processes(tmp_path):
         full = load_file(tmp_path / "full" / part / "diffusion_pytorch_model.safetensors")
         resumed = load_file(tmp_path / "parts" / part / "diffusion_pytorch_model.safetensors")
         assert all(torch.equal(full[k], resumed[k]) for k in full), part
+    assert "this run resumed at step 4" in (tmp_path / "parts" / "README.md").read_text()
+    assert "resumed" not in (tmp_path / "full" / "README.md").read_text()
 
     ddp = tmp_path / "ddp"
     command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -329,7 +329,8 @@ def main(argv=None):
         grid, metrics = validate(g, e, inputs, val_set, args.num_validation_images, args.max_validation_samples,
                                  palette, accelerator.device)
         save_grid(accelerator, grid, output_dir, global_step)
-        metrics |= {"steps": global_step, "seconds_per_step": seconds / max(global_step - start_step, 1)}
+        metrics |= {"steps": global_step, "steps_this_run": global_step - start_step,
+                    "seconds_per_step": seconds / max(global_step - start_step, 1)}
         (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
         bank = None
         if e is not None:
@@ -355,6 +356,8 @@ def main(argv=None):
 
 
 def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):
+    run_steps = metrics["steps_this_run"]
+    resumed = "" if run_steps == steps else f"; this run resumed at step {steps - run_steps}"
     losses = ["LSGAN" if not args.no_lsgan else "vanilla GAN"]
     if not args.no_ganFeat_loss:
         losses.append(f"{args.lambda_feat:g} * feature matching")
@@ -385,7 +388,7 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         f"- Encoder / style bank: {'none' if pipe.encoder is None else json.dumps(public_config(pipe.encoder.config))}"
         f"{'' if pipe.style_bank is None else f', k = {args.n_clusters} clusters per class'}.",
         f"- Batch size {args.train_batch_size} x {num_processes} process(es); seed {args.seed}; "
-        f"wall time {seconds / 60:.1f} min ({seconds / max(steps, 1):.3f} s/step).",
+        f"wall time {seconds / 60:.1f} min ({metrics['seconds_per_step']:.3f} s/step{resumed}).",
         f"- Command: `{command_line('train/train_pix2pixhd.py')}`", "",
         "## Validation", "",
         f"Reconstructions (encoder features from the target photo) vs. targets on {metrics['num_samples']} "
