@@ -64,6 +64,7 @@ def example_size(tab: str) -> tuple[int, int]:
 
 def shoot(page, name: str) -> None:
     path = SHOTS / f"{name}.png"
+    expect(page.locator(".progress-text")).to_have_count(0)  # no event still running (e.g. the example loading)
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
 
