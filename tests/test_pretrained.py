@@ -32,7 +32,6 @@ def test_facades_segmenter_loads_with_its_palette():
     assert seg.predict(photo[None] / 255).shape == (1, 80, 80)
 
 
-
 def test_camvid_segmenter_runs_at_its_training_width_whatever_the_photo_size():
     seg = Segmenter.from_pretrained(ROOT / "pretrained" / "camvid_segmenter")
     photo = Image.open(sorted((ROOT / "tests" / "fixtures" / "camvid" / "val").glob("*.jpg"))[0])
@@ -46,6 +45,7 @@ def test_camvid_segmenter_runs_at_its_training_width_whatever_the_photo_size():
     assert seen == [(192, 256), (192, 256)]  # the 512x384 photo is segmented at 256x192
     upsampled = torch.nn.functional.interpolate(ids[(256, 192)][None, None].float(), size=(384, 512), mode="nearest")
     assert (upsampled[0, 0].long() == ids[(512, 384)]).float().mean() > 0.9
+
 
 def folder_size(path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
