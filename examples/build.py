@@ -65,7 +65,7 @@ def main():
         inst_path = city / "test_inst" / label_path.name.replace("labelIds", "instanceIds")
         labels, instances = camvid.from_cityscapes(np.asarray(Image.open(label_path)).astype(np.int64),
                                                    np.asarray(Image.open(inst_path)).astype(np.int64))
-        width = labels.shape[0] * 4 // 3
+        width = labels.shape[0] * HD_SIZE[0] // HD_SIZE[1]  # centre crop to the working aspect
         left = (labels.shape[1] - width) // 2
         labels, instances = labels[:, left:left + width], instances[:, left:left + width]
         stem = label_path.name.split("_gtFine")[0]
