@@ -196,6 +196,19 @@ def score(fake: torch.Tensor, real: torch.Tensor, scores: dict) -> None:
         scores.setdefault(name, []).extend(fn(fake.float(), real.float()).tolist())
 
 
+def run_timing(global_step: int, start_step: int, seconds: float) -> dict:
+    """Steps and time for validation_metrics.json; a resumed run times only its own steps."""
+    run_steps = global_step - start_step
+    return {"steps": global_step, "steps_this_run": run_steps, "seconds_per_step": seconds / max(run_steps, 1)}
+
+
+def wall_time(seconds: float, metrics: dict) -> str:
+    """'12.3 min (0.500 s/step)' for a model card, noting where a resumed run started."""
+    run_steps = metrics["steps_this_run"]
+    resumed = "" if run_steps == metrics["steps"] else f"; this run resumed at step {metrics['steps'] - run_steps}"
+    return f"{seconds / 60:.1f} min ({metrics['seconds_per_step']:.3f} s/step{resumed})"
+
+
 def write_rank_report(accelerator: Accelerator, model, seen: list[int], output_dir: Path) -> None:
     """This process's samples and a hash of its model's parameters (DDP keeps them identical)."""
     digest = hashlib.sha256()

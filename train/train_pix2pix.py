@@ -30,11 +30,13 @@ from common import (
     metrics_table,
     public_config,
     resume,
+    run_timing,
     save_checkpoint,
     save_grid,
     score,
     to_uint8_grid,
     train_loader,
+    wall_time,
     write_rank_report,
 )
 from data import PairedImageDataset, load_splits, train_val_split
@@ -118,8 +120,6 @@ def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None
 
 
 def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs, seconds, num_processes, metrics):
-    run_steps = metrics["steps_this_run"]
-    resumed = "" if run_steps == steps else f"; this run resumed at step {steps - run_steps}"
     g = dict(pipe.generator.config)
     d = dict(discriminator.config) if discriminator is not None else None
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
@@ -145,7 +145,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         f"{num_processes} process(es); seed {args.seed}.",
         f"- Generator: `UNetGenerator` {json.dumps(public_config(g))}.",
         f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public_config(d))}.",
-        f"- Wall time: {seconds / 60:.1f} min ({metrics['seconds_per_step']:.3f} s/step{resumed}).",
+        f"- Wall time: {wall_time(seconds, metrics)}.",
         f"- Command: `{command_line('train/train_pix2pix.py')}`", "",
         "## Validation", "",
         f"Sampled outputs (dropout on, seed per image) vs. targets on {metrics['num_samples']} validation "
@@ -281,8 +281,7 @@ def main(argv=None):
                                color_space="lab" if layout == "colorization" else "rgb")
         log_grid(accelerator, generator, val_set, args, global_step)
         metrics = validation_metrics(g, val_set, args.max_validation_samples, accelerator.device)
-        metrics |= {"steps": global_step, "steps_this_run": global_step - start_step,
-                    "seconds_per_step": seconds / max(global_step - start_step, 1)}
+        metrics |= run_timing(global_step, start_step, seconds)
         (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
         accelerator.log({f"val_{k}": metrics[k] for k in ("l1", "psnr", "ssim")}, step=global_step)
         d = None if args.no_gan else accelerator.unwrap_model(d_pair).discriminator

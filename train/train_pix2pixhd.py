@@ -26,19 +26,21 @@ from common import (
     RealFakeDiscriminator,
     add_common_args,
     card_front_matter,
-    label_colors,
     check_common_args,
     command_line,
     init_trackers,
+    label_colors,
     make_accelerator,
     metrics_table,
     public_config,
     resume,
+    run_timing,
     save_checkpoint,
     save_grid,
     score,
     to_uint8_grid,
     train_loader,
+    wall_time,
     write_rank_report,
 )
 from data import LabelImageDataset, load_label_splits, train_val_split
@@ -329,8 +331,7 @@ def main(argv=None):
         grid, metrics = validate(g, e, inputs, val_set, args.num_validation_images, args.max_validation_samples,
                                  palette, accelerator.device)
         save_grid(accelerator, grid, output_dir, global_step)
-        metrics |= {"steps": global_step, "steps_this_run": global_step - start_step,
-                    "seconds_per_step": seconds / max(global_step - start_step, 1)}
+        metrics |= run_timing(global_step, start_step, seconds)
         (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
         bank = None
         if e is not None:
@@ -356,8 +357,6 @@ def main(argv=None):
 
 
 def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):
-    run_steps = metrics["steps_this_run"]
-    resumed = "" if run_steps == steps else f"; this run resumed at step {steps - run_steps}"
     losses = ["LSGAN" if not args.no_lsgan else "vanilla GAN"]
     if not args.no_ganFeat_loss:
         losses.append(f"{args.lambda_feat:g} * feature matching")
@@ -388,7 +387,7 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         f"- Encoder / style bank: {'none' if pipe.encoder is None else json.dumps(public_config(pipe.encoder.config))}"
         f"{'' if pipe.style_bank is None else f', k = {args.n_clusters} clusters per class'}.",
         f"- Batch size {args.train_batch_size} x {num_processes} process(es); seed {args.seed}; "
-        f"wall time {seconds / 60:.1f} min ({metrics['seconds_per_step']:.3f} s/step{resumed}).",
+        f"wall time {wall_time(seconds, metrics)}.",
         f"- Command: `{command_line('train/train_pix2pixhd.py')}`", "",
         "## Validation", "",
         f"Reconstructions (encoder features from the target photo) vs. targets on {metrics['num_samples']} "
