@@ -108,6 +108,7 @@ def test_hd_example_and_instance_restyling_in_browser(page):
         page.get_by_label("Style of the selected instance").click()
         page.get_by_role("option", name=cluster, exact=True).click()
         expect(page.locator("#hd-time")).to_contain_text(f"restyled instances {{{inst}: {cluster}}}")
+        expect(page.locator("#hd-time")).not_to_contain_text("processing")  # idle before the next choice
         restyled.append(output_image(page, "hd")[0])
     assert restyled[0].size == image.size and restyled[0].tobytes() != restyled[1].tobytes()
     shoot(page, "hd_restyled")
