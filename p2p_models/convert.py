@@ -18,10 +18,12 @@ dict; it is only read with `--allow_pickle`, since unpickling a file can run cod
 import argparse
 import os
 import re
-
-import torch
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from .pipelines import Pix2PixHDPipeline, Pix2PixPipeline
 from .pix2pix import PatchDiscriminator, UNetGenerator
@@ -270,10 +272,21 @@ def load_reference_clusters(path: str | os.PathLike, num_classes: int, allow_pic
             f"{path} is a pickled dict; unpickling can run code. Load it only if you trust it, with "
             "allow_pickle=True (--allow_pickle on the command line)."
         )
-    clusters = np.load(path, allow_pickle=True).item()
+    expected = ("pix2pixHD's features_clustered_*.npy: a pickled dict {class id: (k, feat_num) array of "
+                "cluster centres}, read with --allow_pickle")
+    try:
+        clusters = np.load(path, allow_pickle=True)
+    except Exception as e:
+        raise ValueError(f"{path}: could not be read as a .npy file ({type(e).__name__}: {e}); expected {expected}") from e
+    if isinstance(clusters, np.ndarray) and clusters.dtype == object and clusters.ndim == 0:
+        clusters = clusters.item()
     if not isinstance(clusters, dict):
-        raise ValueError(f"{path}: expected a dict of per-label centres, got {type(clusters).__name__}")
+        found = (f"a {clusters.dtype} array of shape {clusters.shape}" if isinstance(clusters, np.ndarray)
+                 else f"a {type(clusters).__name__}")
+        raise ValueError(f"{path}: holds {found}; expected {expected}")
     arrays = {int(k): np.asarray(v, dtype=np.float32).reshape(len(v), -1) for k, v in clusters.items() if len(v)}
+    if not arrays:
+        raise ValueError(f"{path}: the dict holds no cluster centres; expected {expected}")
     feat_num = next(iter(arrays.values())).shape[1]
     bank = StyleBank(num_classes=num_classes, feat_num=feat_num, k=max(len(v) for v in arrays.values()))
     for label, centres in arrays.items():
@@ -308,11 +321,10 @@ def main(argv=None):
     if "model.model.0.weight" not in state:
         return convert_hd(args, state)
     generator = load_reference_generator(state, use_dropout=not args.no_dropout)
+    discriminator = load_reference_discriminator(args.discriminator) if args.discriminator else None
     size = args.image_size[0] if len(args.image_size) == 1 else args.image_size
     pipe = Pix2PixPipeline(generator=generator, image_size=size, direction=args.direction)
-    pipe.save_pretrained(args.output_dir)
-    if args.discriminator:
-        load_reference_discriminator(args.discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
+    save_atomically(pipe, discriminator, args.output_dir)
     print(f"wrote {args.output_dir}: {dict(generator.config)}")
 
 
@@ -321,15 +333,49 @@ def convert_hd(args, state: StateDict) -> None:
     encoder = load_reference_encoder(args.encoder) if args.encoder else None
     classes = args.label_nc + int(args.contain_dontcare_label)
     bank = load_reference_clusters(args.features, classes, args.allow_pickle) if args.features else None
+    discriminator = load_reference_multiscale_discriminator(args.discriminator) if args.discriminator else None
     size = args.image_size * 2 if len(args.image_size) == 1 else args.image_size
     pipe = Pix2PixHDPipeline(generator=generator, encoder=encoder, style_bank=bank, label_nc=args.label_nc,
                              contain_dontcare_label=args.contain_dontcare_label, use_instance=not args.no_instance,
                              image_size=size)
-    pipe.save_pretrained(args.output_dir)
-    if args.discriminator:
-        load_reference_multiscale_discriminator(args.discriminator).save_pretrained(
-            os.path.join(args.output_dir, "discriminator"))
+    save_atomically(pipe, discriminator, args.output_dir)
     print(f"wrote {args.output_dir}: {type(generator).__name__} {dict(generator.config)}")
+
+
+def _check_output_dir(output_dir: str | os.PathLike) -> None:
+    """`output_dir` may be new, empty, or a pipeline folder (which a conversion replaces as a whole)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {path} is a file; expected a new folder or a pipeline folder to replace")
+    if path.is_dir() and any(path.iterdir()) and not (path / "model_index.json").exists():
+        raise ValueError(f"--output_dir {path} holds files but no model_index.json; converting would replace them. "
+                         "Choose a new or empty folder, or an earlier pipeline folder.")
+
+
+def save_atomically(pipe, discriminator, output_dir: str | os.PathLike) -> None:
+    """Write the pipeline (and `discriminator/`) to a temporary sibling folder, then rename it into
+    place: a failure never leaves a partial `output_dir`, and an existing one stays as it was."""
+    path = Path(output_dir).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_output_dir(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        pipe.save_pretrained(staging)
+        if discriminator is not None:
+            discriminator.save_pretrained(staging / "discriminator")
+        if not path.exists():
+            staging.rename(path)
+            return
+        old = staging.with_name(staging.name.replace(".partial-", ".old-"))
+        path.rename(old)
+        try:
+            staging.rename(path)
+        except BaseException:
+            old.rename(path)
+            raise
+        shutil.rmtree(old)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -216,3 +216,42 @@ def test_hd_cli_writes_an_editable_pipeline(tmp_path):
     a = np.asarray(pipe(labels, instances, styles={26: 0}))
     b = np.asarray(pipe(labels, instances, styles={26: 9}))
     assert a.shape == (32, 64, 3) and not np.array_equal(a, b)
+
+
+def test_a_failed_conversion_leaves_no_partial_output(tmp_path):
+    ref_g = randomize(RefUnet(3, 3, 6, 4, "batch")).eval()
+    g_path = save_reference(ref_g, tmp_path / "latest_net_G.pth")
+    d_path = save_reference(randomize(RefNLayerD(6, 4, 3, "batch")), tmp_path / "latest_net_D.pth")
+    (tmp_path / "truncated_D.pth").write_bytes(d_path.read_bytes()[:500])
+    out = tmp_path / "pipe"
+    bad = ["--checkpoint", str(g_path), "--discriminator", str(tmp_path / "truncated_D.pth"), "--output_dir", str(out)]
+    with pytest.raises(ValueError, match="truncated_D.pth: could not be read"):
+        main(bad)
+    assert not out.exists()
+    main(["--checkpoint", str(g_path), "--output_dir", str(out), "--direction", "BtoA"])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="truncated_D.pth: could not be read"):
+        main(bad)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    main(["--checkpoint", str(g_path), "--discriminator", str(d_path), "--output_dir", str(out)])  # replaces it
+    assert json.loads((out / "model_index.json").read_text())["direction"] == "AtoB"
+    PatchDiscriminator.from_pretrained(out / "discriminator")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folders left
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files but no model_index.json"):
+        main(["--checkpoint", str(g_path), "--output_dir", str(tmp_path / "notes")])
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
+
+def test_a_numeric_npy_as_clusters_is_explained(tmp_path):
+    np.save(tmp_path / "features.npy", np.zeros((10, 3), np.float32))
+    with pytest.raises(ValueError, match=r"holds a float32 array of shape \(10, 3\); expected pix2pixHD's "
+                                         r"features_clustered_\*.npy: a pickled dict \{class id: \(k, feat_num\)"):
+        load_reference_clusters(tmp_path / "features.npy", 35, allow_pickle=True)
+    (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
+    with pytest.raises(ValueError, match="junk.npy: could not be read as a .npy file"):
+        load_reference_clusters(tmp_path / "junk.npy", 35, allow_pickle=True)
+    np.save(tmp_path / "empty.npy", {}, allow_pickle=True)
+    with pytest.raises(ValueError, match="holds no cluster centres"):
+        load_reference_clusters(tmp_path / "empty.npy", 35, allow_pickle=True)
