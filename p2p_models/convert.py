@@ -277,7 +277,8 @@ def load_reference_clusters(path: str | os.PathLike, num_classes: int, allow_pic
     try:
         clusters = np.load(path, allow_pickle=True)
     except Exception as e:
-        raise ValueError(f"{path}: could not be read as a .npy file ({type(e).__name__}: {e}); expected {expected}") from e
+        raise ValueError(f"{path}: could not be read as a .npy file ({type(e).__name__}: {e}); "
+                         f"expected {expected}") from e
     if isinstance(clusters, np.ndarray) and clusters.dtype == object and clusters.ndim == 0:
         clusters = clusters.item()
     if not isinstance(clusters, dict):
