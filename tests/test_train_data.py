@@ -159,3 +159,31 @@ def test_multiscale_crops_keep_the_aspect_ratio():
     assert len(crops) > 1
     with pytest.raises(ValueError, match="max_load_size"):
         PairedImageDataset(ds, layout="colorization", load_size=32, max_load_size=16, crop_size=32)
+
+
+def test_label_ids_outside_label_nc_are_named_or_skipped(tmp_path):
+    from data import LabelImageDataset, load_label_splits
+
+    fixture = ROOT / "tests" / "fixtures" / "cityscapes"
+    for kind in ("label", "img", "inst"):
+        (tmp_path / f"train_{kind}").mkdir()
+        for p in sorted((fixture / f"train_{kind}").iterdir())[:2]:
+            (tmp_path / f"train_{kind}" / p.name).write_bytes(p.read_bytes())
+    label_path = sorted((tmp_path / "train_label").iterdir())[1]
+    labels = np.array(Image.open(label_path))
+    labels[0, :3] = [40, 255, 41]
+    Image.fromarray(labels).save(label_path)
+    train = load_label_splits(str(tmp_path))["train"]
+    data = LabelImageDataset(train, load_size=128, train=False, size_factor=16, label_nc=35)
+    with pytest.raises(BadImageError, match=rf"{label_path.name}: label ids must lie in \[0, 35\) for --label_nc 35, "
+                                            r"found 40, 41, 255$"):
+        data[1]
+    dontcare = LabelImageDataset(train, load_size=128, train=False, size_factor=16, label_nc=35,
+                                 contain_dontcare_label=True)
+    with pytest.raises(BadImageError, match=r"must lie in \[0, 35\) or be 255 \(--contain_dontcare_label\)"):
+        dontcare[1]
+    labels[0, :3] = 255
+    Image.fromarray(labels).save(label_path)
+    assert dontcare[1]["label"].shape == (1, 64, 128)  # 255 is the don't-care id
+    errors = data.check_all()
+    assert len(errors) == 1 and label_path.name in errors[0] and len(data) == 1 and data[0]["index"] == 0

@@ -18,7 +18,8 @@ from common import linear_decay
 
 from p2p_models import Pix2PixPipeline
 
-SMALL = ["--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--direction", "BtoA", "--load_size", "72",
+FACADES = ROOT / "tests" / "fixtures" / "facades"
+SMALL = ["--dataset", str(FACADES), "--direction", "BtoA", "--load_size", "72",
          "--crop_size", "64", "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--validation_steps", "1000"]
 
 
@@ -107,6 +108,25 @@ def test_two_processes_split_the_data_and_agree(tmp_path):
     assert reports[0]["generator_parameters_sha256"] == reports[1]["generator_parameters_sha256"]
     assert "batch size 1 x 2 process(es)" in (out / "README.md").read_text()
     Pix2PixPipeline.from_pretrained(out)(Image.new("RGB", (64, 64)), seed=0)
+
+
+def test_a_run_with_unreadable_validation_images_still_saves_and_scores_the_rest(tmp_path):
+    photos = sorted((FACADES / "train").glob("*.jpg"))
+    data = tmp_path / "facades"
+    for split, files in (("train", photos[:3]), ("val", photos[3:4])):
+        (data / split).mkdir(parents=True)
+        for f in files:
+            (data / split / f.name).write_bytes(f.read_bytes())
+    (data / "val" / "broken.jpg").write_bytes(photos[4].read_bytes()[:300])
+    out = tmp_path / "run"
+    done = launch(tmp_path, ["--dataset", str(data), *SMALL[2:], "--output_dir", str(out), "--max_train_steps", "2",
+                             "--validation_steps", "1", "--num_validation_images", "2", "--checkpointing_steps", "100"])
+    assert "skipped 1 unreadable example(s)" in done.stderr and "broken.jpg: cannot be read" in done.stderr
+    assert [Image.open(g).size for g in sorted((out / "samples").glob("*.png"))] == [(3 * 64, 64)] * 2  # one row
+    metrics = json.loads((out / "validation_metrics.json").read_text())
+    assert metrics["num_samples"] == 1 and metrics["num_skipped"] == 1 and 0 < metrics["l1"] < 1
+    assert "on 1 validation examples (1 unreadable example(s) skipped)" in (out / "README.md").read_text()
+    Pix2PixPipeline.from_pretrained(out)
 
 
 def test_bad_arguments_fail_clearly(tmp_path):

@@ -2,6 +2,7 @@
 (downscaled fixtures with real instance maps), through real `accelerate launch`."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,18 +18,29 @@ from p2p_models import GlobalGenerator, Pix2PixHDPipeline
 from p2p_models.vgg import VGG19Features
 
 FIXTURE = ROOT / "tests" / "fixtures" / "cityscapes"
+STEMS = sorted(p.stem for p in (FIXTURE / "train_label").iterdir())
 TINY = ["--dataset", str(FIXTURE), "--label_nc", "35", "--load_size", "128", "--ngf", "8",
         "--n_downsample_global", "2", "--n_blocks_global", "1", "--ndf", "8", "--num_D", "2", "--nef", "4",
         "--n_downsample_E", "2", "--validation_fraction", "0.25", "--checkpointing_steps", "1000",
         "--validation_steps", "1000", "--num_epochs", "1", "--num_epochs_decay", "1", "--n_clusters", "3"]
 
 
-def launch(tmp_path, args):
+def launch(tmp_path, args, check=True):
     command = [str(ACCELERATE), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", str(ROOT / "train" / "train_pix2pixhd.py"), *args]
     done = subprocess.run(command, env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True,
                           timeout=900)
-    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    if check:
+        assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    return done
+
+
+def copy_examples(root, split, stems, names=None):
+    """Fixture examples `stems` as a Cityscapes-style `split` of `root` (renamed to `names`)."""
+    for kind, suffix in (("label", ".png"), ("img", ".jpg"), ("inst", ".png")):
+        (root / f"{split}_{kind}").mkdir(parents=True, exist_ok=True)
+        for stem, name in zip(stems, names or stems):
+            shutil.copy(FIXTURE / f"train_{kind}" / f"{stem}{suffix}", root / f"{split}_{kind}" / f"{name}{suffix}")
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +142,42 @@ def test_resume_and_two_processes(tmp_path):
     assert len(seen[0]) == len(seen[1]) == 4  # 3 examples, 2 per process per epoch (padded), 2 epochs
     assert set(seen[0][:2]) | set(seen[1][:2]) == {0, 1, 2}  # epoch 0: the processes split the data
     Pix2PixHDPipeline.from_pretrained(ddp)
+
+
+def test_unreadable_validation_photos_do_not_cost_the_model(tmp_path):
+    data = tmp_path / "city"
+    copy_examples(data, "train", STEMS[:3])
+    copy_examples(data, "val", STEMS[3:])
+    photo = data / "val_img" / f"{STEMS[3]}.jpg"
+    photo.write_bytes(photo.read_bytes()[:300])
+    out = tmp_path / "run"
+    done = launch(tmp_path, ["--dataset", str(data), *TINY[2:], "--no_vgg_loss", "--max_train_steps", "2",
+                             "--output_dir", str(out)])
+    assert f"{photo.name}: cannot be read as an image" in done.stderr
+    assert "none of the 1 validation example(s) could be read: the model is saved" in done.stderr
+    metrics = json.loads((out / "validation_metrics.json").read_text())
+    assert metrics["num_samples"] == 0 and metrics["num_skipped"] == 1 and "l1" not in metrics
+    assert "Not measured: none of the 1 validation example(s) could be read." in (out / "README.md").read_text()
+    assert not (out / "samples").exists()
+    pipe = Pix2PixHDPipeline.from_pretrained(out)
+    assert pipe.working_size == (64, 128)  # read off a training example
+
+
+def test_bad_label_ids_are_named_or_skipped(tmp_path):
+    data = tmp_path / "city"
+    copy_examples(data, "train", STEMS)
+    copy_examples(data, "val", STEMS[:1])
+    copy_examples(data, "train", STEMS[:2], ["zz_badlabel", "zz_broken"])
+    labels = np.array(Image.open(data / "train_label" / "zz_badlabel.png"))
+    labels[:8, :8] = 40
+    Image.fromarray(labels).save(data / "train_label" / "zz_badlabel.png")
+    args = ["--dataset", str(data), *TINY[2:], "--no_vgg_loss", "--max_train_steps", "5"]
+    done = launch(tmp_path, [*args, "--output_dir", str(tmp_path / "strict")], check=False)
+    assert done.returncode != 0
+    assert "zz_badlabel.png: label ids must lie in [0, 35) for --label_nc 35, found 40" in done.stderr
+    photo = data / "train_img" / "zz_broken.jpg"
+    photo.write_bytes(photo.read_bytes()[:300])
+    out = tmp_path / "run"
+    done = launch(tmp_path, [*args, "--skip_bad_images", "--output_dir", str(out)])
+    assert "skipped 2 bad training example(s), e.g." in done.stderr
+    assert "(4 training examples" in (out / "README.md").read_text()

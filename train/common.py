@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from data import BadImageError
 from metrics import l1, psnr, ssim
 from PIL import Image
 
@@ -89,6 +90,17 @@ def make_accelerator(args) -> Accelerator:
         for stale in output_dir.glob("checkpoint-*.partial"):
             shutil.rmtree(stale)
     return accelerator
+
+
+def skip_bad_examples(args, **splits) -> None:
+    """--skip_bad_images: check every example of each named dataset (one with `check_all`), drop the
+    bad ones and warn with their count and an example."""
+    for name, dataset in splits.items():
+        errors = dataset.check_all()
+        if errors:
+            logger.warning(f"skipped {len(errors)} bad {name} example(s), e.g. {errors[0]}")
+        if not len(dataset):
+            raise ValueError(f"no readable {name} examples left in {args.dataset}")
 
 
 def train_loader(dataset, args) -> torch.utils.data.DataLoader:
@@ -182,7 +194,32 @@ def label_colors(labels: torch.Tensor, palette: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(palette[labels[0, 0].cpu().numpy() % len(palette)]).permute(2, 0, 1)[None] / 255.0
 
 
-def save_grid(accelerator: Accelerator, grid: np.ndarray, output_dir: Path, step: int) -> None:
+def readable(dataset, indices, skipped: list[str]):
+    """Yield `dataset[i]` for each i in `indices`, leaving out examples that can't be read (their
+    errors are appended to `skipped`): one bad validation file must not cost a finished run."""
+    for i in indices:
+        try:
+            yield dataset[i]
+        except BadImageError as e:
+            skipped.append(str(e))
+
+
+def warn_skipped(skipped: list[str], step: int) -> None:
+    if skipped:
+        logger.warning(f"validation at step {step} skipped {len(skipped)} unreadable example(s): " + "; ".join(skipped))
+
+
+def mean_scores(scores: dict, skipped: list[str]) -> dict:
+    """Mean of each score (none if no example was readable) and the counts of scored and skipped examples."""
+    return ({name: float(np.mean(v)) for name, v in scores.items()}
+            | {"num_samples": len(scores.get("l1", [])), "num_skipped": len(skipped)})
+
+
+def save_grid(accelerator: Accelerator, grid: np.ndarray | None, output_dir: Path, step: int) -> None:
+    """Save a validation grid (None: no validation example was readable) and log it to tensorboard."""
+    if grid is None:
+        logger.warning(f"no validation grid at step {step}: no validation example could be read")
+        return
     (output_dir / "samples").mkdir(exist_ok=True)
     Image.fromarray(grid).save(output_dir / "samples" / f"step-{step:07d}.png")
     for tracker in accelerator.trackers:
@@ -194,6 +231,25 @@ def score(fake: torch.Tensor, real: torch.Tensor, scores: dict) -> None:
     """Append per-image L1 / PSNR / SSIM of (B, 3, H, W) images in [0, 1] to `scores`."""
     for name, fn in (("l1", l1), ("psnr", psnr), ("ssim", ssim)):
         scores.setdefault(name, []).extend(fn(fake.float(), real.float()).tolist())
+
+
+def save_outputs(output_dir: Path, pipe, discriminator, card: str) -> None:
+    """The pipeline, its model card and the discriminator (if any). Written before the final
+    validation, so a run whose validation fails still leaves its trained model."""
+    pipe.save_pretrained(output_dir)
+    (output_dir / "README.md").write_text(card)
+    if discriminator is not None:
+        discriminator.save_pretrained(output_dir / "discriminator")
+
+
+def record_validation(accelerator: Accelerator, output_dir: Path, metrics: dict, step: int) -> None:
+    """Write validation_metrics.json and log the scores to the trackers."""
+    (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
+    if metrics["num_samples"]:
+        accelerator.log({f"val_{k}": metrics[k] for k in ("l1", "psnr", "ssim")}, step=step)
+    else:
+        logger.warning(f"none of the {metrics['num_skipped']} validation example(s) could be read: "
+                       "the model is saved without validation metrics")
 
 
 def run_timing(global_step: int, start_step: int, seconds: float) -> dict:
@@ -234,6 +290,16 @@ def public_config(config) -> dict:
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 
-def metrics_table(metrics: dict) -> list[str]:
-    return ["| L1 | PSNR (dB) | SSIM |", "|---:|---:|---:|",
-            f"| {metrics['l1']:.4f} | {metrics['psnr']:.2f} | {metrics['ssim']:.4f} |", ""]
+def validation_section(metrics: dict, outputs: str, setting: str) -> list[str]:
+    """The model card's validation section: "`outputs` vs. targets on N validation examples `setting`"
+    and the scores, or why there are none."""
+    lines = ["## Validation", ""]
+    if "num_samples" not in metrics:
+        return lines + ["Not measured: the final validation did not finish (the model was saved before it).", ""]
+    n, skipped = metrics["num_samples"], metrics["num_skipped"]
+    if not n:
+        return lines + [f"Not measured: none of the {skipped} validation example(s) could be read.", ""]
+    note = f" ({skipped} unreadable example(s) skipped)" if skipped else ""
+    return lines + [f"{outputs} vs. targets on {n} validation examples{note} {setting}:", "",
+                    "| L1 | PSNR (dB) | SSIM |", "|---:|---:|---:|",
+                    f"| {metrics['l1']:.4f} | {metrics['psnr']:.2f} | {metrics['ssim']:.4f} |", ""]

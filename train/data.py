@@ -289,7 +289,8 @@ class LabelImageDataset(torch.utils.data.Dataset):
     photos bicubic. Training adds a random `crop_size` square crop (if given) and a random flip,
     shared by the three and seeded by (seed, epoch, index). Without an instance column the
     instances are the connected regions of the `countable` classes (see `connected_instances`),
-    or, with no `countable` classes, the label regions.
+    or, with no `countable` classes, the label regions. With `label_nc`, label ids outside
+    [0, label_nc) (255 allowed with `contain_dontcare_label`) make the example bad.
 
     Items: {"label": (1, H, W) int64, "instance": (1, H, W) int64, "image": (3, H, W) in [-1, 1], "index"}.
     """
@@ -297,7 +298,8 @@ class LabelImageDataset(torch.utils.data.Dataset):
     def __init__(self, dataset: datasets.Dataset, label_column: str = "label", image_column: str = "image",
                  instance_column: str | None = "instance", load_size: int = 1024, crop_size: int | None = None,
                  flip: bool = True, train: bool = True, seed: int = 0, size_factor: int = 32,
-                 countable: list[int] | None = None):
+                 countable: list[int] | None = None, label_nc: int | None = None,
+                 contain_dontcare_label: bool = False):
         for column in (label_column, image_column, instance_column):
             if column is not None and column not in dataset.column_names:
                 raise ValueError(f"column {column!r} not found; the dataset has {dataset.column_names}")
@@ -310,21 +312,49 @@ class LabelImageDataset(torch.utils.data.Dataset):
         self.label_column, self.image_column, self.instance_column = label_column, image_column, instance_column
         self.load_size, self.crop_size, self.flip, self.train = load_size, crop_size, flip, train
         self.seed, self.size_factor, self.countable = seed, size_factor, countable
+        self.label_nc, self.dontcare = label_nc, contain_dontcare_label
+        self.indices = list(range(len(dataset)))
         self.epoch = 0
 
     def __len__(self):
-        return len(self.dataset)
+        return len(self.indices)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def check_all(self) -> list[str]:
+        """Decode every example; drop the bad ones from this dataset and return their errors."""
+        good, errors = [], []
+        for i in range(len(self.indices)):
+            try:
+                self[i]
+                good.append(self.indices[i])
+            except BadImageError as e:
+                errors.append(str(e))
+        self.indices = good
+        return errors
+
+    def check_labels(self, labels: np.ndarray, value: dict, where: str) -> None:
+        valid = (labels >= 0) & (labels < self.label_nc)
+        if self.dontcare:
+            valid |= labels == 255
+        if not valid.all():
+            found = np.unique(labels[~valid])
+            allowed = f"[0, {self.label_nc})" + (" or be 255 (--contain_dontcare_label)" if self.dontcare else "")
+            raise BadImageError(f"{value.get('path') or where}: label ids must lie in {allowed} for --label_nc "
+                                f"{self.label_nc}, found {', '.join(map(str, found[:8]))}"
+                                f"{' ...' if len(found) > 8 else ''}")
+
     def __getitem__(self, i):
+        i = self.indices[i]
         row = self.dataset[i]
         where = f"example {i}"
-        labels = decode_ids(row[self.label_column], f"{where}, label")
-        photo = decode(row[self.image_column], f"{where}, image")
+        labels = decode_ids(row[self.label_column], f"{where}, column {self.label_column!r}")
+        if self.label_nc is not None:
+            self.check_labels(labels, row[self.label_column], f"{where}, column {self.label_column!r}")
+        photo = decode(row[self.image_column], f"{where}, column {self.image_column!r}")
         if self.instance_column:
-            instances = decode_ids(row[self.instance_column], f"{where}, instance")
+            instances = decode_ids(row[self.instance_column], f"{where}, column {self.instance_column!r}")
         else:
             instances = connected_instances(labels, self.countable) if self.countable else labels
         if labels.shape != instances.shape or labels.shape != (photo.height, photo.width):

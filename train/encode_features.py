@@ -8,29 +8,35 @@ the image, as the reference), K-means them per class and saves the pipeline with
 """
 
 import argparse
+import logging
 
 import torch
+from common import readable
 from data import LabelImageDataset, load_label_splits
 from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline, StyleBank
 from p2p_models.style_bank import instance_features
 
+logger = logging.getLogger(__name__)
+
 
 @torch.no_grad()
 def build_style_bank(encoder, dataset: LabelImageDataset, num_classes: int, k: int = 10, label_feat: bool = False,
                      seed: int = 0, device="cpu") -> StyleBank:
     """K-means centres of the encoder's per-instance features over `dataset`, per class."""
-    samples = []
+    samples, skipped = [], []
     was_training = encoder.training
     encoder.eval()
-    for i in tqdm(range(len(dataset)), desc="encoding", leave=False):
-        item = dataset[i]
+    for item in tqdm(readable(dataset, range(len(dataset)), skipped), total=len(dataset), desc="encoding",
+                     leave=False):
         labels, instances = item["label"][None].to(device), item["instance"][None].to(device)
         regions = labels if label_feat else instances
         features = encoder(item["image"][None].to(device, encoder.dtype), regions)[0].float()
         samples += instance_features(features, regions[0, 0], labels[0, 0])
     encoder.train(was_training)
+    if skipped:
+        logger.warning(f"style bank: skipped {len(skipped)} unreadable example(s): " + "; ".join(skipped))
     bank = StyleBank(num_classes=num_classes, feat_num=encoder.config.feat_num, k=k)
     return bank.fit(samples, seed=seed)
 

@@ -27,16 +27,22 @@ from common import (
     init_trackers,
     linear_decay,
     make_accelerator,
-    metrics_table,
+    mean_scores,
     public_config,
+    readable,
+    record_validation,
     resume,
     run_timing,
     save_checkpoint,
     save_grid,
+    save_outputs,
     score,
+    skip_bad_examples,
     to_uint8_grid,
     train_loader,
+    validation_section,
     wall_time,
+    warn_skipped,
     write_rank_report,
 )
 from data import PairedImageDataset, load_splits, train_val_split
@@ -97,9 +103,14 @@ def sample(generator, a: torch.Tensor, seed: int) -> torch.Tensor:
     return pipe.generate(a, seeds=[seed + i for i in range(len(a))])
 
 
-def validation_grid(generator, dataset: PairedImageDataset, n: int, device) -> np.ndarray:
-    """input | output | target rows for the first `n` validation examples: (H, W, 3) uint8."""
-    items = [dataset[i] for i in range(min(n, len(dataset)))]
+def validation_grid(generator, dataset: PairedImageDataset, n: int, device, step: int) -> np.ndarray | None:
+    """input | output | target rows for the first `n` validation examples, unreadable ones left out:
+    (H, W, 3) uint8, or None if none could be read."""
+    skipped = []
+    items = list(readable(dataset, range(min(n, len(dataset))), skipped))
+    warn_skipped(skipped, step)
+    if not items:
+        return None
     a = torch.stack([it["A"] for it in items]).to(device)
     b = torch.stack([it["B"] for it in items]).to(device)
     fake = sample(generator, a, seed=0).float()
@@ -107,16 +118,20 @@ def validation_grid(generator, dataset: PairedImageDataset, n: int, device) -> n
                            dataset.to_rgb(a[i:i + 1], b[i:i + 1])] for i in range(len(items))])
 
 
-def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None, device) -> dict:
-    """Mean L1 / PSNR / SSIM of sampled outputs vs targets, in RGB [0, 1] at the working size."""
-    scores = {}
+def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None, device, step: int) -> dict:
+    """Mean L1 / PSNR / SSIM of sampled outputs vs targets, in RGB [0, 1] at the working size, over
+    the readable examples among the first `limit`."""
+    scores, skipped = {}, []
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, n, 8):
-        items = [dataset[i] for i in range(start, min(start + 8, n))]
+        items = list(readable(dataset, range(start, min(start + 8, n)), skipped))
+        if not items:
+            continue
         a = torch.stack([it["A"] for it in items]).to(device)
         b = torch.stack([it["B"] for it in items]).to(device)
         score(dataset.to_rgb(a, sample(generator, a, seed=start).float()), dataset.to_rgb(a, b), scores)
-    return {name: float(np.mean(v)) for name, v in scores.items()} | {"num_samples": n}
+    warn_skipped(skipped, step)
+    return mean_scores(scores, skipped)
 
 
 def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs, seconds, num_processes, metrics):
@@ -147,10 +162,8 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public_config(d))}.",
         f"- Wall time: {wall_time(seconds, metrics)}.",
         f"- Command: `{command_line('train/train_pix2pix.py')}`", "",
-        "## Validation", "",
-        f"Sampled outputs (dropout on, seed per image) vs. targets on {metrics['num_samples']} validation "
-        f"examples at {args.crop_size}x{args.crop_size}, RGB in [0, 1]:", "",
-        *metrics_table(metrics),
+        *validation_section(metrics, "Sampled outputs (dropout on, seed per image)",
+                            f"at {args.crop_size}x{args.crop_size}, RGB in [0, 1]"),
     ]
     return "\n".join(lines)
 
@@ -176,12 +189,7 @@ def main(argv=None):
     train_set = PairedImageDataset(train_hf, train=True, max_load_size=args.max_load_size, **common)
     val_set = PairedImageDataset(val_hf, train=False, **common)
     if args.skip_bad_images:
-        for name, dataset in (("training", train_set), ("validation", val_set)):
-            errors = dataset.check_all()
-            if errors:
-                logger.warning(f"skipped {len(errors)} bad {name} example(s), e.g. {errors[0]}")
-            if not len(dataset):
-                raise ValueError(f"no readable {name} examples left in {args.dataset}")
+        skip_bad_examples(args, training=train_set, validation=val_set)
     dataset_desc = f"{len(train_set)} training examples, layout {layout}"
     loader = train_loader(train_set, args)
 
@@ -279,19 +287,18 @@ def main(argv=None):
         g = accelerator.unwrap_model(generator).eval()
         pipe = Pix2PixPipeline(generator=g, image_size=args.crop_size, direction=args.direction,
                                color_space="lab" if layout == "colorization" else "rgb")
-        log_grid(accelerator, generator, val_set, args, global_step)
-        metrics = validation_metrics(g, val_set, args.max_validation_samples, accelerator.device)
-        metrics |= run_timing(global_step, start_step, seconds)
-        (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
-        accelerator.log({f"val_{k}": metrics[k] for k in ("l1", "psnr", "ssim")}, step=global_step)
         d = None if args.no_gan else accelerator.unwrap_model(d_pair).discriminator
-        card = model_card(args, dataset_desc, val_desc, pipe, d, global_step, global_step / steps_per_epoch,
-                          seconds, accelerator.num_processes, metrics)
-        pipe.save_pretrained(output_dir)
+        metrics = run_timing(global_step, start_step, seconds)
+        card_args = (args, dataset_desc, val_desc, pipe, d, global_step, global_step / steps_per_epoch, seconds,
+                     accelerator.num_processes)
+        save_outputs(output_dir, pipe, d, model_card(*card_args, metrics))
+        logger.info(f"pipeline saved to {output_dir}")
+        log_grid(accelerator, generator, val_set, args, global_step)
+        metrics |= validation_metrics(g, val_set, args.max_validation_samples, accelerator.device, global_step)
+        record_validation(accelerator, output_dir, metrics, global_step)
+        card = model_card(*card_args, metrics)
         (output_dir / "README.md").write_text(card)
-        if d is not None:
-            d.save_pretrained(output_dir / "discriminator")
-        logger.info(f"pipeline saved to {output_dir}; validation {metrics}")
+        logger.info(f"validation {metrics}")
         if args.push_to_hub:
             pipe.push_to_hub(args.hub_model_id, token=args.hub_token, model_card=card,
                              commit_message=f"pix2pix, {global_step} steps")
@@ -300,7 +307,8 @@ def main(argv=None):
 
 
 def log_grid(accelerator, generator, val_set, args, step):
-    grid = validation_grid(accelerator.unwrap_model(generator), val_set, args.num_validation_images, accelerator.device)
+    grid = validation_grid(accelerator.unwrap_model(generator), val_set, args.num_validation_images, accelerator.device,
+                           step)
     save_grid(accelerator, grid, Path(args.output_dir), step)
 
 

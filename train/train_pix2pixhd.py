@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import time
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,22 @@ from common import (
     init_trackers,
     label_colors,
     make_accelerator,
-    metrics_table,
+    mean_scores,
     public_config,
+    readable,
+    record_validation,
     resume,
     run_timing,
     save_checkpoint,
     save_grid,
+    save_outputs,
     score,
+    skip_bad_examples,
     to_uint8_grid,
     train_loader,
+    validation_section,
     wall_time,
+    warn_skipped,
     write_rank_report,
 )
 from data import LabelImageDataset, load_label_splits, train_val_split
@@ -155,27 +162,27 @@ def run_generator(generator, encoder, inputs: Inputs, batch, device):
 
 
 @torch.no_grad()
-def validate(generator, encoder, inputs, dataset, n_grid, limit, palette, device):
-    """(grid (H, W, 3) uint8 of label | output | target rows, metrics on up to `limit` examples).
-    Encoder features come from the target photo (reconstruction, as the reference's test)."""
+def validate(generator, encoder, inputs, dataset, n_grid, limit, palette, device, step):
+    """(grid (H, W, 3) uint8 of label | output | target rows or None, metrics) over the readable
+    examples among the first `limit`. Encoder features come from the target photo (reconstruction,
+    as the reference's test)."""
     modules = [m for m in (generator, encoder) if m is not None]
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
-    rows, scores = [], {}
+    rows, scores, skipped = [], {}, []
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in range(n):
-        item = dataset[i]
+    for item in readable(dataset, range(n), skipped):
         batch = {k: v[None] for k, v in item.items() if k != "index"}
         fake = (run_generator(generator, encoder, inputs, batch, device).float().cpu() + 1) / 2
         real = (batch["image"] + 1) / 2
         score(fake, real, scores)
-        if i < n_grid:
+        if len(rows) < n_grid:
             rows.append([label_colors(inputs.labels(batch), palette), fake, real])
     for m, mode in zip(modules, modes):
         m.train(mode)
-    metrics = {k: float(np.mean(v)) for k, v in scores.items()} | {"num_samples": n}
-    return to_uint8_grid(rows), metrics
+    warn_skipped(skipped, step)
+    return to_uint8_grid(rows) if rows else None, mean_scores(scores, skipped)
 
 
 def main(argv=None):
@@ -206,9 +213,12 @@ def main(argv=None):
         instance_column = None
     common = dict(label_column=args.label_column, image_column=args.image_column, instance_column=instance_column,
                   load_size=args.load_size, flip=not args.no_flip, seed=args.seed, size_factor=factor,
-                  countable=args.countable_classes)
+                  countable=args.countable_classes, label_nc=args.label_nc,
+                  contain_dontcare_label=args.contain_dontcare_label)
     train_set = LabelImageDataset(train_hf, crop_size=args.crop_size, train=True, **common)
     val_set = LabelImageDataset(val_hf, train=False, **common)
+    if args.skip_bad_images:
+        skip_bad_examples(args, training=train_set, validation=val_set)
     loader = train_loader(train_set, args)
 
     # Models
@@ -315,7 +325,7 @@ def main(argv=None):
             if global_step % args.validation_steps == 0 and accelerator.is_main_process:
                 grid, _ = validate(accelerator.unwrap_model(generator), encoder and accelerator.unwrap_model(encoder),
                                    inputs, val_set, args.num_validation_images, args.num_validation_images, palette,
-                                   accelerator.device)
+                                   accelerator.device, global_step)
                 save_grid(accelerator, grid, output_dir, global_step)
             if global_step >= max_steps:
                 break
@@ -328,28 +338,32 @@ def main(argv=None):
     if accelerator.is_main_process:
         g = accelerator.unwrap_model(generator).eval()
         e = accelerator.unwrap_model(encoder).eval() if encoder is not None else None
-        grid, metrics = validate(g, e, inputs, val_set, args.num_validation_images, args.max_validation_samples,
-                                 palette, accelerator.device)
-        save_grid(accelerator, grid, output_dir, global_step)
-        metrics |= run_timing(global_step, start_step, seconds)
-        (output_dir / "validation_metrics.json").write_text(json.dumps(metrics, indent=2))
+        bank_set = LabelImageDataset(train_hf, train=False, **common)
+        bank_set.indices = train_set.indices  # without the examples --skip_bad_images dropped
         bank = None
         if e is not None:
-            bank_set = LabelImageDataset(train_hf, train=False, **common)
             bank = build_style_bank(e, bank_set, classes, args.n_clusters, args.label_feat, args.seed,
                                     accelerator.device)
-        sample = val_set[0]["label"]
+        # the working size: the full-size shape of a readable example (validation, else training)
+        sample = next(chain(readable(val_set, range(len(val_set)), []), readable(bank_set, range(len(bank_set)), [])))
         pipe = Pix2PixHDPipeline(generator=g, encoder=e, style_bank=bank, label_nc=args.label_nc,
                                  contain_dontcare_label=args.contain_dontcare_label,
-                                 use_instance=not args.no_instance, image_size=list(sample.shape[-2:]),
+                                 use_instance=not args.no_instance, image_size=list(sample["label"].shape[-2:]),
                                  palette=palette.tolist(), class_names=info.get("names"),
                                  countable_classes=args.countable_classes)
-        card = model_card(args, pipe, unwrapped_d, val_desc, len(train_set), global_step, global_step / steps_per_epoch,
-                          seconds, accelerator.num_processes, metrics)
-        pipe.save_pretrained(output_dir)
+        metrics = run_timing(global_step, start_step, seconds)
+        card_args = (args, pipe, unwrapped_d, val_desc, len(train_set), global_step, global_step / steps_per_epoch,
+                     seconds, accelerator.num_processes)
+        save_outputs(output_dir, pipe, unwrapped_d, model_card(*card_args, metrics))
+        logger.info(f"pipeline saved to {output_dir}")
+        grid, scores = validate(g, e, inputs, val_set, args.num_validation_images, args.max_validation_samples,
+                                palette, accelerator.device, global_step)
+        save_grid(accelerator, grid, output_dir, global_step)
+        metrics |= scores
+        record_validation(accelerator, output_dir, metrics, global_step)
+        card = model_card(*card_args, metrics)
         (output_dir / "README.md").write_text(card)
-        unwrapped_d.save_pretrained(output_dir / "discriminator")
-        logger.info(f"pipeline saved to {output_dir}; validation {metrics}")
+        logger.info(f"validation {metrics}")
         if args.push_to_hub:
             pipe.push_to_hub(args.hub_model_id, token=args.hub_token, model_card=card,
                              commit_message=f"pix2pixHD, {global_step} steps")
@@ -389,10 +403,8 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         f"- Batch size {args.train_batch_size} x {num_processes} process(es); seed {args.seed}; "
         f"wall time {wall_time(seconds, metrics)}.",
         f"- Command: `{command_line('train/train_pix2pixhd.py')}`", "",
-        "## Validation", "",
-        f"Reconstructions (encoder features from the target photo) vs. targets on {metrics['num_samples']} "
-        f"validation examples at {w}x{h}, RGB in [0, 1]:", "",
-        *metrics_table(metrics),
+        *validation_section(metrics, "Reconstructions (encoder features from the target photo)",
+                            f"at {w}x{h}, RGB in [0, 1]"),
     ]
     return "\n".join(lines)
 
