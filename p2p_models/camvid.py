@@ -36,7 +36,8 @@ def from_cityscapes(label_ids: np.ndarray, instance_ids: np.ndarray | None = Non
     if label_ids.min() < 0 or label_ids.max() >= len(lut):
         raise ValueError(f"Cityscapes label ids must lie in [0, 33], got [{label_ids.min()}, {label_ids.max()}]")
     labels = lut[label_ids]
-    instances = connected_instances(labels, COUNTABLE)
+    # objects from the instance map take ids from class * 1000 + 500: components must stay below that
+    instances = connected_instances(labels, COUNTABLE, max_per_class=500 if instance_ids is not None else 1000)
     if instance_ids is not None:
         if instance_ids.shape != label_ids.shape:
             raise ValueError(f"instance map {instance_ids.shape[::-1]} and label map {label_ids.shape[::-1]} "

@@ -33,6 +33,12 @@ def instance_boundaries(instances: torch.Tensor) -> torch.Tensor:
     return edge.float()
 
 
+def boundary_fraction(ids: np.ndarray) -> float:
+    """The fraction of (H, W) ids on an `instance_boundaries` edge: ~0.05 for real label maps (at most
+    0.18 on CamVid), close to 1 for noise."""
+    return float(instance_boundaries(torch.from_numpy(ids)[None, None]).mean())
+
+
 def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
     """Replace every pixel's feature by the mean over its instance (pix2pixHD's instance-wise
     average pooling): (B, C, H, W), (B, 1, H, W) ids -> (B, C, H, W)."""
@@ -64,16 +70,20 @@ def colors_to_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray:
     return nearest_palette(image, palette)[0]
 
 
-def connected_instances(labels: np.ndarray, countable: Sequence[int]) -> np.ndarray:
+def connected_instances(labels: np.ndarray, countable: Sequence[int], max_per_class: int = 1000) -> np.ndarray:
     """An instance map for a dataset without one: (H, W) class ids -> (H, W) int32 instance ids.
 
     Each 4-connected region of a `countable` class becomes one instance, id = class * 1000 + k
     (the Cityscapes convention); every other pixel gets its class id. This approximates real
-    instances: touching objects of one class merge, and an occluded object splits in two.
+    instances: touching objects of one class merge, and an occluded object splits in two. More than
+    `max_per_class` regions of a class would collide with the next class's ids: a ValueError.
     """
     out = labels.astype(np.int32).copy()
     for cls in countable:
         components, n = ndimage.label(labels == cls)
+        if n > max_per_class:
+            raise ValueError(f"class {cls} has {n} separate regions; at most {max_per_class} per class can be told "
+                             "apart as instances (is the label map noisy?)")
         if n:
             out[components > 0] = cls * 1000 + components[components > 0] - 1
     return out

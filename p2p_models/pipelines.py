@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from .color import model_lab_to_rgb, rgb_to_model_lab
-from .labels import colors_to_ids, connected_instances, instance_boundaries, one_hot
+from .labels import boundary_fraction, connected_instances, instance_boundaries, nearest_palette, one_hot
 from .pix2pix import UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from .style_bank import StyleBank
@@ -21,6 +21,9 @@ from .style_bank import StyleBank
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
 HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+MAX_PIXELS = 4096 * 4096  # default input guard (`pipe.max_pixels`) and the largest working size a config may set
+MAX_SEED = 2**64  # seeds lie in [0, MAX_SEED): what both torch and numpy accept
+OFF_PALETTE_DISTANCE = 20  # RGB distance beyond which a colour label map's pixel matches no palette colour
 
 MODEL_CARD = """---
 library_name: p2p
@@ -106,12 +109,42 @@ def eval_mode(model: nn.Module):
             m.train(training)
 
 
-def check_image(image, index: int) -> Image.Image:
-    """Validate one input: an 8-bit PIL image with no transparent pixels."""
+def check_size(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """A clear error for an empty input or one over `max_pixels` (checked before any decoding)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"{what}: is empty ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(
+            f"{what}: {width}x{height} is {width * height:,} pixels, over this pipeline's limit of {max_pixels:,} "
+            "(`max_pixels`); downscale it, or raise `pipe.max_pixels` if you have the memory"
+        )
+
+
+def check_seed(seed) -> int | None:
+    """`seed` as an int in [0, 2**64), or None; a clear error otherwise."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def check_finite(output: torch.Tensor) -> torch.Tensor:
+    """The generator's output, or an error if it holds NaN or infinite values (black images otherwise)."""
+    if not torch.isfinite(output).all():
+        raise ValueError(
+            "the generator produced NaN or infinite values: its weights are corrupt, or the dtype overflowed "
+            "(try float32)"
+        )
+    return output
+
+
+def check_image(image, index: int, max_pixels: int | None = None) -> Image.Image:
+    """Validate one input: an 8-bit PIL image with no transparent pixels, at most `max_pixels` (checked
+    from the header, so a lazily opened image is not decoded when it is too large)."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"image {index}: expected a PIL.Image.Image, got {type(image).__name__}")
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"image {index}: is empty ({image.width}x{image.height})")
+    check_size(image.width, image.height, max_pixels, f"image {index}")
     if image.mode in HIGH_BIT_MODES:
         raise ValueError(
             f"image {index}: mode {image.mode!r} (16-bit or float) is not supported; convert it to 8-bit RGB or L first"
@@ -138,9 +171,24 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
+def check_working_size(size: list[int], factor: int, factor_name: str) -> list[int]:
+    """A config's working size: [height, width], positive, divisible by `factor`, at most MAX_PIXELS."""
+    if len(size) != 2 or any(not isinstance(s, int) or s < 1 or s % factor for s in size):
+        raise ValueError(f"image_size {size} must be one or two positive sizes divisible by {factor_name} = {factor}")
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"image_size {size} is over the largest supported working size of "
+                         f"{MAX_PIXELS / 1e6:.1f} megapixels")
+    return size
+
+
 class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
-    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`."""
+    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`.
+
+    `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed;
+    set it on an instance (`pipe.max_pixels = None` lifts it)."""
+
+    max_pixels: int | None = MAX_PIXELS
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -216,11 +264,7 @@ class Pix2PixPipeline(P2PPipeline):
     ):
         super().__init__()
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
-        factor = 2 ** generator.config.num_downs
-        if len(size) != 2 or any(s < 1 or s % factor for s in size):
-            raise ValueError(
-                f"image_size {image_size} must be one or two positive sizes divisible by 2**num_downs = {factor}"
-            )
+        check_working_size(size, 2**generator.config.num_downs, "2**num_downs")
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
         if resample not in RESAMPLE:
@@ -251,7 +295,7 @@ class Pix2PixPipeline(P2PPipeline):
         h, w = self.working_size
         arrays = []
         for i, image in enumerate(images):
-            image = check_image(image, i).convert(mode).resize((w, h), RESAMPLE[self.config.resample])
+            image = check_image(image, i, self.max_pixels).convert(mode).resize((w, h), RESAMPLE[self.config.resample])
             arrays.append(to_array(image))
         x = torch.from_numpy(np.stack(arrays))
         x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1
@@ -312,7 +356,9 @@ class Pix2PixPipeline(P2PPipeline):
         seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(images)
         if len(seeds) != len(images):
             raise ValueError(f"seed: got {len(seeds)} seeds for {len(images)} images")
-        out = self.postprocess(self.generate(self.preprocess(images), seeds, deterministic), images, keep_size)
+        seeds = [check_seed(s) for s in seeds]
+        output = check_finite(self.generate(self.preprocess(images), seeds, deterministic))
+        out = self.postprocess(output, images, keep_size)
         return out[0] if single else out
 
     @torch.no_grad()
@@ -351,23 +397,43 @@ class Pix2PixPipeline(P2PPipeline):
             name=name, repo=repo_id or "path/to/pipeline", size=size, direction=self.config.direction, generator=generator
         )
 
-def label_ids(label_map, palette: list[list[int]] | None, what: str = "label_map") -> np.ndarray:
+def label_ids(label_map, palette: list[list[int]] | None, what: str = "label_map",
+              max_pixels: int | None = MAX_PIXELS, max_off_palette: float = 1.0) -> np.ndarray:
     """A label map as (H, W) int64 ids: an integer array, an L / P / I / I;16 image of ids, or an RGB
-    image of palette colours (snapped to the nearest colour)."""
+    image of palette colours (snapped to the nearest colour; more than `max_off_palette` of its pixels
+    farther than OFF_PALETTE_DISTANCE from every colour is an error). The size is checked against
+    `max_pixels` before an image is decoded."""
     if isinstance(label_map, np.ndarray):
         if label_map.ndim != 2 or not np.issubdtype(label_map.dtype, np.integer):
             raise ValueError(f"{what}: an array must be (H, W) integers, got {label_map.shape} {label_map.dtype}")
+        check_size(label_map.shape[1], label_map.shape[0], max_pixels, what)
         return label_map.astype(np.int64)
     if not isinstance(label_map, Image.Image):
         raise TypeError(f"{what}: expected a PIL image or an (H, W) integer array, got {type(label_map).__name__}")
+    check_size(label_map.width, label_map.height, max_pixels, what)
     if label_map.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
         return np.asarray(label_map).astype(np.int64)
     if label_map.mode in ("RGB", "RGBA"):
         if palette is None:
             raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
                              "pass class ids (mode L or P, or an integer array)")
-        return colors_to_ids(label_map, palette)
+        ids, distance = nearest_palette(label_map, palette)
+        off = (distance > OFF_PALETTE_DISTANCE).mean()
+        if off > max_off_palette:
+            raise ValueError(
+                f"{what}: {off:.0%} of its pixels are far from every palette colour, so it looks like a photo, not "
+                "a label map; colour-coded label maps must use the pipeline's `palette` (or pass class ids)"
+            )
+        return ids
     raise ValueError(f"{what}: unsupported image mode {label_map.mode!r}; expected ids (L, P, I, I;16) or RGB colours")
+
+
+def size_factor(generator: GlobalGenerator | LocalEnhancer) -> int:
+    """What the generator's input height and width must be divisible by."""
+    c = generator.config
+    if isinstance(generator, LocalEnhancer):
+        return 2 ** (c.n_downsample_global + c.n_local_enhancers)
+    return 2**c.n_downsampling
 
 
 class Pix2PixHDPipeline(P2PPipeline):
@@ -381,10 +447,18 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
     a `feat_num`-channel map holding one style feature per instance.
+
+    Label maps are checked before synthesis (settable on an instance): at most `max_instances`
+    instances; at most `max_off_palette` of a colour map's pixels off the palette; at most
+    `max_boundary_fraction` of the pixels on a class boundary (real label maps: < 0.2; noise and
+    photos: far more).
     """
 
     _optional_components = ["encoder", "style_bank"]
     model_cpu_offload_seq = "encoder->generator"
+    max_instances = 2000
+    max_off_palette = 0.4
+    max_boundary_fraction = 0.35
 
     def __init__(
         self,
@@ -400,6 +474,8 @@ class Pix2PixHDPipeline(P2PPipeline):
         countable_classes: list[int] | None = None,
     ):
         super().__init__()
+        if label_nc < 1:
+            raise ValueError(f"label_nc must be at least 1, got {label_nc}")
         classes = label_nc + int(contain_dontcare_label)
         feat_source = style_bank if style_bank is not None else encoder
         feat_num = feat_source.config.feat_num if feat_source is not None else 0
@@ -409,8 +485,16 @@ class Pix2PixHDPipeline(P2PPipeline):
                 f"the generator takes {generator.config.in_channels} channels, but {classes} classes + "
                 f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
-        if palette is not None and len(palette) < classes:
-            raise ValueError(f"palette has {len(palette)} colours for {classes} classes")
+        check_working_size(list(image_size), size_factor(generator), "the generator's downsampling factor")
+        if palette is not None:
+            if len(palette) < classes:
+                raise ValueError(f"palette has {len(palette)} colours for {classes} classes")
+            if any(len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette):
+                raise ValueError("palette: every colour must be three integers in [0, 255]")
+        if class_names is not None and len(class_names) < classes:
+            raise ValueError(f"class_names has {len(class_names)} names for {classes} classes")
+        if countable_classes and not all(0 <= c < classes for c in countable_classes):
+            raise ValueError(f"countable_classes {countable_classes} must be class ids in [0, {classes})")
         self.register_modules(generator=generator, encoder=encoder, style_bank=style_bank)
         self.register_to_config(label_nc=label_nc, contain_dontcare_label=contain_dontcare_label,
                                 use_instance=use_instance, image_size=list(image_size), palette=palette,
@@ -420,24 +504,42 @@ class Pix2PixHDPipeline(P2PPipeline):
     def working_size(self) -> tuple[int, int]:
         return tuple(self.config.image_size)
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.label_nc + int(self.config.contain_dontcare_label)
+
     def label_and_instance_ids(self, label_map, instance_map=None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, instances): (H, W) int64 ids at the label map's own size. Without an instance map,
         the connected regions of `countable_classes` are the instances (as in training on data
-        without instance maps), or each class region is one instance."""
-        labels = label_ids(label_map, self.config.palette)
+        without instance maps), or each class region is one instance. Maps that don't look like label
+        maps, or have more than `max_instances` instances, are refused with a ValueError."""
+        labels = label_ids(label_map, self.config.palette, max_pixels=self.max_pixels,
+                           max_off_palette=self.max_off_palette)
         if self.config.contain_dontcare_label:
             labels = np.where(labels == 255, self.config.label_nc, labels)
-        classes = self.config.label_nc + int(self.config.contain_dontcare_label)
+        classes = self.num_classes
         if labels.min() < 0 or labels.max() >= classes:
             raise ValueError(f"label_map: ids must lie in [0, {classes}), found {labels.min()}..{labels.max()}")
+        fragmented = boundary_fraction(labels)
+        if fragmented > self.max_boundary_fraction:
+            raise ValueError(
+                f"label_map: {fragmented:.0%} of its pixels lie on a class boundary (label maps are made of regions: "
+                f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo, not a label map"
+            )
         if instance_map is not None:
-            instances = label_ids(instance_map, None, "instance_map")
+            instances = label_ids(instance_map, None, "instance_map", max_pixels=self.max_pixels)
+            if instances.shape == labels.shape and instances.min() < 0:
+                raise ValueError(f"instance_map: ids must be non-negative, found {instances.min()}")
         elif self.config.countable_classes:
             instances = connected_instances(labels, self.config.countable_classes).astype(np.int64)
         else:
             instances = labels
         if instances.shape != labels.shape:
             raise ValueError(f"instance_map is {instances.shape[::-1]} but label_map is {labels.shape[::-1]} (W, H)")
+        count = len(np.unique(instances))
+        if count > self.max_instances:
+            raise ValueError(f"the maps hold {count} instances, more than this pipeline's limit of "
+                             f"{self.max_instances} (`max_instances`): a label map has at most a few hundred objects")
         return labels, instances
 
     def prepare_maps(self, label_map, instance_map=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,45 +547,56 @@ class Pix2PixHDPipeline(P2PPipeline):
         see `label_and_instance_ids`."""
         h, w = self.working_size
 
-        def resize(ids):
-            t = torch.from_numpy(ids)[None, None].float()
-            return torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long().to(self.device)
+        def resize(ids):  # on compact indices, so any id survives the float interpolation exactly
+            values, index = np.unique(ids, return_inverse=True)
+            t = torch.from_numpy(index.reshape(ids.shape))[None, None].float()
+            resized = torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long()
+            return torch.from_numpy(values)[resized].to(self.device)
 
         return tuple(resize(ids) for ids in self.label_and_instance_ids(label_map, instance_map))
 
     def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
         """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
         `style_image` through the encoder, else the style bank's cluster `styles[class]` (an int,
-        or "random"/absent for a random cluster drawn from (`seed`, instance id))."""
+        or "random"/absent for a random cluster drawn from (`seed`, instance id)). An instance's class
+        is its majority label. Cost: linear in pixels, plus a constant per instance."""
         bank = self.style_bank
         feat_num = (bank or self.encoder).config.feat_num
-        feat = torch.zeros(1, feat_num, *labels.shape[-2:], device=self.device)
+        ids, inverse = torch.unique(instances[0, 0], return_inverse=True)
+        inverse = inverse.flatten()
+        per_class = torch.bincount(inverse * self.num_classes + labels[0, 0].flatten(),
+                                   minlength=len(ids) * self.num_classes)
+        majority = per_class.view(len(ids), self.num_classes).argmax(1).tolist()
         encoded = None
         if style_image is not None:
             if self.encoder is None:
                 raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
             h, w = self.working_size
-            photo = check_image(style_image, 0).convert("RGB").resize((w, h), Image.BICUBIC)
+            photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
             x = torch.from_numpy(to_array(photo))[None].to(self.device) * 2 - 1
-            encoded = self.encoder(x.to(self.encoder.dtype), instances).float()
-        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+            features = self.encoder(x.to(self.encoder.dtype), instances).float()[0].flatten(1).T  # (HW, feat_num)
+            sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
+            encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
+        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
         styles, instance_styles = styles or {}, instance_styles or {}
-        for inst in torch.unique(instances).tolist():
-            rng = np.random.default_rng([seed, inst])  # an instance's draw depends on nothing else
-            mask = instances[0, 0] == inst
-            cls = int(torch.mode(labels[0, 0][mask]).values)
+        vectors = torch.zeros(len(ids), feat_num, device=self.device)
+        for k, (inst, cls) in enumerate(zip(ids.tolist(), majority)):
             choice = instance_styles.get(inst)
             if isinstance(choice, (list, tuple, np.ndarray, torch.Tensor)):
                 vector = torch.as_tensor(choice, dtype=torch.float32, device=self.device)
+                if vector.shape != (feat_num,) or not torch.isfinite(vector).all():
+                    raise ValueError(f"instance_styles[{inst}]: a feature vector must be {feat_num} finite numbers, "
+                                     f"got {choice!r}")
             elif encoded is not None and choice is None:
-                vector = encoded[0][:, mask].mean(1)
+                vector = encoded[k]
             elif bank is not None:
+                rng = np.random.default_rng([seed, inst])  # an instance's draw depends on nothing else
                 vector = bank.style(cls, choice if choice is not None else styles.get(cls), rng)
             else:
                 raise ValueError("this pipeline has no style bank: give style_image or feature vectors in instance_styles")
             if vector is not None:
-                feat[0][:, mask] = vector.to(feat)[:, None]
-        return feat
+                vectors[k] = vector.to(vectors)
+        return vectors[inverse].T.reshape(1, feat_num, *labels.shape[-2:])
 
     @torch.no_grad()
     def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,
@@ -492,15 +605,16 @@ class Pix2PixHDPipeline(P2PPipeline):
 
         Args:
             label_map: class ids (L/P/I image or (H, W) integer array) or an RGB image in the palette.
-            instance_map: instance ids, same size (optional).
+            instance_map: instance ids (non-negative), same size (optional).
             styles: {class id: cluster index or "random"} from the style bank.
             instance_styles: {instance id: cluster index, or a feature vector} for single instances.
             style_image: a photo whose encoded per-instance features set the styles.
-            seed: draws the random clusters; same seed and choices, same image.
+            seed: draws the random clusters (an integer in [0, 2**64)); same seed and choices, same image.
             keep_size: resize the output to the label map's size (default) instead of the working size.
         """
+        seed = check_seed(seed)
         labels, instances = self.prepare_maps(label_map, instance_map)
-        y = self.generate(labels, instances, styles, instance_styles, style_image, seed)
+        y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, seed))
         out = to_pil(((y[0].float().cpu() + 1) / 2))
         size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
         return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
@@ -509,8 +623,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
         """The generator on prepared maps ((1, 1, H, W) ids at the working size, see `prepare_maps`):
         one-hot labels, boundary map and style features in -> (1, 3, H, W) in [-1, 1]."""
-        classes = self.config.label_nc + int(self.config.contain_dontcare_label)
-        parts = [one_hot(labels, classes)]
+        parts = [one_hot(labels, self.num_classes)]
         if self.config.use_instance:
             parts.append(instance_boundaries(instances))
         if self.style_bank is not None or self.encoder is not None:

@@ -207,3 +207,56 @@ def test_colorization_recombines_ab_with_the_full_resolution_L():
     assert pipe(image, keep_size=False).size == (32, 32)
     with pytest.raises(ValueError, match="color_space 'lab' needs a generator with 1 input and 2 output"):
         Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32, color_space="lab")
+
+
+@pytest.fixture(scope="session")
+def bomb_png(tmp_path_factory) -> str:
+    """A decompression bomb: a ~100 KB PNG of 10000x10000 pixels (100 MB once decoded)."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    Image.new("L", (10000, 10000)).save(path)
+    assert path.stat().st_size < 200_000
+    return str(path)
+
+
+def test_max_pixels_refuses_large_inputs_before_decoding(pipe, bomb_png):
+    with Image.open(bomb_png) as lazy:
+        with pytest.raises(ValueError, match="10000x10000 is 100,000,000 pixels, over this pipeline's limit"):
+            pipe(lazy)
+        assert getattr(lazy, "_im", None) is None  # the pixels were never decoded
+    pipe.max_pixels = 40 * 40
+    with pytest.raises(ValueError, match="image 1: 90x50"):
+        pipe([photo(30, 30), photo(90, 50)])
+    assert pipe(photo(40, 40), seed=0).size == (40, 40)
+    pipe.max_pixels = None
+    assert pipe(photo(90, 50), seed=0).size == (90, 50)
+
+
+def test_a_config_with_a_huge_working_size_is_refused_at_load(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, "image_size": 8192}))
+    with pytest.raises(ValueError, match="image_size \\[8192, 8192\\] is over the largest supported working size"):
+        Pix2PixPipeline.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "3", True])
+def test_bad_seeds_get_a_clear_error(pipe, seed):
+    with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
+        pipe(photo(), seed=seed)
+
+
+def test_seeds_at_both_ends_of_the_range_work(pipe):
+    assert pipe(photo(), seed=0).size == pipe(photo(), seed=2**64 - 1).size == (90, 50)
+    assert pipe(photo(), seed=np.int64(7)).tobytes() == pipe(photo(), seed=7).tobytes()
+
+
+def test_nan_weights_give_an_error_not_a_black_image(pipe):
+    with torch.no_grad():
+        next(pipe.generator.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        pipe(photo(), deterministic=True)
+
+
+def test_empty_images_are_named(pipe):
+    with pytest.raises(ValueError, match="image 0: is empty \\(0x5\\)"):
+        pipe(Image.new("RGB", (0, 5)))

@@ -1,6 +1,9 @@
+import io
+
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from reference_layout import RefEncoder, RefGlobal, RefLocal, RefMultiscaleD
 from safetensors.torch import save_file
 
@@ -15,7 +18,7 @@ from p2p_models import (
     feature_matching_loss,
     load_vgg19,
 )
-from p2p_models.labels import colors_to_ids, instance_average, instance_boundaries, one_hot
+from p2p_models.labels import colors_to_ids, connected_instances, instance_average, instance_boundaries, one_hot
 from p2p_models.style_bank import instance_features, kmeans
 from p2p_models.vgg import VGG19Features
 
@@ -234,3 +237,116 @@ def test_instance_features_keep_large_instances_with_their_majority_class():
     features[:, :8] = torch.tensor([1.0, 2.0, 3.0])[:, None, None]
     found = dict((cls, f.tolist()) for cls, f in instance_features(features, instances, labels))
     assert found == {4: [0.0, 0.0, 0.0], 7: [1.0, 2.0, 3.0]}
+
+
+def camvid_like_pipe(**kwargs):
+    """A tiny pipeline with the CamVid classes, palette and countable classes (connected instances)."""
+    from p2p_models import camvid
+
+    torch.manual_seed(0)
+    bank = StyleBank(num_classes=12, feat_num=3, k=4)
+    bank.centers.normal_()
+    bank.counts.fill_(4)
+    return Pix2PixHDPipeline(generator=GlobalGenerator(12 + 1 + 3, 3, ngf=4, n_downsampling=2, n_blocks=1).eval(),
+                             style_bank=bank, label_nc=12, image_size=[48, 64], palette=camvid.COLORS,
+                             class_names=camvid.CLASS_NAMES, countable_classes=list(camvid.COUNTABLE), **kwargs)
+
+
+def test_random_label_maps_are_refused_fast_not_synthesised_per_instance():
+    """The probe that ran 100 s: a 480x360 map of random class colours (29k car/pole/... regions)."""
+    from PIL import Image
+
+    pipe = camvid_like_pipe()
+    ids = np.random.default_rng(0).integers(0, 12, (360, 480))
+    colours = Image.fromarray(np.asarray(pipe.config.palette, np.uint8)[ids])
+    for label_map in (colours, ids):
+        with pytest.raises(ValueError, match="lie on a class boundary .* looks like noise or a photo"):
+            pipe(label_map, seed=0)
+    # a random 16-bit instance map: far more instances than any label map has
+    instances = np.random.default_rng(1).integers(0, 2**16, (360, 480))
+    with pytest.raises(ValueError, match="hold \\d+ instances, more than this pipeline's limit of 2000"):
+        pipe(np.full((360, 480), 3), instances, seed=0)
+
+
+def test_many_instances_cost_one_pass_and_match_the_per_instance_definition():
+    """1,900 instances (under the limit): every instance gets its own cluster draw, and the feature
+    map equals the per-instance definition (mask by mask), computed here the slow way."""
+    pipe = camvid_like_pipe()
+    labels = torch.full((1, 1, 200, 190), 3)
+    instances = torch.arange(1900).repeat_interleave(20).view(1, 1, 200, 190)
+    labels[instances % 2 == 1] = 8
+    feat = pipe.style_features(labels, instances, styles={3: 1}, instance_styles={5: [1.0, 2.0, 3.0]}, seed=4)
+    for inst in (0, 5, 7, 1899):
+        mask = instances[0, 0] == inst
+        cls = int(labels[0, 0][mask][0])
+        expected = (torch.tensor([1.0, 2.0, 3.0]) if inst == 5 else
+                    pipe.style_bank.style(cls, {3: 1}.get(cls), np.random.default_rng([4, inst])))
+        assert torch.equal(feat[0][:, mask], expected[:, None].expand(-1, int(mask.sum())))
+
+
+def test_photos_are_not_label_maps():
+    from PIL import Image
+
+    pipe = camvid_like_pipe()
+    photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg").convert("RGB")
+    with pytest.raises(ValueError, match="far from every palette colour, so it looks like a photo"):
+        pipe(photo, seed=0)
+    # a label map with JPEG noise is still one
+    label_map = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png")
+    buffer = io.BytesIO()
+    label_map.save(buffer, "JPEG", quality=75)
+    assert pipe(Image.open(buffer), seed=0).size == label_map.size
+
+
+def test_more_than_1000_regions_of_a_class_do_not_collide_with_the_next_class():
+    labels = np.full((64, 128), 3)
+    labels[::2, ::2] = 8  # 2,048 separate one-pixel cars
+    with pytest.raises(ValueError, match="class 8 has 2048 separate regions; at most 1000"):
+        connected_instances(labels, (8,))
+    from p2p_models import camvid
+
+    city = np.full((64, 128), 7)  # road, with Cityscapes instances: components must stay below 500
+    city[::4, ::4] = 17  # 512 poles
+    with pytest.raises(ValueError, match="class 2 has 512 separate regions; at most 500"):
+        camvid.from_cityscapes(city, np.zeros((64, 128), np.int64))
+
+
+def test_bad_maps_styles_and_seeds_get_specific_errors():
+    pipe = camvid_like_pipe()
+    labels = np.full((48, 64), 3)
+    labels[10:20, 10:30] = 8
+    with pytest.raises(ValueError, match="instance_map: ids must be non-negative, found -5"):
+        pipe(labels, np.full((48, 64), -5))
+    with pytest.raises(ValueError, match="label_map: is empty \\(0x0\\)"):
+        pipe(np.zeros((0, 0), np.int64))
+    with pytest.raises(ValueError, match="3 finite numbers"):
+        pipe(labels, seed=0, instance_styles={8000: [float("nan"), 0.0, 0.0]})
+    with pytest.raises(ValueError, match="3 finite numbers"):
+        pipe(labels, seed=0, instance_styles={8000: [1.0, 2.0]})
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
+            pipe(labels, seed=seed)
+    pipe.max_pixels = 100
+    with pytest.raises(ValueError, match="label_map: 64x48 is 3,072 pixels, over this pipeline's limit of 100"):
+        pipe(labels)
+    pipe.max_pixels = None
+    with torch.no_grad():
+        next(pipe.generator.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        pipe(labels, seed=0)
+
+
+def test_invalid_hd_configs_are_refused_at_load(tmp_path):
+    import json
+
+    pipe = camvid_like_pipe()
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    for change, message in (({"image_size": [8192, 8192]}, "over the largest supported working size"),
+                            ({"image_size": [50, 64]}, "divisible by the generator's downsampling factor = 4"),
+                            ({"palette": [[0, 0, 0]] * 11 + [[0, 0, 300]]}, "three integers in \\[0, 255\\]"),
+                            ({"countable_classes": [2, 12]}, "must be class ids in \\[0, 12\\)"),
+                            ({"class_names": ["sky"]}, "1 names for 12 classes")):
+        (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
+        with pytest.raises(ValueError, match=message):
+            Pix2PixHDPipeline.from_pretrained(tmp_path)
