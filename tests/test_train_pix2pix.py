@@ -97,6 +97,57 @@ def test_same_seed_same_weights_and_resume_after_sigkill(tmp_path):
     assert "resumed at step" not in (tmp_path / "a" / "README.md").read_text()
 
 
+def test_latest_falls_back_past_a_damaged_checkpoint_and_resumes_exactly(tmp_path):
+    args = [*SMALL, "--num_epochs", "1", "--num_epochs_decay", "1", "--max_train_steps", "8", "--checkpointing_steps",
+            "2", "--seed", "3"]
+    launch(tmp_path, [*args, "--output_dir", str(tmp_path / "full")])
+    parts = tmp_path / "parts"
+    launch(tmp_path, [*args, "--output_dir", str(parts), "--max_train_steps", "6"])
+    damaged = parts / "checkpoint-6" / "model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # cut short, as by a full disk
+    done = launch(tmp_path, [*args, "--output_dir", str(parts), "--resume_from_checkpoint", "latest"])
+    assert "checkpoint-6 is damaged, model.safetensors cannot be read" in done.stderr
+    assert "checkpoint-4 at step 4" in done.stderr
+    assert json.loads((parts / "validation_metrics.json").read_text())["steps_this_run"] == 4
+    full, resumed = generator_weights(tmp_path / "full"), generator_weights(parts)
+    assert all(torch.equal(full[k], resumed[k]) for k in full), "resumed run differs from the uninterrupted one"
+
+
+def test_damaged_checkpoints_are_named_and_never_half_loaded(tmp_path):
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from common import resume
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 2)
+    model, opt = accelerator.prepare(model, torch.optim.Adam(model.parameters()))
+    weights = {}
+    for step in (10, 20):
+        torch.nn.init.normal_(model.weight)
+        weights[step] = model.weight.detach().clone()
+        accelerator.save_state(str(tmp_path / f"checkpoint-{step}"))
+    torch.nn.init.normal_(model.weight)
+    current = model.weight.detach().clone()
+    optimizer_state = tmp_path / "checkpoint-20" / "optimizer.bin"  # read after the model
+    optimizer_state.write_bytes(optimizer_state.read_bytes()[:100])
+
+    def resume_from(which):
+        return resume(accelerator, SimpleNamespace(resume_from_checkpoint=which, output_dir=str(tmp_path)), [])
+
+    with pytest.raises(RuntimeError, match=r"checkpoint-20: the checkpoint is damaged, optimizer.bin cannot be read "
+                                           r"\(.*\)\. Name an older checkpoint-N, or pass `latest`"):
+        resume_from(str(tmp_path / "checkpoint-20"))
+    assert torch.equal(model.weight, current)  # untouched: checkpoint-20's model file was not loaded
+    assert resume_from("latest") == 10 and torch.equal(model.weight, weights[10])
+    rng = tmp_path / "checkpoint-10" / "random_states_0.pkl"  # accelerate itself skips an unreadable one silently
+    rng.write_bytes(rng.read_bytes()[:50])
+    with pytest.raises(RuntimeError, match=r"latest: none of the 2 checkpoint\(s\) in .* can be read:\n"
+                                           r"  checkpoint-20: optimizer.bin cannot be read .*\n"
+                                           r"  checkpoint-10: random_states_0.pkl cannot be read"):
+        resume_from("latest")
+
+
 def test_two_processes_split_the_data_and_agree(tmp_path):
     out = tmp_path / "ddp"
     launch(tmp_path, [*SMALL, "--output_dir", str(out), "--num_epochs", "1", "--num_epochs_decay", "0",

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, load
 from data import BadImageError
 from metrics import l1, psnr, ssim
 from PIL import Image
+from safetensors.torch import load_file
 
 logger = get_logger(__name__)
 
@@ -150,10 +151,28 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, limit
     accelerator.wait_for_everyone()
 
 
+def unreadable_file(path: Path) -> str | None:
+    """Why checkpoint folder `path` can't be restored (its first file that doesn't read), or None.
+    Checked before `load_state`, so a damaged checkpoint never leaves the state half-loaded."""
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    if not files:
+        return "the folder is empty"
+    for file in files:
+        try:
+            if file.suffix == ".safetensors":
+                load_file(file)
+            elif file.suffix in (".bin", ".pkl", ".pt"):
+                load(file, map_location="cpu")
+        except Exception as e:
+            return f"{file.relative_to(path)} cannot be read ({type(e).__name__}: {e})"
+    return None
+
+
 def resume(accelerator: Accelerator, args, schedulers) -> int:
     """Load `--resume_from_checkpoint` (latest or a path) if given; returns the step to continue from.
-    The learning rates are then set from `schedulers` (LambdaLR) at the restored epoch, so a run resumed
-    with a changed --num_epochs / --num_epochs_decay follows the new schedule from there."""
+    `latest` falls back to the newest checkpoint whose files all read. The learning rates are then
+    set from `schedulers` (LambdaLR) at the restored epoch, so a run resumed with a changed
+    --num_epochs / --num_epochs_decay follows the new schedule from there."""
     if not args.resume_from_checkpoint:
         return 0
     output_dir = Path(args.output_dir)
@@ -162,12 +181,30 @@ def resume(accelerator: Accelerator, args, schedulers) -> int:
         if not found:
             logger.info("--resume_from_checkpoint latest: no checkpoint yet, starting from scratch")
             return 0
-        path = found[-1]
+        failures = []
+        for path in reversed(found):
+            reason = unreadable_file(path)
+            if reason is None:
+                break
+            failures.append(f"{path.name}: {reason}")
+            logger.warning(f"{path} is damaged, {reason}; trying the checkpoint before it")
+        else:
+            raise RuntimeError(f"--resume_from_checkpoint latest: none of the {len(found)} checkpoint(s) in "
+                               f"{output_dir} can be read:\n  " + "\n  ".join(failures) +
+                               "\nDelete them to start from scratch.")
     else:
         path = Path(args.resume_from_checkpoint)
         if not path.is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
-    accelerator.load_state(str(path))
+        reason = unreadable_file(path)
+        if reason is not None:
+            raise RuntimeError(f"--resume_from_checkpoint {path}: the checkpoint is damaged, {reason}. "
+                               "Name an older checkpoint-N, or pass `latest` to fall back to the newest readable one.")
+    try:
+        accelerator.load_state(str(path))
+    except Exception as e:
+        raise RuntimeError(f"--resume_from_checkpoint: {path} does not fit this run ({type(e).__name__}: {e}); "
+                           "was it saved with other model or data flags?") from e
     for scheduler in schedulers:
         scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
         for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
