@@ -200,11 +200,7 @@ def resume(accelerator: Accelerator, args, schedulers) -> int:
         if reason is not None:
             raise RuntimeError(f"--resume_from_checkpoint {path}: the checkpoint is damaged, {reason}. "
                                "Name an older checkpoint-N, or pass `latest` to fall back to the newest readable one.")
-    try:
-        accelerator.load_state(str(path))
-    except Exception as e:
-        raise RuntimeError(f"--resume_from_checkpoint: {path} does not fit this run ({type(e).__name__}: {e}); "
-                           "was it saved with other model or data flags?") from e
+    accelerator.load_state(str(path))
     for scheduler in schedulers:
         scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
         for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
