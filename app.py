@@ -5,10 +5,14 @@ colours) and HD label -> street (pix2pixHD: styles per class, click an object to
 Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 """
 
+import base64
+import math
 import os
 import socket
+import threading
 import time
-from functools import lru_cache
+from functools import lru_cache, wraps
+from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,7 +24,7 @@ from PIL import Image
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.labels import nearest_palette
-from p2p_models.pipelines import check_image
+from p2p_models.pipelines import MAX_SEED, check_image
 
 ROOT = Path(__file__).resolve().parent
 CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
@@ -69,14 +73,47 @@ def load_pipeline(tab: str, model: str | None = None):
 
 # --- input checks -------------------------------------------------------------------------------
 
+def check_header(source, max_side: int, what: str = "image") -> None:
+    """Refuse an upload (a path, bytes or an open file) whose header gives a side over `max_side`,
+    before its pixels are decoded: a few hundred KB of PNG can decode to gigabytes."""
+    if source is None:
+        return
+    try:
+        with Image.open(BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as e:
+        raise gr.Error(f"The {what} has more pixels than this app decodes; its longer side may be at most {max_side} "
+                       "pixels. Downscale it first.") from e
+    except Exception:  # unreadable: the decoding step reports it
+        return
+    if max(width, height) > max_side:
+        raise gr.Error(f"The {what} is {width}x{height}; its longer side may be at most {max_side} pixels. "
+                       "Downscale it first.")
+
+
+def upload_source(data):
+    """The file behind one upload in a component payload: a path, raw bytes (a blob or a data: URL),
+    or None."""
+    if data is None or isinstance(data, (bytes, bytearray)):
+        return data
+    url = getattr(data, "url", None) or ""
+    if url.startswith("data:"):
+        return base64.b64decode(url.partition(",")[2])
+    return getattr(data, "path", None)
+
+
 class ImageInput(gr.Image):
-    """gr.Image whose unreadable uploads fail with a clear message rather than Gradio's generic one."""
+    """gr.Image whose uploads are size-checked from their header before decoding, and whose
+    unreadable uploads fail with a clear message rather than Gradio's generic one."""
+
+    max_side = 4096  # set per tab from spaces.yaml
 
     @classmethod
     def get_block_name(cls) -> str:
         return "image"
 
     def preprocess(self, payload):
+        check_header(upload_source(payload), self.max_side)
         try:
             return super().preprocess(payload)
         except Exception as e:  # not an image, truncated, decompression bomb
@@ -85,13 +122,21 @@ class ImageInput(gr.Image):
 
 
 class LabelEditor(gr.ImageEditor):
-    """gr.ImageEditor (upload a label map and/or draw on it) with the same clear upload errors."""
+    """gr.ImageEditor (upload a label map and/or draw on it) with the same header checks and clear
+    upload errors."""
+
+    max_side = 4096  # set per tab from spaces.yaml
 
     @classmethod
     def get_block_name(cls) -> str:
         return "imageeditor"
 
     def preprocess(self, payload):
+        if payload is not None:
+            blobs = self.blob_storage.get(payload.id) if payload.id is not None else None
+            parts = blobs or payload
+            for part in (parts.background, parts.composite, *(parts.layers or [])):
+                check_header(upload_source(part), self.max_side, "label map")
         try:
             return super().preprocess(payload)
         except Exception as e:
@@ -137,6 +182,19 @@ def snap(image: Image.Image, palette: list[list[int]], what: str) -> np.ndarray:
     return ids
 
 
+def seed_value(seed) -> int:
+    """The Seed field as an int (empty = 0), or a gr.Error for what a pipeline can't take."""
+    if seed is None or seed == "":
+        return 0
+    try:
+        value = float(seed)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value != int(value) or not 0 <= int(value) < MAX_SEED:
+        raise gr.Error(f"The seed must be a whole number from 0 to 2**64 - 1, got {seed!r}.")
+    return int(value)
+
+
 def timing(start: float, pipe) -> str:
     return f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}"
 
@@ -148,6 +206,39 @@ def run(pipe, *args, **kwargs):
         raise gr.Error(str(e)) from e
 
 
+# --- admission: each tab queues its own requests ---------------------------------------------------
+
+class TabGate:
+    """One tab's admission: one request runs at a time and at most `max_waiting` more wait; beyond
+    that a request is refused at once with a message. Every tab has its own gate (Gradio's queue
+    only dispatches), so a slow or flooded tab never refuses or delays the others."""
+
+    def __init__(self, title: str, max_waiting: int):
+        self.title, self.max_waiting = title, max_waiting
+        self.admitted = 0
+        self.count_lock, self.run_lock = threading.Lock(), threading.Lock()
+
+    def __call__(self, fn):
+        @wraps(fn)
+        def gated(*args, **kwargs):
+            with self.count_lock:
+                if self.admitted > self.max_waiting:
+                    raise gr.Error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
+                                   "Try again in a moment.")
+                self.admitted += 1
+            try:
+                with self.run_lock:
+                    return fn(*args, **kwargs)
+            finally:
+                with self.count_lock:
+                    self.admitted -= 1
+
+        return gated
+
+
+GATES = {tab: TabGate(spec["title"], CONFIG["limits"]["queue_size"]) for tab, spec in CONFIG["tabs"].items()}
+
+
 # --- tab functions (PIL in, PIL out) -------------------------------------------------------------
 
 def colorize(image, seed: float = 0, deterministic: bool = False):
@@ -155,7 +246,7 @@ def colorize(image, seed: float = 0, deterministic: bool = False):
     grey = checked(image, "colorization", "photo").convert("L")
     pipe = load_pipeline("colorization")
     start = time.perf_counter()
-    out = run(pipe, grey, seed=int(seed), deterministic=deterministic)
+    out = run(pipe, grey, seed=seed_value(seed), deterministic=deterministic)
     return grey, out, timing(start, pipe)
 
 
@@ -166,7 +257,7 @@ def translate_map(image, direction: str, seed: float = 0, deterministic: bool = 
     image = checked(image, "maps", "map tile" if direction.startswith("Map") else "aerial photo").convert("RGB")
     pipe = load_pipeline("maps", direction)
     start = time.perf_counter()
-    out = run(pipe, image, seed=int(seed), deterministic=deterministic)
+    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic)
     return out, timing(start, pipe)
 
 
@@ -181,7 +272,7 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
     snapped = Image.fromarray(np.asarray(palette, dtype=np.uint8)[snap(image, palette, "label map")])
     pipe = load_pipeline("facades")
     start = time.perf_counter()
-    out = run(pipe, snapped, seed=int(seed), deterministic=deterministic)
+    out = run(pipe, snapped, seed=seed_value(seed), deterministic=deterministic)
     return snapped, out, timing(start, pipe)
 
 
@@ -201,6 +292,7 @@ def read_instance_map(instance_map) -> np.ndarray | None:
     if instance_map is None:
         return None
     if not isinstance(instance_map, Image.Image):
+        check_header(instance_map, CONFIG["tabs"]["hd"]["max_side"], "instance map")
         try:
             with Image.open(instance_map) as opened:
                 instance_map = opened.copy()
@@ -213,10 +305,11 @@ def read_instance_map(instance_map) -> np.ndarray | None:
     return np.asarray(instance_map).astype(np.int64)
 
 
-def hd_maps(label_map, instance_map) -> tuple[np.ndarray, np.ndarray | None]:
-    """(label ids, instance ids or None) at the label map's size. Label maps: RGB in the model's
-    palette (uploaded and/or drawn), an id image of the model's classes, or, for the CamVid model,
-    a Cityscapes *_labelIds.png (mapped to CamVid classes, with its instance map if given)."""
+def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarray | None]:
+    """(label ids or an RGB label map for the pipeline to snap and check, instance ids or None) at the
+    label map's size. Label maps: RGB in the model's palette (uploaded and/or drawn), an id image of
+    the model's classes, or, for the CamVid model, a Cityscapes *_labelIds.png (mapped to CamVid
+    classes, with its instance map if given)."""
     pipe = load_pipeline("hd")
     palette = pipe.config.palette
     if isinstance(label_map, Image.Image) and label_map.mode in ID_MODES:  # ids, possibly 16-bit
@@ -238,7 +331,7 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray, np.ndarray | None]:
         raise gr.Error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
                        f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
     else:
-        labels = snap(image, palette, "label map")
+        labels = image.convert("RGB")
     return labels, instances
 
 
@@ -255,7 +348,7 @@ def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *clas
     pipe = load_pipeline("hd")
     styles, per_instance = hd_styles(list(class_styles), instance_styles)
     start = time.perf_counter()
-    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=int(seed))
+    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=seed_value(seed))
     restyled = f"; restyled instances {per_instance}" if per_instance else ""
     return out, timing(start, pipe) + restyled
 
@@ -263,10 +356,7 @@ def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *clas
 def hd_instance_at(label_map, instance_map, x: int, y: int) -> tuple[int, str]:
     """The instance under pixel (x, y) of the label map: (instance id, "Car (instance 8003)")."""
     pipe = load_pipeline("hd")
-    try:
-        labels, instances = pipe.label_and_instance_ids(*hd_maps(label_map, instance_map))
-    except ValueError as e:
-        raise gr.Error(str(e)) from e
+    labels, instances = run(pipe.label_and_instance_ids, *hd_maps(label_map, instance_map))
     y, x = min(y, labels.shape[0] - 1), min(x, labels.shape[1] - 1)
     names = pipe.config.class_names or [str(c) for c in range(len(pipe.config.palette))]
     return int(instances[y, x]), f"{names[labels[y, x]]} (instance {instances[y, x]})"
@@ -293,17 +383,19 @@ def seed_controls(stochastic: bool = True):
 
 
 def wire(tab: str, fn, inputs, outputs, run_button, again_button, seed):
-    """The tab's button (an API endpoint named after the tab) and "sample again" (seed + 1, rerun)."""
-    kwargs = dict(concurrency_id=tab, concurrency_limit=1)
-    run_button.click(fn, inputs, outputs, api_name=tab, **kwargs)
-    again_button.click(lambda s: int(s or 0) + 1, seed, seed, api_name=False, queue=False).then(
-        fn, inputs, outputs, api_name=False, **kwargs)
+    """The tab's button (an API endpoint named after the tab) and "sample again" (seed + 1, rerun),
+    both through the tab's gate (Gradio runs them at once; the gate queues them)."""
+    fn = GATES[tab](fn)
+    run_button.click(fn, inputs, outputs, api_name=tab, concurrency_limit=None)
+    again_button.click(lambda s: seed_value(s) + 1, seed, seed, api_name=False, queue=False).then(
+        fn, inputs, outputs, api_name=False, concurrency_limit=None)
 
 
 def colorization_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
     with gr.Row():
         source = ImageInput(label="Photo", type="pil", image_mode=None, elem_id=f"{tab}-input")
+        source.max_side = spec["max_side"]
         grey = gr.Image(label="Grey input", type="pil", format="png", interactive=False)
         result = gr.Image(label="Colourised", type="pil", format="png", interactive=False,
                           elem_id=f"{tab}-output")
@@ -315,7 +407,7 @@ def colorization_tab(tab: str, spec: dict) -> None:
     inputs, outputs = [source, seed, deterministic], [grey, result, time_md]
     wire(tab, colorize, inputs, outputs, button, again, seed)
     with gr.Column(elem_id=f"{tab}-examples"):
-        gr.Examples(spec["examples"], inputs=[source], outputs=outputs, fn=colorize, run_on_click=True,
+        gr.Examples(spec["examples"], inputs=[source], outputs=outputs, fn=GATES[tab](colorize), run_on_click=True,
                     cache_examples=False)
 
 
@@ -324,6 +416,7 @@ def maps_tab(tab: str, spec: dict) -> None:
     directions = list(spec["models"])
     with gr.Row():
         source = ImageInput(label="Input tile", type="pil", image_mode=None, elem_id=f"{tab}-input")
+        source.max_side = spec["max_side"]
         result = gr.Image(label="Output", type="pil", format="png", interactive=False, elem_id=f"{tab}-output")
     direction = gr.Radio(directions, value=directions[0], label="Direction")
     seed, deterministic = seed_controls()
@@ -334,7 +427,7 @@ def maps_tab(tab: str, spec: dict) -> None:
     inputs, outputs = [source, direction, seed, deterministic], [result, time_md]
     wire(tab, translate_map, inputs, outputs, button, again, seed)
     with gr.Column(elem_id=f"{tab}-examples"):
-        gr.Examples(spec["examples"], inputs=[source, direction], outputs=outputs, fn=translate_map,
+        gr.Examples(spec["examples"], inputs=[source, direction], outputs=outputs, fn=GATES[tab](translate_map),
                     run_on_click=True, cache_examples=False)
 
 
@@ -347,6 +440,7 @@ def facades_tab(tab: str, spec: dict) -> None:
                              canvas_size=(256, 256), brush=gr.Brush(colors=hex_colours(palette), color_mode="fixed",
                                                                     default_color=hex_colours(palette)[1]),
                              sources=["upload", "clipboard"], format="png")
+        editor.max_side = spec["max_side"]
         snapped = gr.Image(label="Label map as the model sees it", type="pil", format="png", interactive=False)
         result = gr.Image(label="Photo", type="pil", format="png", interactive=False, elem_id=f"{tab}-output")
     gr.HTML(legend(names, palette))
@@ -361,7 +455,7 @@ def facades_tab(tab: str, spec: dict) -> None:
     example_input.change(lambda im: im, example_input, editor, api_name=False)
     with gr.Column(elem_id=f"{tab}-examples"):
         gr.Examples(spec["examples"], inputs=[example_input], outputs=outputs,
-                    fn=lambda im: facades(im), run_on_click=True, cache_examples=False)
+                    fn=GATES[tab](lambda im: facades(im)), run_on_click=True, cache_examples=False)
 
 
 def hd_tab(tab: str, spec: dict) -> None:
@@ -375,6 +469,7 @@ def hd_tab(tab: str, spec: dict) -> None:
                                                                         color_mode="fixed",
                                                                         default_color=hex_colours(palette)[8]),
                                  sources=["upload", "clipboard"], format="png")
+            editor.max_side = spec["max_side"]
             instance_file = gr.File(label="Instance map (optional: PNG of instance ids, same size)", type="filepath",
                                     file_types=[".png"])
         result = gr.Image(label="Photo (click an object to restyle it)", type="pil", format="png",
@@ -410,9 +505,9 @@ def hd_tab(tab: str, spec: dict) -> None:
         return {**(current or {}), str(int(inst)): choice}
 
     instance_style.input(restyle, [selected, instance_style, instance_styles], instance_styles, api_name=False).then(
-        hd, inputs, outputs, api_name=False, concurrency_id="hd", concurrency_limit=1)
+        GATES[tab](hd), inputs, outputs, api_name=False, concurrency_limit=None)
     clear.click(lambda: {}, None, instance_styles, api_name=False).then(
-        hd, inputs, outputs, api_name=False, concurrency_id="hd", concurrency_limit=1)
+        GATES[tab](hd), inputs, outputs, api_name=False, concurrency_limit=None)
 
     example_label = ImageInput(type="pil", image_mode=None, visible=False)
     example_instances = gr.File(type="filepath", visible=False)
@@ -420,7 +515,7 @@ def hd_tab(tab: str, spec: dict) -> None:
     example_instances.change(lambda f: f, example_instances, instance_file, api_name=False)
     with gr.Column(elem_id=f"{tab}-examples"):
         gr.Examples(spec["examples"], inputs=[example_label, example_instances], outputs=outputs,
-                    fn=lambda label_map, instance_map: hd(label_map, instance_map, 0, {}),
+                    fn=GATES[tab](lambda label_map, instance_map: hd(label_map, instance_map, 0, {})),
                     run_on_click=True, cache_examples=False)
 
 
@@ -433,8 +528,13 @@ def build_demo() -> gr.Blocks:
         for tab, spec in CONFIG["tabs"].items():
             with gr.Tab(spec["title"], id=tab):
                 TABS[tab](tab, spec)
-    return demo.queue(max_size=CONFIG["limits"]["queue_size"])
+    return demo.queue(max_size=None)  # admission is per tab (TabGate)
+
+
+def max_threads() -> int:
+    """Enough worker threads for every tab's running and waiting requests, plus quick events."""
+    return len(CONFIG["tabs"]) * (CONFIG["limits"]["queue_size"] + 1) + 8
 
 
 if __name__ == "__main__":
-    build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"])
+    build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads())

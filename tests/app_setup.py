@@ -44,11 +44,13 @@ def small_pipelines(folder: Path) -> dict[tuple[str, str], Path]:
     return out
 
 
-def app_copy(folder: Path) -> Path:
-    """app.py, examples/ and a spaces.yaml pointing every model's local folder at a small pipeline."""
+def app_copy(folder: Path, **limits) -> Path:
+    """app.py, examples/ and a spaces.yaml pointing every model's local folder at a small pipeline
+    (`limits` override spaces.yaml's, e.g. queue_size=2)."""
     app_dir = folder / "app"
     app_dir.mkdir()
     config = yaml.safe_load((ROOT / "spaces.yaml").read_text())
+    config["limits"].update(limits)
     for (tab, model), path in small_pipelines(folder / "models").items():
         config["tabs"][tab]["models"][model]["local"] = str(path)
     (app_dir / "spaces.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -59,7 +61,7 @@ def app_copy(folder: Path) -> Path:
 
 @contextmanager
 def serve(app_dir: Path, log: Path):
-    """`python app.py` in `app_dir` on a free port, offline; yields its URL."""
+    """`python app.py` in `app_dir` on a free port, offline; yields (its URL, its process id)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -67,7 +69,7 @@ def serve(app_dir: Path, log: Path):
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, log, timeout=120)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)

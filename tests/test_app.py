@@ -3,6 +3,7 @@ called over HTTP with gradio_client. The browser test is test_app_browser.py."""
 
 import importlib
 import sys
+import time
 
 import gradio as gr
 import numpy as np
@@ -186,12 +187,12 @@ def test_hd_styles_and_instance_selection(app, tmp_path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
-    with serve(app_copy(folder), folder / "app.log") as url:
-        yield url, folder
+    with serve(app_copy(folder), folder / "app.log") as (url, pid):
+        yield url, folder, pid
 
 
 def test_server_every_tab_and_bad_uploads(server, tmp_path):
-    url, folder = server
+    url, folder, _ = server
     client = Client(url, verbose=False)
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
         "/colorization", "/maps", "/facades", "/hd"}
@@ -224,3 +225,102 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     # still serving
     _, again, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(expected))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, float("nan"), 1.5, "x"])
+def test_bad_seeds_get_clear_errors(app, seed):
+    with pytest.raises(gr.Error, match="The seed must be a whole number from 0 to 2\\*\\*64 - 1"):
+        app.colorize(noise(20, 20), seed)
+    with pytest.raises(gr.Error, match="The seed must be a whole number"):
+        app.hd(hd_label_map()[0], None, seed, {}, *["random"] * 12)
+
+
+def test_hd_refuses_photos_and_noise_as_label_maps(app):
+    photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")
+    with pytest.raises(gr.Error, match="looks like a photo, not a label map"):
+        app.hd(photo, None, 0, {}, *["random"] * 12)
+    random_colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[np.random.default_rng(0).integers(0, 12, (360, 480))])
+    with pytest.raises(gr.Error, match="looks like noise or a photo"):
+        app.hd(random_colours, None, 0, {}, *["random"] * 12)
+    with pytest.raises(gr.Error, match="looks like noise or a photo"):
+        app.hd_instance_at(random_colours, None, 3, 3)
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> str:
+    """A ~100 KB PNG that decodes to 10000x10000 pixels."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    Image.new("RGB", (10000, 10000), (128, 64, 128)).save(path)
+    return str(path)
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_large_uploads_are_refused_from_their_header_and_memory_returns(server, bomb, tmp_path):
+    url, _, pid = server
+    client = Client(url, verbose=False)
+    big = tmp_path / "big.jpg"  # allowed (4096 on its longer side), processed at full resolution
+    noise(256, 256).resize((4096, 3072)).save(big, quality=90)
+    classes = ["random"] * 12
+
+    def burst():
+        for api, args in (("/colorization", (handle_file(bomb), 0, False)),
+                          ("/maps", (handle_file(bomb), "Aerial -> map", 0, False)),
+                          ("/facades", ({"background": handle_file(bomb), "layers": [], "composite": None}, 0, False)),
+                          ("/hd", ({"background": handle_file(bomb), "layers": [], "composite": None}, None, 0, {},
+                                   *classes))):
+            with pytest.raises(Exception, match="10000x10000; its longer side may be at most 4096"):
+                client.predict(*args, api_name=api)
+        label_map = hd_label_map()[0]
+        label_map.save(tmp_path / "label.png")
+        editor = {"background": handle_file(str(tmp_path / "label.png")), "layers": [], "composite": None}
+        with pytest.raises(Exception, match="The instance map is 10000x10000; its longer side may be at most 4096"):
+            client.predict(editor, handle_file(bomb), 0, {}, *classes, api_name="/hd")
+        for _ in range(2):
+            _, colour, _ = client.predict(handle_file(str(big)), 0, False, api_name="/colorization")
+            assert Image.open(colour).size == (4096, 3072)
+
+    burst()  # warm: models loaded, allocator pools and Gradio's caches in use
+    start = rss_mb(pid)
+    for _ in range(3):
+        burst()
+    after = rss_mb(pid)
+    print(f"server RSS {start:.0f} MB after a warm-up burst, {after:.0f} MB after three more")
+    assert after < start + 150
+
+
+def test_a_flooded_tab_never_refuses_or_delays_the_others(tmp_path_factory, tmp_path):
+    """Each tab admits its own requests (here 1 running + 2 waiting): flooding the HD tab with slow
+    requests refuses the excess there with a clear message, while the other tabs answer at once."""
+    folder = tmp_path_factory.mktemp("flood")
+    big_map = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png").resize((2400, 1800), Image.NEAREST)
+    big_map.save(tmp_path / "big_label.png")
+    photo = tmp_path / "photo.png"
+    noise(60, 80).save(photo)
+    with serve(app_copy(folder, queue_size=2), folder / "app.log") as (url, _):
+        client = Client(url, verbose=False)
+        client.predict(handle_file(str(photo)), 0, False, api_name="/colorization")  # models loaded
+        editor = {"background": handle_file(str(tmp_path / "big_label.png")), "layers": [], "composite": None}
+        flood = [client.submit(editor, None, k, {}, *["random"] * 12, api_name="/hd") for k in range(12)]
+        time.sleep(1)  # the flood is admitted (or refused) first
+        answers = [client.predict(handle_file(str(photo)), 1, False, api_name="/colorization"),
+                   client.predict(handle_file(str(photo)), "Aerial -> map", 0, False, api_name="/maps"),
+                   client.predict({"background": handle_file(str(ROOT / "examples" / "facades" / "103.png")),
+                                   "layers": [], "composite": None}, 0, False, api_name="/facades")]
+        hd_pending = sum(not job.done() for job in flood)
+        outcomes = []
+        for job in flood:
+            try:
+                outcomes.append(Image.open(job.result()[0]).size)
+            except Exception as e:
+                outcomes.append(str(e))
+    assert all(Image.open(a[-2]).size for a in answers)
+    assert hd_pending > 0, "the other tabs waited for the HD flood"
+    served = [o for o in outcomes if o == (2400, 1800)]
+    busy = [o for o in outcomes if isinstance(o, str) and "is busy: 2 requests are already waiting" in o]
+    assert 1 <= len(served) <= 3 + 1 and len(served) + len(busy) == len(flood), outcomes

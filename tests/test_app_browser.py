@@ -32,7 +32,7 @@ def page(tmp_path_factory):
         pytest.fail("Chromium not found: `make test` installs Debian's chromium (apt-get install chromium)")
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = tmp_path_factory.mktemp("browser") / "app.log"
-    with serve(Path(os.environ.get("P2P_APP_DIR", ROOT)), log) as url, sync_playwright() as p:
+    with serve(Path(os.environ.get("P2P_APP_DIR", ROOT)), log) as (url, _), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(TIMEOUT)
