@@ -613,11 +613,14 @@ class Pix2PixHDPipeline(P2PPipeline):
         absent = [c for c, choice in styles.items() if choice != "random" and c not in present]
         if absent:
             listed = ", ".join(f"{c} ({names[c]})" for c in present)
-            raise ValueError(f"styles: class id(s) {absent} have no instance in this label map; its classes are {listed}")
+            raise ValueError(f"styles: class id(s) {absent} have no instance in this label map; "
+                             f"its classes are {listed}")
         absent = [i for i in instance_styles if i not in set(instances)]
         if absent:
-            listed = ", ".join(map(str, instances[:40])) + (f", ... ({len(instances)} in all)" if len(instances) > 40 else "")
-            raise ValueError(f"instance_styles: instance id(s) {absent} are not in these maps; their instances are {listed}")
+            listed = ", ".join(map(str, instances[:40]))
+            listed += f", ... ({len(instances)} in all)" if len(instances) > 40 else ""
+            raise ValueError(f"instance_styles: instance id(s) {absent} are not in these maps; "
+                             f"their instances are {listed}")
 
     @torch.no_grad()
     def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,

@@ -241,7 +241,8 @@ def test_hd_refuses_photos_and_noise_as_label_maps(app):
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")
     with pytest.raises(gr.Error, match="looks like a photo, not a label map"):
         app.hd(photo, None, 0, {}, *["random"] * 12)
-    random_colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[np.random.default_rng(0).integers(0, 12, (360, 480))])
+    ids = np.random.default_rng(0).integers(0, 12, (360, 480))
+    random_colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[ids])
     with pytest.raises(gr.Error, match="looks like noise or a photo"):
         app.hd(random_colours, None, 0, {}, *["random"] * 12)
     with pytest.raises(gr.Error, match="looks like noise or a photo"):
