@@ -6,6 +6,7 @@ Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 """
 
 import base64
+import json
 import logging
 import math
 import os
@@ -323,13 +324,23 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
 ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 
 
-def grey_ids(image: Image.Image) -> np.ndarray | None:
+def grey_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray | None:
     """The values of a single-channel image, or of an RGB(A) image whose channels are all equal
-    (an id map after the editor made it RGBA); None for colour images."""
+    (an id map after the editor made it RGBA); None for colour images, and for grey images that are
+    the palette's own grey colours (e.g. an all-sky canvas) rather than ids."""
     if image.mode in ID_MODES:
         return np.asarray(image).astype(np.int64)
     rgb = np.asarray(image.convert("RGB")).astype(np.int64)
-    return rgb[..., 0] if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all() else None
+    if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        return None
+    greys = {c[0] for c in palette if c[0] == c[1] == c[2]}
+    values = set(np.unique(rgb[..., 0]).tolist())
+    return None if max(values) >= len(palette) and values <= greys else rgb[..., 0]
+
+
+def uploaded_ids(value: dict, palette: list[list[int]]) -> bool:
+    """Whether an ImageEditor value's background is an uploaded id map (not colours)."""
+    return value.get("background") is not None and grey_ids(value["background"], palette) is not None
 
 
 def read_instance_map(instance_map) -> np.ndarray | None:
@@ -356,10 +367,14 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
     classes, with its instance map if given)."""
     pipe = load_pipeline("hd")
     palette = pipe.config.palette
+    strokes = []
     if isinstance(label_map, Image.Image) and label_map.mode in ID_MODES:  # ids, possibly 16-bit
         image = label_map
         if max(image.size) > CONFIG["tabs"]["hd"]["max_side"]:
             checked(image.convert("L"), "hd", "label map")
+    elif isinstance(label_map, dict) and uploaded_ids(label_map, palette):
+        image = checked(label_map["background"], "hd", "label map")  # strokes go on the uploaded ids
+        strokes = label_map.get("layers") or []
     else:
         image = checked(editor_image(label_map, palette[-1]), "hd", "label map")
     instances = read_instance_map(instance_map)
@@ -370,7 +385,7 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
     if max(width / height / (w / h), (w / h) / (width / height)) > MAX_ASPECT_CHANGE:
         raise user_error(f"The label map is {width}x{height}, but the model works at {w}x{h}: crop it to a similar "
                          f"shape (at most {MAX_ASPECT_CHANGE}x wider or taller) so it isn't squashed.")
-    ids = grey_ids(image)
+    ids = grey_ids(image, palette)
     cityscapes = pipe.config.palette == camvid.COLORS
     if ids is not None and ids.max() < len(palette):
         labels = ids
@@ -381,10 +396,12 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
                          f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
     else:
         labels = image.convert("RGB")
-        if instances is not None and cityscapes and camvid.is_cityscapes_instances(instances):
-            # a Cityscapes label map shown in CamVid colours (see hd_upload) with its own instance map
-            ids, _ = run(pipe.label_and_instance_ids, labels)
-            instances = camvid.camvid_instances(ids, instances)
+    for layer in strokes:  # drawn in palette colours on top of the uploaded ids
+        layer = layer.convert("RGBA").resize(image.size, Image.NEAREST)
+        drawn = np.asarray(layer.getchannel("A")) >= 128
+        labels[drawn] = nearest_palette(layer.convert("RGB"), palette)[0][drawn]
+        if instances is not None:
+            instances[drawn] = labels[drawn]  # a drawn region is one instance per class
     return labels, instances
 
 
@@ -417,17 +434,15 @@ def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *clas
     return pipe.label_image(labels), out, timing(start, pipe) + restyled
 
 
-def hd_upload(value):
-    """An id map uploaded to the HD editor, shown in the model's colours (so strokes drawn on it keep
-    the uploaded classes); other uploads are left as they are."""
-    background = editor_image(value, [0, 0, 0])
-    ids = None if background is None else grey_ids(background)
-    if ids is None:
-        return gr.skip()
-    labels, _ = hd_maps(background, None)
+def hd_preview(label_map, instance_map):
+    """The label map as the model will read it, in the model's colours (nothing while it can't be
+    read). Runs as the editor changes."""
     pipe = load_pipeline("hd")
-    labels, _ = run(pipe.label_and_instance_ids, labels)
-    return {"background": pipe.label_image(labels), "layers": [], "composite": None}
+    try:
+        labels, _ = run(pipe.label_and_instance_ids, *hd_maps(label_map, instance_map))
+    except gr.Error:
+        return gr.skip()
+    return pipe.label_image(labels)
 
 
 def hd_instance_at(label_map, instance_map, x: int, y: int) -> tuple[int, str]:
@@ -446,6 +461,21 @@ def legend(names: list[str], palette: list[list[int]]) -> str:
              f'height:14px;vertical-align:middle;background:rgb({r},{g},{b});border:1px solid #888"></span> {n}</span>'
              for n, (r, g, b) in zip(names, palette)]
     return '<div class="legend">' + "".join(chips) + "</div>"
+
+
+def swatch_names() -> str:
+    """A <head> script naming the editors' colour swatches after their classes (hover text and
+    aria-label): the swatches are Gradio's, so they are found by their colour."""
+    names = {f"rgb({r}, {g}, {b})": name for palette, class_names in (
+        (facade_palette(), list(CONFIG["tabs"]["facades"]["palette"])), (camvid.COLORS, camvid.CLASS_NAMES))
+        for (r, g, b), name in zip(palette, class_names)}
+    return f"""<script>
+const p2pClassNames = {json.dumps(names)};
+new MutationObserver(() => document.querySelectorAll("button.color").forEach((swatch) => {{
+  const name = p2pClassNames[swatch.style.backgroundColor];
+  if (name && swatch.title !== name) {{ swatch.title = name; swatch.setAttribute("aria-label", name); }}
+}})).observe(document.documentElement, {{childList: true, subtree: true}});
+</script>"""
 
 
 def hex_colours(palette: list[list[int]]) -> list[str]:
@@ -572,7 +602,7 @@ def hd_tab(tab: str, spec: dict) -> None:
     time_md = gr.Markdown(elem_id=f"{tab}-time")
     inputs, outputs = [editor, instance_file, seed, instance_styles, *class_styles], [preview, result, time_md]
     wire(tab, hd, inputs, outputs, button, again, seed)
-    editor.upload(hd_upload, editor, editor, api_name=False)
+    editor.change(hd_preview, [editor, instance_file], preview, api_name=False, trigger_mode="always_last")
 
     def select(label_map, instance_map, event: gr.SelectData):
         inst, name = hd_instance_at(label_map, instance_map, *event.index)
@@ -619,4 +649,5 @@ def max_threads() -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads())
+    build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),
+                        head=swatch_names())

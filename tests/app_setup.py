@@ -60,9 +60,10 @@ def app_copy(folder: Path, **limits) -> Path:
 
 
 @contextmanager
-def serve(app_dir: Path, log: Path):
-    """`python app.py` in `app_dir` on a free port, offline; yields (its URL, its process id)."""
-    port = free_port()
+def serve(app_dir: Path, log: Path, port: int | None = None):
+    """`python app.py` in `app_dir` on `port` (default: a free one), offline; yields (its URL, its
+    process id)."""
+    port = port or free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as out:

@@ -329,39 +329,31 @@ def test_a_flooded_tab_never_refuses_or_delays_the_others(tmp_path_factory, tmp_
     assert 1 <= len(served) <= 3 + 1 and len(served) + len(busy) == len(flood), outcomes
 
 
-def test_an_uploaded_id_map_is_shown_in_colours_and_keeps_its_classes_under_a_stroke(app):
+def test_strokes_on_an_uploaded_id_map_keep_its_classes_and_the_preview_shows_them_in_colour(app):
     label_map, ids = hd_label_map()
     upload = Image.fromarray(ids.astype(np.uint8)).convert("RGBA")  # the editor hands uploads over as RGBA
-    shown = app.hd_upload({"background": upload, "layers": [], "composite": upload})["background"]
-    assert np.array_equal(np.asarray(shown), np.asarray(label_map))  # palette colours, not near-black ids
-    stroke = Image.new("RGBA", shown.size, (0, 0, 0, 0))
-    stroke.paste(tuple(camvid.COLORS[camvid.CLASS_NAMES.index("Pedestrian")]) + (255,), (40, 35, 44, 45))
-    drawn = Image.alpha_composite(shown.convert("RGBA"), stroke)
-    preview, _, _ = app.hd({"background": shown, "layers": [stroke], "composite": drawn}, None, 0, {},
-                           *["random"] * 12)
-    read = np.asarray(app.load_pipeline("hd").label_and_instance_ids(preview)[0])
+    assert np.array_equal(np.asarray(app.hd_preview({"background": upload, "layers": [], "composite": upload}, None)),
+                          np.asarray(label_map))  # palette colours, not near-black ids
+    pedestrian = camvid.CLASS_NAMES.index("Pedestrian")
+    stroke = Image.new("RGBA", upload.size, (0, 0, 0, 0))
+    stroke.paste(tuple(camvid.COLORS[pedestrian]) + (255,), (40, 35, 44, 45))
+    drawn = {"background": upload, "layers": [stroke], "composite": Image.alpha_composite(upload, stroke)}
+    preview, out, _ = app.hd(drawn, None, 0, {}, *["random"] * 12)
     expected = ids.copy()
-    expected[35:45, 40:44] = camvid.CLASS_NAMES.index("Pedestrian")
-    assert np.array_equal(read, expected)  # the upload's classes everywhere but under the stroke
-    # colour uploads are left alone
-    assert app.hd_upload({"background": label_map, "layers": [], "composite": label_map}) == gr.skip()
-
-
-def test_a_cityscapes_pair_uploaded_and_shown_in_colours_keeps_its_instances(app, tmp_path):
-    city = np.full((48, 64), 7, np.uint8)  # road, two Cityscapes cars, one pole
-    city[:12] = 23
-    city[20:30, 5:20] = city[20:30, 40:60] = 26
-    city[5:40, 30:32] = 17
-    instances = np.where(city == 26, 26000, city).astype(np.uint16)
-    instances[20:30, 40:60] = 26001
-    Image.fromarray(instances).save(tmp_path / "inst.png")
-    direct = app.hd_maps(Image.fromarray(city), str(tmp_path / "inst.png"))
-    shown = app.hd_upload({"background": Image.fromarray(city).convert("RGBA"), "layers": [], "composite": None})
-    coloured = app.hd_maps(shown, str(tmp_path / "inst.png"))
+    expected[35:45, 40:44] = pedestrian
+    assert np.array_equal(np.asarray(preview), np.asarray(camvid.COLORS, np.uint8)[expected])
     pipe = app.load_pipeline("hd")
-    a, b = (pipe.label_and_instance_ids(*maps) for maps in (direct, coloured))
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert len(np.unique(b[1][b[0] == camvid.CLASS_NAMES.index("Car")])) == 2
+    assert np.array_equal(np.asarray(out), np.asarray(pipe(expected, seed=0)))
+    # Cityscapes label ids with their instance map: the same through the editor as given directly
+    city = np.where(ids == 3, 7, np.where(ids == 0, 23, 26)).astype(np.uint8)
+    direct = app.hd_maps(Image.fromarray(city), None)
+    via_editor = app.hd_maps({"background": Image.fromarray(city).convert("RGBA"), "layers": [], "composite": None},
+                             None)
+    assert all(np.array_equal(a, b) for a, b in zip(direct, via_editor))
+    # an all-sky canvas is sky (a palette grey), not id 128
+    sky = Image.new("RGBA", (64, 48), tuple(camvid.COLORS[0]) + (255,))
+    assert np.array_equal(np.asarray(app.hd_preview({"background": sky, "layers": [], "composite": sky}, None)),
+                          np.asarray(sky.convert("RGB")))
 
 
 def test_styles_for_classes_or_instances_not_in_the_map_warn_and_are_not_used(app):

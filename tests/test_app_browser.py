@@ -5,9 +5,11 @@ Screenshots go to $P2P_SCREENSHOTS (default: screenshots/), printed for the CI l
 
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from app_setup import serve
@@ -132,3 +134,55 @@ def test_non_image_upload_gets_clear_error_and_app_keeps_serving(page, tmp_path)
     page.locator("#colorization-examples .gallery-item").nth(1).click()
     image, _ = output_image(page, "colorization", previous=src)
     assert image.size == Image.open(ROOT / CONFIG["tabs"]["colorization"]["examples"][1]).size
+
+
+def test_facade_swatches_are_named_after_their_classes(page):
+    open_tab(page, "facades")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_role("button", name="Brush", exact=True).click()
+    panel.get_by_role("button", name="Color").click()
+    for name in CONFIG["tabs"]["facades"]["palette"]:
+        expect(panel.locator(f"button.color[title='{name}']")).to_have_count(1)
+    panel.get_by_role("button", name="Color").click()
+
+
+def test_hd_id_map_upload_keeps_its_classes_when_drawn_on(page, tmp_path):
+    """Upload a CamVid id map (mode L, ids 0-11) to the HD editor, draw one stroke, synthesise: the
+    label map the model reads (shown in palette colours) is the upload plus the stroke, not
+    "Unlabelled" around a lone stroke."""
+    colours = np.asarray(Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png").convert("RGB"))
+    palette = np.asarray(camvid.COLORS)
+    ids = (colours[:, :, None] == palette).all(-1).argmax(-1)  # the example's classes, as ids
+    Image.fromarray(ids.astype(np.uint8)).save(tmp_path / "ids.png")
+    open_tab(page, "hd")
+    panel = page.locator("[role=tabpanel]:visible")
+    page.wait_for_timeout(3000)
+    panel.locator("input[type=file]").first.set_input_files(str(tmp_path / "ids.png"))
+    expect(panel.locator("canvas").first).to_be_visible()
+    page.wait_for_timeout(3000)  # the upload reaches the canvas
+    panel.get_by_role("button", name="Brush", exact=True).click()
+    box = panel.locator("canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.7)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.7, steps=10)
+    page.mouse.up()
+    before = page.locator("#hd-time").inner_text()
+    panel.get_by_role("button", name="Synthesise").click()
+    time_md = page.locator("#hd-time")
+    expect(time_md).not_to_have_text(before)
+    expect(time_md).to_contain_text(re.compile("ms on cpu|Error"))
+    if "Error" in time_md.inner_text():
+        # A Gradio 6 race, not fixed here (about 1 run in 4): the click's request can arrive with an
+        # editor value whose uploaded content never reaches the server ("No label map"). A second
+        # click uploads the value again; the drawn map must then be intact.
+        expect(page.get_by_text("No label map").first).to_be_visible()
+        panel.get_by_role("button", name="Synthesise").click()
+    expect(time_md).to_contain_text("ms on cpu")
+    preview = page.locator("#hd-labels img")
+    shoot(page, "hd_id_upload_drawn")
+    read = np.asarray(Image.open(io.BytesIO(page.request.get(preview.get_attribute("src")).body())).convert("RGB"))
+    assert read.shape == colours.shape
+    same = (read == colours).all(-1).mean()
+    assert same > 0.9, f"only {same:.0%} of the upload's classes survived the stroke"
+    void = (read == palette[camvid.VOID]).all(-1).mean()
+    assert void <= (ids == camvid.VOID).mean() + 0.02  # the unlabelled fraction does not jump
