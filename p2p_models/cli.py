@@ -188,12 +188,11 @@ def export_onnx(args: argparse.Namespace) -> int:
     from .onnx_export import OnnxGenerator, export_onnx as export, parity
 
     pipe = load_pipeline(args.model)
-    factor, _ = size_rule(pipe.generator)
-    h, w = args.size or [max(s, 2 * factor) for s in pipe.working_size]
-    try:
-        export(pipe.generator, args.output, h, w, opset=args.opset)
-    except ValueError as e:
-        raise CommandError(f"--size: {e}") from e
+    factor, minimum = size_rule(pipe.generator)
+    h, w = args.size or [max(s, minimum) for s in pipe.working_size]
+    if h % factor or w % factor or min(h, w) < minimum:
+        raise CommandError(f"--size {h} {w}: must be multiples of {factor}, at least {minimum}")
+    export(pipe.generator, args.output, opset=args.opset)
     session = OnnxGenerator(args.output)
     worst = 0.0
     for size in ((h, w), (h + factor, w + 2 * factor)):  # the export size and another: dynamic sizes work
@@ -242,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="pipeline folder or Hub repo id")
     e.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
     e.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="export and check size (default: the working size, at least two factors per side)")
+                   help="size of the parity check (default: the working size); a second check adds a factor")
     e.add_argument("--opset", type=int, default=18)
     e.add_argument("--tolerance", type=float, default=1e-3, help="largest max abs difference that passes")
     e.set_defaults(run=export_onnx)

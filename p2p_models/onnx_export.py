@@ -9,16 +9,15 @@ from torch import nn
 from .pipelines import eval_mode, size_rule
 
 
-def export_onnx(generator: nn.Module, path: str | os.PathLike, height: int, width: int, opset: int = 18) -> None:
+def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18) -> None:
     """Write the generator in eval mode (dropout off, BatchNorm running statistics) to `path` with
-    `torch.onnx.export` (dynamo): input `x` (batch, C_in, height, width) with dynamic batch, height
-    and width (any multiple of the generator's factor, see `size_rule`), output `y`. The sample size
-    (`height`, `width`) must be at least two factors per side, so that no size is specialised."""
+    `torch.onnx.export` (dynamo): input `x` (batch, C_in, H, W), output `y` (batch, C_out, H, W),
+    with dynamic batch, H and W (any multiples of the generator's factor from `size_rule`, up to
+    4096). It is traced at two factors per side, so that no size is specialised."""
     factor, minimum = size_rule(generator)
-    if height % factor or width % factor or min(height, width) < 2 * factor:
-        raise ValueError(f"export size {height}x{width} must be multiples of {factor}, at least {2 * factor} per side")
     dims = [factor * torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w")]
-    x = torch.zeros(1, generator.config.in_channels, height, width, device=generator.device, dtype=generator.dtype)
+    x = torch.zeros(1, generator.config.in_channels, 2 * factor, 2 * factor, device=generator.device,
+                    dtype=generator.dtype)
     shapes = {"x": {0: torch.export.Dim("batch", min=1, max=1024), 2: dims[0], 3: dims[1]}}
     with eval_mode(generator), torch.no_grad():
         torch.onnx.export(generator, (x,), str(path), dynamo=True, input_names=["x"], output_names=["y"],

@@ -230,15 +230,22 @@ class P2PPipeline(DiffusionPipeline):
             if onnx_model is None:
                 folder = tempfile.mkdtemp(prefix="p2p-onnx-")
                 onnx_model = Path(folder) / "generator.onnx"
-                factor, minimum = size_rule(self.generator)
-                h, w = (max(s, 2 * factor) for s in self.working_size)
-                export_onnx(self.generator, onnx_model, h, w)
+                export_onnx(self.generator, onnx_model)
             self._onnx = OnnxGenerator(onnx_model)
             channels = self._onnx.session.get_inputs()[0].shape[1]
             if channels != self.generator.config.in_channels:
                 raise ValueError(f"{onnx_model}: the ONNX model takes {channels} channels, this pipeline's generator "
                                  f"{self.generator.config.in_channels}")
         self.backend = backend
+
+    def optimize_for_inference(self, device: str | torch.device | None = None):
+        """Move to the fastest place that keeps quality and return the pipeline: CUDA (or `device`)
+        in float16 when there is one, else the CPU in float32 with the `fast` backend."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda":
+            return self.to(device, torch.float16)
+        self.to(device, torch.float32).set_backend("fast")
+        return self
 
     @contextlib.contextmanager
     def generator_runner(self, deterministic: bool = True):
