@@ -11,7 +11,9 @@ of `--repeats` calls after warm-up (compile time excluded). Rows:
   torch.compile with inductor freezing (`compile_freezing`), ONNX Runtime on the exported graph
   (`onnxruntime`) and our fast CPU path (`fast`: BatchNorm folded, oneDNN-packed convs; the
   pipelines' `set_backend("fast")`); and the paper-default sampling forward (dropout, batch
-  statistics) plain (`sampling`) and fast (`sampling_fast`). A summary compares them;
+  statistics) plain (`sampling`) and fast (`sampling_fast`). These are then compared once more in
+  one process, calls interleaved round-robin, so that other load on the machine slows them alike
+  (`--compare` runs only that);
 - the pix2pix pipeline (PIL 512x512 in and out, sampled) and one training step (G + 70x70 D, Adam);
 - with --hd, pix2pixHD label2city generators (35 labels + boundary map): G1 (global, ngf 64) at
   512x1024 (fp32 eager, channels_last) and G2 (global + local, ngf 32) at 1024x2048, and one
@@ -81,6 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--only", default=None, metavar="REGEX",
                    help="run the rows whose 'name,variant,batch' matches, e.g. 'unet_256,.*,1$'")
+    p.add_argument("--compare", action="store_true", help="only the interleaved fast-path comparison")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: "name,variant,batch"
     return p.parse_args(argv)
 
@@ -222,6 +225,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.row:
         return print(json.dumps(run_row(args, args.row)))
+    if args.compare:
+        return print(compare(args))
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
           f"{', QUICK (tiny models)' if args.quick else ''}")
@@ -247,21 +252,34 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "quick": args.quick, "rows": results}, f, indent=2)
-    print(summary(results))
+    if args.quick or args.only is None:
+        print(compare(args) if args.quick else subprocess.run(
+            [sys.executable, __file__, "--compare", "--device", args.device, "--repeats", str(args.repeats)],
+            capture_output=True, text=True, check=True).stdout)
 
 
-def summary(results: list[dict]) -> str:
-    """The fast CPU path against the reference and ONNX Runtime (unet_256, batch 1, same run)."""
-    ms = {r["variant"]: r["ms"] for r in results if r["name"] == "unet_256" and r["batch"] == 1}
-    lines = ["", "unet_256 at batch 1, same run:"]
-    if {"reference", "fast", "onnxruntime"} <= ms.keys():
-        lines.append(f"- deterministic: reference eager {ms['reference']:.1f} ms, fast {ms['fast']:.1f} ms "
-                     f"({ms['reference'] / ms['fast']:.2f}x), onnxruntime {ms['onnxruntime']:.1f} ms "
-                     f"(fast is {ms['onnxruntime'] / ms['fast']:.2f}x onnxruntime)"
-                     + (f", compile+freezing {ms['compile_freezing']:.1f} ms" if "compile_freezing" in ms else ""))
-    if {"sampling", "sampling_fast"} <= ms.keys():
-        lines.append(f"- sampling (dropout, batch statistics): plain {ms['sampling']:.1f} ms, fast "
-                     f"{ms['sampling_fast']:.1f} ms ({ms['sampling'] / ms['sampling_fast']:.2f}x)")
+def compare(args) -> str:
+    """The fast-path variants of unet_256 at batch 1 in one process, timed round-robin (one call of
+    each per round, `--repeats` rounds after warm-up): a table and a summary."""
+    device = torch.device(args.device)
+    variants = ("eager",) + tuple(v for v in FAST_PATH if not (args.quick and v == "compile_freezing"))
+    fns = {v: build("unet_256", v, 1, args.quick, device) for v in variants}
+    for fn in fns.values():
+        fn(), fn()
+    times = {v: [] for v in variants}
+    for _ in range(args.repeats):
+        for v, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[v].append((time.perf_counter() - start) * 1000)
+    ms = {v: statistics.median(t) for v, t in times.items()}
+    lines = [f"\nunet_256, batch 1, {args.repeats} interleaved rounds in one process (median ms):",
+             "| variant | ms / call | reference / variant |", "|---|---:|---:|"]
+    lines += [f"| {v} | {ms[v]:.1f} | {ms['reference'] / ms[v]:.2f}x |" for v in variants]
+    lines.append(f"- deterministic: fast is {ms['reference'] / ms['fast']:.2f}x the reference eager forward and "
+                 f"{ms['onnxruntime'] / ms['fast']:.2f}x ONNX Runtime"
+                 + (f"; compile+freezing {ms['compile_freezing']:.1f} ms" if "compile_freezing" in ms else ""))
+    lines.append(f"- sampling (dropout, batch statistics): fast is {ms['sampling'] / ms['sampling_fast']:.2f}x plain")
     return "\n".join(lines)
 
 

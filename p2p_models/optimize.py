@@ -98,5 +98,5 @@ def fast_cpu_copy(model: nn.Module, deterministic: bool) -> nn.Module:
             if packable(child):
                 setattr(parent, name, PackedConv2d(child))
             elif type(child) is nn.Dropout:
-                setattr(parent, name, ContiguousDropout(child.p, child.inplace))
+                setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
     return model
