@@ -6,6 +6,7 @@ Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 """
 
 import base64
+import logging
 import math
 import os
 import socket
@@ -24,7 +25,7 @@ from PIL import Image
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.labels import nearest_palette
-from p2p_models.pipelines import MAX_SEED, check_image
+from p2p_models.pipelines import HIGH_BIT_MODES, MAX_SEED, check_image
 
 try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
     import spaces
@@ -41,6 +42,15 @@ CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
 OFF_PALETTE_DISTANCE = 80  # RGB distance beyond which a label-map pixel matches no class colour
 MAX_OFF_PALETTE = 0.3  # more off-palette pixels than this: not a label map
 STYLE_CHOICES = ["random"] + [str(k) for k in range(10)]
+MAX_ASPECT_CHANGE = 2  # an HD label map may be at most this much wider or taller (in aspect) than the model's size
+AERIAL_SMOOTHNESS = 0.3  # map tiles have >= 38% of pixels equal to their right neighbour; most aerial photos less
+logger = logging.getLogger("p2p.app")
+
+
+def user_error(message: str) -> gr.Error:
+    """A gr.Error for a mistake in the input: shown in the UI, logged as one line (no traceback)."""
+    logger.warning(f"refused: {message}")
+    return gr.Error(message, print_exception=False)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -84,22 +94,36 @@ def load_pipeline(tab: str, model: str | None = None):
 
 # --- input checks -------------------------------------------------------------------------------
 
-def check_header(source, max_side: int, what: str = "image") -> None:
-    """Refuse an upload (a path, bytes or an open file) whose header gives a side over `max_side`,
-    before its pixels are decoded: a few hundred KB of PNG can decode to gigabytes."""
+def check_header(source, max_side: int, what: str = "image", refuse_high_bit: bool = False) -> None:
+    """Refuse an upload (a path, bytes or an open file) whose header gives a side over `max_side`
+    (or, with `refuse_high_bit`, a 16-bit or float mode), before its pixels are decoded: a few
+    hundred KB of PNG can decode to gigabytes."""
     if source is None:
         return
     try:
         with Image.open(BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
             width, height = image.size
+            mode = image.mode
     except Image.DecompressionBombError as e:
-        raise gr.Error(f"The {what} has more pixels than this app decodes; its longer side may be at most {max_side} "
-                       "pixels. Downscale it first.") from e
+        raise user_error(f"The {what} has more pixels than this app decodes; its longer side may be at most {max_side} "
+                         "pixels. Downscale it first.") from e
     except Exception:  # unreadable: the decoding step reports it
         return
     if max(width, height) > max_side:
-        raise gr.Error(f"The {what} is {width}x{height}; its longer side may be at most {max_side} pixels. "
-                       "Downscale it first.")
+        raise user_error(f"The {what} is {width}x{height}; its longer side may be at most {max_side} pixels. "
+                         "Downscale it first.")
+    if refuse_high_bit and mode in HIGH_BIT_MODES:
+        raise user_error(f"The {what} is a 16-bit or float image (mode {mode}); save it as an 8-bit PNG (class ids "
+                         "or colours).")
+
+
+def unreadable(e: Exception) -> str:
+    """Why PIL could not read an upload, in words."""
+    if "truncated" in str(e):
+        return "the file is cut short (truncated)"
+    if isinstance(e, Image.UnidentifiedImageError):
+        return "not an image format this app reads"
+    return type(e).__name__
 
 
 def upload_source(data):
@@ -126,10 +150,15 @@ class ImageInput(gr.Image):
     def preprocess(self, payload):
         check_header(upload_source(payload), self.max_side)
         try:
-            return super().preprocess(payload)
+            image = super().preprocess(payload)
+            if isinstance(image, Image.Image):
+                image.load()  # decode here, so a truncated file is reported as one
+            return image
+        except gr.Error:
+            raise
         except Exception as e:  # not an image, truncated, decompression bomb
-            raise gr.Error(f"The upload can't be read as an image ({type(e).__name__}): use a PNG, JPEG or "
-                           f"WebP file of at most {CONFIG['limits']['max_file_size']}.") from e
+            raise user_error(f"The upload can't be read as an image ({unreadable(e)}): use a PNG, JPEG or WebP "
+                             f"file of at most {CONFIG['limits']['max_file_size']}.") from e
 
 
 class LabelEditor(gr.ImageEditor):
@@ -147,26 +176,33 @@ class LabelEditor(gr.ImageEditor):
             blobs = self.blob_storage.get(payload.id) if payload.id is not None else None
             parts = blobs or payload
             for part in (parts.background, parts.composite, *(parts.layers or [])):
-                check_header(upload_source(part), self.max_side, "label map")
+                check_header(upload_source(part), self.max_side, "label map", refuse_high_bit=True)
         try:
-            return super().preprocess(payload)
+            value = super().preprocess(payload)
         except Exception as e:
-            raise gr.Error(f"The upload can't be read as an image ({type(e).__name__}): use a PNG or JPEG "
-                           "label map.") from e
+            raise user_error(f"The upload can't be read as an image ({unreadable(e)}): use a PNG or JPEG "
+                             "label map.") from e
+        background = value and value["background"]
+        if background is not None and background.mode == "RGBA":
+            low, high = background.getchannel("A").getextrema()
+            if low < 255 and high > 0:  # an uploaded label map with transparent parts (an empty canvas is all 0)
+                raise user_error("The label map has transparent pixels: a label map must give a class for every "
+                                 "pixel, so fill them (or drop the alpha channel) first.")
+        return value
 
 
 def checked(image: Image.Image | None, tab: str, what: str = "image") -> Image.Image:
     """The upload, or a gr.Error saying what is wrong with it."""
     if image is None:
-        raise gr.Error(f"No {what}: upload one or click an example.")
+        raise user_error(f"No {what}: upload one or click an example.")
     limit = CONFIG["tabs"][tab]["max_side"]
     if max(image.size) > limit:
-        raise gr.Error(f"The {what} is {image.width}x{image.height}; its longer side may be at most {limit} "
-                       "pixels. Downscale it first.")
+        raise user_error(f"The {what} is {image.width}x{image.height}; its longer side may be at most {limit} "
+                         "pixels. Downscale it first.")
     try:
         return check_image(image, 0)
     except ValueError as e:
-        raise gr.Error(str(e).replace("image 0", f"The {what}")) from e
+        raise user_error(str(e).replace("image 0", f"The {what}")) from e
 
 
 def editor_image(value, fill: list[int]) -> Image.Image | None:
@@ -188,8 +224,8 @@ def snap(image: Image.Image, palette: list[list[int]], what: str) -> np.ndarray:
     ids, distance = nearest_palette(image, palette)
     off = (distance > OFF_PALETTE_DISTANCE).mean()
     if off > MAX_OFF_PALETTE:
-        raise gr.Error(f"{off:.0%} of the {what}'s pixels are far from every class colour, so it doesn't look like "
-                       "a label map: use the class colours shown in the legend.")
+        raise user_error(f"{off:.0%} of the {what}'s pixels are far from every class colour, so it doesn't look like "
+                         "a label map: use the class colours shown in the legend.")
     return ids
 
 
@@ -202,7 +238,7 @@ def seed_value(seed) -> int:
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value) or value != int(value) or not 0 <= int(value) < MAX_SEED:
-        raise gr.Error(f"The seed must be a whole number from 0 to 2**64 - 1, got {seed!r}.")
+        raise user_error(f"The seed must be a whole number from 0 to 2**64 - 1, got {seed!r}.")
     return int(value)
 
 
@@ -214,7 +250,7 @@ def run(pipe, *args, **kwargs):
     try:
         return pipe(*args, **kwargs)
     except (TypeError, ValueError) as e:
-        raise gr.Error(str(e)) from e
+        raise user_error(str(e)) from e
 
 
 # --- admission: each tab queues its own requests ---------------------------------------------------
@@ -234,8 +270,8 @@ class TabGate:
         def gated(*args, **kwargs):
             with self.count_lock:
                 if self.admitted > self.max_waiting:
-                    raise gr.Error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
-                                   "Try again in a moment.")
+                    raise user_error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
+                                     "Try again in a moment.")
                 self.admitted += 1
             try:
                 with self.run_lock:
@@ -262,12 +298,20 @@ def colorize(image, seed: float = 0, deterministic: bool = False):
     return grey, out, timing(start, pipe)
 
 
+def smoothness(image: Image.Image) -> float:
+    """The fraction of pixels (nearly) equal to their right neighbour: high for flat map tiles."""
+    pixels = np.asarray(image, dtype=np.int16)
+    return float((np.abs(np.diff(pixels, axis=1)).sum(-1) <= 6).mean())
+
+
 @gpu
 def translate_map(image, direction: str, seed: float = 0, deterministic: bool = False):
     """Aerial photo -> map, or map -> aerial photo, at the input's size."""
     if direction not in CONFIG["tabs"]["maps"]["models"]:
-        raise gr.Error(f"Unknown direction {direction!r}; choose one of {list(CONFIG['tabs']['maps']['models'])}.")
+        raise user_error(f"Unknown direction {direction!r}; choose one of {list(CONFIG['tabs']['maps']['models'])}.")
     image = checked(image, "maps", "map tile" if direction.startswith("Map") else "aerial photo").convert("RGB")
+    if direction.startswith("Map") and smoothness(image) < AERIAL_SMOOTHNESS:
+        gr.Warning("This looks like an aerial photo rather than a map tile: for a photo, choose \"Aerial -> map\".")
     pipe = load_pipeline("maps", direction)
     start = time.perf_counter()
     out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic)
@@ -311,11 +355,11 @@ def read_instance_map(instance_map) -> np.ndarray | None:
             with Image.open(instance_map) as opened:
                 instance_map = opened.copy()
         except Exception as e:
-            raise gr.Error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
-                           "instance ids (8- or 16-bit).") from e
+            raise user_error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
+                             "instance ids (8- or 16-bit).") from e
     if instance_map.mode not in ID_MODES:
-        raise gr.Error(f"The instance map has mode {instance_map.mode}; it must be a single-channel image of "
-                       "instance ids (8- or 16-bit PNG), like Cityscapes' *_instanceIds.png.")
+        raise user_error(f"The instance map has mode {instance_map.mode}; it must be a single-channel image of "
+                         "instance ids (8- or 16-bit PNG), like Cityscapes' *_instanceIds.png.")
     return np.asarray(instance_map).astype(np.int64)
 
 
@@ -334,38 +378,71 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
         image = checked(editor_image(label_map, palette[-1]), "hd", "label map")
     instances = read_instance_map(instance_map)
     if instances is not None and instances.shape != (image.height, image.width):
-        raise gr.Error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
-                       f"{image.width}x{image.height}: they must have the same size.")
+        raise user_error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
+                         f"{image.width}x{image.height}: they must have the same size.")
+    (h, w), (height, width) = pipe.working_size, (image.height, image.width)
+    if max(width / height / (w / h), (w / h) / (width / height)) > MAX_ASPECT_CHANGE:
+        raise user_error(f"The label map is {width}x{height}, but the model works at {w}x{h}: crop it to a similar "
+                         f"shape (at most {MAX_ASPECT_CHANGE}x wider or taller) so it isn't squashed.")
     ids = grey_ids(image)
+    cityscapes = pipe.config.palette == camvid.COLORS
     if ids is not None and ids.max() < len(palette):
         labels = ids
-    elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and pipe.config.palette == camvid.COLORS:
+    elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and cityscapes:
         labels, instances = camvid.from_cityscapes(ids, instances)
     elif ids is not None:
-        raise gr.Error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
-                       f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
+        raise user_error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
+                         f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
     else:
         labels = image.convert("RGB")
+        if instances is not None and cityscapes and camvid.is_cityscapes_instances(instances):
+            # a Cityscapes label map shown in CamVid colours (see hd_upload) with its own instance map
+            ids, _ = run(pipe.label_and_instance_ids, labels)
+            instances = camvid.camvid_instances(ids, instances)
     return labels, instances
 
 
-def hd_styles(class_styles: list[str], instance_styles: dict | None) -> tuple[dict, dict]:
-    styles = {c: (s if s == "random" else int(s)) for c, s in enumerate(class_styles) if s not in (None, "")}
-    per_instance = {int(i): (s if s == "random" else int(s)) for i, s in (instance_styles or {}).items()}
-    return styles, per_instance
+def hd_styles(class_styles: list[str], instance_styles: dict | None, labels: np.ndarray,
+              instances: np.ndarray) -> tuple[dict, dict]:
+    """The chosen styles for the classes and instances this map has; a warning names the others."""
+    names = load_pipeline("hd").config.class_names
+    chosen = {c: s for c, s in enumerate(class_styles) if s not in (None, "", "random")}
+    per_instance = {int(i): s for i, s in (instance_styles or {}).items()}
+    classes, ids = set(np.unique(labels).tolist()), set(np.unique(instances).tolist())
+    if absent := [names[c] for c in chosen if c not in classes]:
+        gr.Warning(f"No {', '.join(absent)} in this label map: the style chosen for it is not used.")
+    if absent := [i for i in per_instance if i not in ids]:
+        gr.Warning(f"Instance(s) {absent} are not in this label map (it changed?): their styles are not used; "
+                   "\"Clear instance styles\" forgets them.")
+    styles = {c: int(s) for c, s in chosen.items() if c in classes}
+    return styles, {i: (s if s == "random" else int(s)) for i, s in per_instance.items() if i in ids}
 
 
 @gpu
 def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *class_styles: str):
-    """Label map (+ instance map) -> street photo at the label map's size. `class_styles`: one
-    "random" or cluster index per class; `instance_styles`: {instance id: cluster} overrides."""
-    labels, instances = hd_maps(label_map, instance_map)
+    """Label map (+ instance map) -> (the label map as the model reads it, street photo at its size,
+    timing). `class_styles`: one "random" or cluster index per class; `instance_styles`: {instance
+    id: cluster} overrides."""
     pipe = load_pipeline("hd")
-    styles, per_instance = hd_styles(list(class_styles), instance_styles)
+    labels, instances = run(pipe.label_and_instance_ids, *hd_maps(label_map, instance_map))
+    styles, per_instance = hd_styles(list(class_styles), instance_styles, labels, instances)
     start = time.perf_counter()
     out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=seed_value(seed))
     restyled = f"; restyled instances {per_instance}" if per_instance else ""
-    return out, timing(start, pipe) + restyled
+    return pipe.label_image(labels), out, timing(start, pipe) + restyled
+
+
+def hd_upload(value):
+    """An id map uploaded to the HD editor, shown in the model's colours (so strokes drawn on it keep
+    the uploaded classes); other uploads are left as they are."""
+    background = editor_image(value, [0, 0, 0])
+    ids = None if background is None else grey_ids(background)
+    if ids is None:
+        return gr.skip()
+    labels, _ = hd_maps(background, None)
+    pipe = load_pipeline("hd")
+    labels, _ = run(pipe.label_and_instance_ids, labels)
+    return {"background": pipe.label_image(labels), "layers": [], "composite": None}
 
 
 def hd_instance_at(label_map, instance_map, x: int, y: int) -> tuple[int, str]:
@@ -487,8 +564,11 @@ def hd_tab(tab: str, spec: dict) -> None:
             editor.max_side = spec["max_side"]
             instance_file = gr.File(label="Instance map (optional: PNG of instance ids, same size)", type="filepath",
                                     file_types=[".png"])
-        result = gr.Image(label="Photo (click an object to restyle it)", type="pil", format="png",
-                          interactive=False, elem_id=f"{tab}-output")
+        with gr.Column():
+            result = gr.Image(label="Photo (click an object to restyle it)", type="pil", format="png",
+                              interactive=False, elem_id=f"{tab}-output")
+            preview = gr.Image(label="Label map as the model reads it", type="pil", format="png", interactive=False,
+                               elem_id=f"{tab}-labels")
     gr.HTML(legend(names, palette))
     seed = gr.Number(label="Seed (draws the random styles)", value=0, precision=0, minimum=0)
     with gr.Accordion("Style per class (a style-bank cluster, or random)", open=False):
@@ -505,8 +585,9 @@ def hd_tab(tab: str, spec: dict) -> None:
         again = gr.Button("Resample styles")
         clear = gr.Button("Clear instance styles")
     time_md = gr.Markdown(elem_id=f"{tab}-time")
-    inputs, outputs = [editor, instance_file, seed, instance_styles, *class_styles], [result, time_md]
+    inputs, outputs = [editor, instance_file, seed, instance_styles, *class_styles], [preview, result, time_md]
     wire(tab, hd, inputs, outputs, button, again, seed)
+    editor.upload(hd_upload, editor, editor, api_name=False)
 
     def select(label_map, instance_map, event: gr.SelectData):
         inst, name = hd_instance_at(label_map, instance_map, *event.index)
@@ -516,7 +597,7 @@ def hd_tab(tab: str, spec: dict) -> None:
 
     def restyle(inst, choice, current):
         if inst is None:
-            raise gr.Error("Click an object in the result first.")
+            raise user_error("Click an object in the result first.")
         return {**(current or {}), str(int(inst)): choice}
 
     instance_style.input(restyle, [selected, instance_style, instance_styles], instance_styles, api_name=False).then(
@@ -552,6 +633,7 @@ def max_threads() -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     if spaces is not None:  # ZeroGPU runs each call in a fork of this process: load the models here, once
         for tab, spec in CONFIG["tabs"].items():
             for model in spec["models"]:

@@ -30,19 +30,33 @@ CITYSCAPES_TO_CAMVID = {
 
 def from_cityscapes(label_ids: np.ndarray, instance_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cityscapes (H, W) label ids (and instance ids, class * 1000 + k for objects) -> CamVid
-    (H, W) class ids and an instance map in the CamVid model's convention: Cityscapes objects keep
-    their own instances, other countable regions (poles, signs) become connected components."""
+    (H, W) class ids and an instance map in the CamVid model's convention (`camvid_instances`)."""
     lut = np.array([CITYSCAPES_TO_CAMVID[i] for i in range(len(CITYSCAPES_TO_CAMVID))], dtype=np.int64)
     if label_ids.min() < 0 or label_ids.max() >= len(lut):
         raise ValueError(f"Cityscapes label ids must lie in [0, 33], got [{label_ids.min()}, {label_ids.max()}]")
     labels = lut[label_ids]
+    return labels, camvid_instances(labels, instance_ids)
+
+
+def is_cityscapes_instances(instance_ids: np.ndarray) -> bool:
+    """Whether an instance map is in Cityscapes' convention (stuff: Cityscapes label ids up to 33;
+    objects: 24000-33999) rather than the CamVid model's (stuff: CamVid ids up to 11; objects below
+    11000)."""
+    stuff = instance_ids[instance_ids < 1000]
+    return bool(instance_ids.max() >= 11000 or (stuff.size and stuff.max() > VOID))
+
+
+def camvid_instances(labels: np.ndarray, instance_ids: np.ndarray | None = None) -> np.ndarray:
+    """CamVid (H, W) class ids (+ a Cityscapes instance map) -> instances in the CamVid model's
+    convention: Cityscapes objects keep their own instances, other countable regions (poles, signs)
+    become connected components."""
     # objects from the instance map take ids from class * 1000 + 500: components must stay below that
     instances = connected_instances(labels, COUNTABLE, max_per_class=500 if instance_ids is not None else 1000)
     if instance_ids is not None:
-        if instance_ids.shape != label_ids.shape:
-            raise ValueError(f"instance map {instance_ids.shape[::-1]} and label map {label_ids.shape[::-1]} "
+        if instance_ids.shape != labels.shape:
+            raise ValueError(f"instance map {instance_ids.shape[::-1]} and label map {labels.shape[::-1]} "
                              "sizes differ (W, H)")
         objects = instance_ids >= 1000
         _, k = np.unique(instance_ids[objects], return_inverse=True)
         instances[objects] = labels[objects] * 1000 + 500 + k.reshape(-1)  # 500+: apart from components
-    return labels, instances
+    return instances

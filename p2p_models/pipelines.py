@@ -683,6 +683,7 @@ class Pix2PixHDPipeline(P2PPipeline):
             encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
         styles, instance_styles = styles or {}, instance_styles or {}
+        self.check_style_ids(styles, instance_styles, majority, ids.tolist())
         vectors = torch.zeros(len(ids), feat_num, device=self.device)
         for k, (inst, cls) in enumerate(zip(ids.tolist(), majority)):
             choice = instance_styles.get(inst)
@@ -701,6 +702,29 @@ class Pix2PixHDPipeline(P2PPipeline):
             if vector is not None:
                 vectors[k] = vector.to(vectors)
         return vectors[inverse].T.reshape(1, feat_num, *labels.shape[-2:])
+
+    def label_image(self, labels: np.ndarray) -> Image.Image:
+        """(H, W) class ids -> an RGB image in the pipeline's palette (what the model reads)."""
+        if self.config.palette is None:
+            raise ValueError("this pipeline has no palette to draw label maps with")
+        return Image.fromarray(np.asarray(self.config.palette, dtype=np.uint8)[labels])
+
+    def check_style_ids(self, styles: dict, instance_styles: dict, classes: list[int], instances: list[int]) -> None:
+        """A ValueError, listing what the map holds, for a style given to a class with no instance in
+        it (`styles`, "random" excepted) or to an instance id it doesn't have (`instance_styles`)."""
+        names = self.config.class_names or [str(c) for c in range(self.num_classes)]
+        present = sorted(set(classes))
+        absent = [c for c, choice in styles.items() if choice != "random" and c not in present]
+        if absent:
+            listed = ", ".join(f"{c} ({names[c]})" for c in present)
+            raise ValueError(f"styles: class id(s) {absent} have no instance in this label map; "
+                             f"its classes are {listed}")
+        absent = [i for i in instance_styles if i not in set(instances)]
+        if absent:
+            listed = ", ".join(map(str, instances[:40]))
+            listed += f", ... ({len(instances)} in all)" if len(instances) > 40 else ""
+            raise ValueError(f"instance_styles: instance id(s) {absent} are not in these maps; "
+                             f"their instances are {listed}")
 
     @torch.no_grad()
     def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,

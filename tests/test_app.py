@@ -4,6 +4,7 @@ called over HTTP with gradio_client. The browser test is test_app_browser.py."""
 import importlib
 import sys
 import time
+import warnings
 
 import gradio as gr
 import numpy as np
@@ -142,22 +143,23 @@ def hd_label_map() -> tuple[Image.Image, np.ndarray]:
 def test_hd_styles_and_instance_selection(app, tmp_path):
     label_map, ids = hd_label_map()
     classes = ["random"] * 12
-    out, timing = app.hd(label_map, None, 0, {}, *classes)
+    preview, out, timing = app.hd(label_map, None, 0, {}, *classes)
+    assert np.array_equal(np.asarray(preview), np.asarray(label_map))  # what the model reads, in its colours
     assert out.size == (64, 48) and "ms on cpu" in timing
-    again, _ = app.hd(label_map, None, 0, {}, *classes)
+    _, again, _ = app.hd(label_map, None, 0, {}, *classes)
     assert np.array_equal(np.asarray(out), np.asarray(again))  # same seed, same styles
-    resampled, _ = app.hd(label_map, None, 1, {}, *classes)
+    _, resampled, _ = app.hd(label_map, None, 1, {}, *classes)
     assert not np.array_equal(np.asarray(out), np.asarray(resampled))
 
     # clicking a car selects that car's connected component (CamVid has no instance maps)
     first, name = app.hd_instance_at(label_map, None, 10, 25)
     second, _ = app.hd_instance_at(label_map, None, 50, 25)
     assert name == f"Car (instance {first})" and first != second and first // 1000 == 8
-    styled, _ = app.hd(label_map, None, 0, {str(first): "2"}, *classes)
+    _, styled, _ = app.hd(label_map, None, 0, {str(first): "2"}, *classes)
     pipe = app.load_pipeline("hd")
     expected = pipe(ids, None, styles={c: "random" for c in range(12)}, instance_styles={first: 2}, seed=0)
     assert np.array_equal(np.asarray(styled), np.asarray(expected))
-    per_cluster = {app.hd(label_map, None, 0, {str(first): str(k)}, *classes)[0].tobytes() for k in range(4)}
+    per_cluster = {app.hd(label_map, None, 0, {str(first): str(k)}, *classes)[1].tobytes() for k in range(4)}
     assert len(per_cluster) == 4
 
     # an uploaded instance map must match the label map's size and be an id image
@@ -171,10 +173,10 @@ def test_hd_styles_and_instance_selection(app, tmp_path):
     with pytest.raises(gr.Error, match="can't be read as an image"):
         app.hd(label_map, str(tmp_path / "notes.txt"), 0, {}, *classes)
     # id maps: the model's own ids, or Cityscapes label ids (mapped to CamVid), else a clear error
-    as_ids, _ = app.hd(Image.fromarray(ids.astype(np.uint8)), None, 0, {}, *classes)
+    _, as_ids, _ = app.hd(Image.fromarray(ids.astype(np.uint8)), None, 0, {}, *classes)
     assert np.array_equal(np.asarray(as_ids), np.asarray(out))
     grey_rgba = {"background": None, "layers": [], "composite": Image.fromarray(ids.astype(np.uint8)).convert("RGBA")}
-    assert np.array_equal(np.asarray(app.hd(grey_rgba, None, 0, {}, *classes)[0]), np.asarray(out))
+    assert np.array_equal(np.asarray(app.hd(grey_rgba, None, 0, {}, *classes)[1]), np.asarray(out))
     city = np.where(ids == 3, 7, np.where(ids == 0, 23, 26)).astype(np.uint8)  # road, sky, car
     labels, instances = app.hd_maps(Image.fromarray(city), None)
     assert np.array_equal(labels, ids) and len(np.unique(instances[ids == 8])) == 2
@@ -212,7 +214,7 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     label_map, ids = hd_label_map()
     label_map.save(tmp_path / "label.png")
     editor = {"background": handle_file(str(tmp_path / "label.png")), "layers": [], "composite": None}
-    out, _ = client.predict(editor, None, 5, {}, *["random"] * 12, api_name="/hd")
+    _, out, _ = client.predict(editor, None, 5, {}, *["random"] * 12, api_name="/hd")
     pipe = Pix2PixHDPipeline.from_pretrained(folder / "models" / "hd_0")
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(pipe(ids, seed=5)))
 
@@ -239,7 +241,8 @@ def test_hd_refuses_photos_and_noise_as_label_maps(app):
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")
     with pytest.raises(gr.Error, match="looks like a photo, not a label map"):
         app.hd(photo, None, 0, {}, *["random"] * 12)
-    random_colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[np.random.default_rng(0).integers(0, 12, (360, 480))])
+    ids = np.random.default_rng(0).integers(0, 12, (360, 480))
+    random_colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[ids])
     with pytest.raises(gr.Error, match="looks like noise or a photo"):
         app.hd(random_colours, None, 0, {}, *["random"] * 12)
     with pytest.raises(gr.Error, match="looks like noise or a photo"):
@@ -316,7 +319,7 @@ def test_a_flooded_tab_never_refuses_or_delays_the_others(tmp_path_factory, tmp_
         outcomes = []
         for job in flood:
             try:
-                outcomes.append(Image.open(job.result()[0]).size)
+                outcomes.append(Image.open(job.result()[1]).size)
             except Exception as e:
                 outcomes.append(str(e))
     assert all(Image.open(a[-2]).size for a in answers)
@@ -324,3 +327,105 @@ def test_a_flooded_tab_never_refuses_or_delays_the_others(tmp_path_factory, tmp_
     served = [o for o in outcomes if o == (2400, 1800)]
     busy = [o for o in outcomes if isinstance(o, str) and "is busy: 2 requests are already waiting" in o]
     assert 1 <= len(served) <= 3 + 1 and len(served) + len(busy) == len(flood), outcomes
+
+
+def test_an_uploaded_id_map_is_shown_in_colours_and_keeps_its_classes_under_a_stroke(app):
+    label_map, ids = hd_label_map()
+    upload = Image.fromarray(ids.astype(np.uint8)).convert("RGBA")  # the editor hands uploads over as RGBA
+    shown = app.hd_upload({"background": upload, "layers": [], "composite": upload})["background"]
+    assert np.array_equal(np.asarray(shown), np.asarray(label_map))  # palette colours, not near-black ids
+    stroke = Image.new("RGBA", shown.size, (0, 0, 0, 0))
+    stroke.paste(tuple(camvid.COLORS[camvid.CLASS_NAMES.index("Pedestrian")]) + (255,), (40, 35, 44, 45))
+    drawn = Image.alpha_composite(shown.convert("RGBA"), stroke)
+    preview, _, _ = app.hd({"background": shown, "layers": [stroke], "composite": drawn}, None, 0, {},
+                           *["random"] * 12)
+    read = np.asarray(app.load_pipeline("hd").label_and_instance_ids(preview)[0])
+    expected = ids.copy()
+    expected[35:45, 40:44] = camvid.CLASS_NAMES.index("Pedestrian")
+    assert np.array_equal(read, expected)  # the upload's classes everywhere but under the stroke
+    # colour uploads are left alone
+    assert app.hd_upload({"background": label_map, "layers": [], "composite": label_map}) == gr.skip()
+
+
+def test_a_cityscapes_pair_uploaded_and_shown_in_colours_keeps_its_instances(app, tmp_path):
+    city = np.full((48, 64), 7, np.uint8)  # road, two Cityscapes cars, one pole
+    city[:12] = 23
+    city[20:30, 5:20] = city[20:30, 40:60] = 26
+    city[5:40, 30:32] = 17
+    instances = np.where(city == 26, 26000, city).astype(np.uint16)
+    instances[20:30, 40:60] = 26001
+    Image.fromarray(instances).save(tmp_path / "inst.png")
+    direct = app.hd_maps(Image.fromarray(city), str(tmp_path / "inst.png"))
+    shown = app.hd_upload({"background": Image.fromarray(city).convert("RGBA"), "layers": [], "composite": None})
+    coloured = app.hd_maps(shown, str(tmp_path / "inst.png"))
+    pipe = app.load_pipeline("hd")
+    a, b = (pipe.label_and_instance_ids(*maps) for maps in (direct, coloured))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert len(np.unique(b[1][b[0] == camvid.CLASS_NAMES.index("Car")])) == 2
+
+
+def test_styles_for_classes_or_instances_not_in_the_map_warn_and_are_not_used(app):
+    label_map, _ = hd_label_map()
+    classes = ["random"] * 12
+    _, plain, _ = app.hd(label_map, None, 0, {}, *classes)
+    fence = classes.copy()
+    fence[camvid.CLASS_NAMES.index("Fence")] = "2"
+    with pytest.warns(UserWarning, match="No Fence in this label map"):
+        _, out, _ = app.hd(label_map, None, 0, {}, *fence)
+    assert out.tobytes() == plain.tobytes()
+    with pytest.warns(UserWarning, match="Instance\\(s\\) \\[26001\\] are not in this label map"):
+        _, out, _ = app.hd(label_map, None, 0, {"26001": "1"}, *classes)
+    assert out.tobytes() == plain.tobytes()
+
+
+def test_street_photos_and_panoramas_are_not_hd_label_maps(app):
+    photo = Image.open(ROOT / "examples" / "colorization" / "103070.jpg").convert("RGB")
+    with pytest.raises(gr.Error, match="looks like a photo, not a label map"):
+        app.hd(photo, None, 0, {}, *["random"] * 12)
+    panorama = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[np.full((200, 3000), 3)])
+    with pytest.raises(gr.Error, match="The label map is 3000x200, but the model works at 64x48: crop it"):
+        app.hd(panorama, None, 0, {}, *["random"] * 12)
+
+
+def test_an_aerial_photo_given_as_a_map_gets_a_hint(app):
+    aerial = Image.open(ROOT / "examples" / "maps" / "aerial_100.jpg")
+    with pytest.warns(UserWarning, match="looks like an aerial photo"):
+        app.translate_map(aerial, "Map -> aerial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        app.translate_map(Image.open(ROOT / "examples" / "maps" / "map_1002.png"), "Map -> aerial")
+        app.translate_map(aerial, "Aerial -> map")
+
+
+def editor_value(path) -> dict:
+    return {"background": handle_file(str(path)), "layers": [], "composite": None}
+
+
+def test_server_checks_match_the_readme_and_log_one_line(server, tmp_path):
+    """The README's promises, per tab, over HTTP: transparent and 16-bit label maps, truncated files."""
+    url, folder, _ = server
+    client = Client(url, verbose=False)
+    label_map, ids = hd_label_map()
+    transparent = label_map.convert("RGBA")
+    transparent.putalpha(Image.fromarray(np.where(ids == 0, 0, 255).astype(np.uint8)))
+    transparent.save(tmp_path / "transparent.png")
+    Image.fromarray(ids.astype(np.uint16) * 300).save(tmp_path / "sixteen.png")
+    noise(60, 80).save(tmp_path / "photo.jpg")
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "photo.jpg").read_bytes()[:-200])
+    cases = [
+        ("/facades", (editor_value(tmp_path / "transparent.png"), 0, False), "The label map has transparent pixels"),
+        ("/hd", (editor_value(tmp_path / "transparent.png"), None, 0, {}, *["random"] * 12),
+         "The label map has transparent pixels"),
+        ("/facades", (editor_value(tmp_path / "sixteen.png"), 0, False), "The label map is a 16-bit or float image"),
+        ("/hd", (editor_value(tmp_path / "sixteen.png"), None, 0, {}, *["random"] * 12),
+         "The label map is a 16-bit or float image"),
+        ("/colorization", (handle_file(str(tmp_path / "truncated.jpg")), 0, False), "the file is cut short"),
+        ("/maps", (handle_file(str(tmp_path / "truncated.jpg")), "Aerial -> map", 0, False), "the file is cut short"),
+    ]
+    for api, args, message in cases:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name=api)
+    log = (folder / "app.log").read_text()
+    assert log.count("refused: The label map has transparent pixels") == 2
+    assert "refused: The upload can't be read as an image (the file is cut short" in log
+    assert "Traceback" not in log

@@ -350,3 +350,18 @@ def test_invalid_hd_configs_are_refused_at_load(tmp_path):
         (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
         with pytest.raises(ValueError, match=message):
             Pix2PixHDPipeline.from_pretrained(tmp_path)
+
+
+def test_styles_for_classes_or_instances_the_map_lacks_are_errors_not_ignored():
+    pipe = camvid_like_pipe()
+    labels = np.full((48, 64), 3)
+    labels[:10] = 0
+    labels[20:30, 10:30] = 8
+    with pytest.raises(ValueError, match="class id\\(s\\) \\[26, 7\\] have no instance in this label map; its classes "
+                                         "are 0 \\(Sky\\), 3 \\(Road\\), 8 \\(Car\\)"):
+        pipe(labels, styles={26: 3, 7: 0, 3: 1})
+    with pytest.raises(ValueError, match="instance id\\(s\\) \\[26001\\] are not in these maps; their instances are "
+                                         "0, 3, 8000"):
+        pipe(labels, instance_styles={26001: 5})
+    styled = pipe(labels, styles={3: 1, 7: "random"}, instance_styles={8000: 2}, seed=0)  # present ids work
+    assert not np.array_equal(np.asarray(styled), np.asarray(pipe(labels, seed=0)))
