@@ -57,7 +57,7 @@ from p2p_models.optimize import fast_cpu_copy, fold_batch_norms
 from p2p_models.pipelines import paper_test_mode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_layout import RefUnet  # noqa: E402
+from reference_layout import RefUnet
 
 VARIANTS = ("eager", "channels_last", "compile", "bf16", "bn_folded")
 FAST_PATH = ("reference", "compile_freezing", "onnxruntime", "fast", "sampling", "sampling_fast")

@@ -185,7 +185,8 @@ def translate(args: argparse.Namespace) -> int:
 
 def export_onnx(args: argparse.Namespace) -> int:
     """`p2p export-onnx`: export, then print the parity check; 1 if it is over `--tolerance`."""
-    from .onnx_export import OnnxGenerator, export_onnx as export, parity
+    from .onnx_export import OnnxGenerator, parity
+    from .onnx_export import export_onnx as export
 
     pipe = load_pipeline(args.model)
     factor, minimum = size_rule(pipe.generator)

@@ -13,12 +13,12 @@ from PIL import Image
 from torch import nn
 
 from .color import model_lab_to_rgb, rgb_to_model_lab
-from .optimize import fast_cpu_copy
-from .tiling import check_size_mode, run_at_size, run_padded, tile_pair
 from .labels import boundary_fraction, connected_instances, instance_boundaries, nearest_palette, one_hot
+from .optimize import fast_cpu_copy
 from .pix2pix import UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from .style_bank import StyleBank
+from .tiling import check_size_mode, run_at_size, run_padded, tile_pair
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]

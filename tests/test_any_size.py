@@ -1,5 +1,7 @@
 """Inference at any size: native resolution (reflection-padded) and tiled, for both pipelines."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,7 @@ def test_tiles_cover_the_image_with_the_overlap():
     assert tile_starts(100, 100, 10) == [0]
     starts = tile_starts(1000, 256, 64)
     assert starts[0] == 0 and starts[-1] == 1000 - 256
-    assert all(b - a <= 256 - 64 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 256 - 64 for a, b in itertools.pairwise(starts))
     window = blend_window(8, 8, 3)
     assert window.min() > 0 and window[0, 0, 4, 4] == 1
 
