@@ -28,6 +28,16 @@ from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.labels import nearest_palette
 from p2p_models.pipelines import HIGH_BIT_MODES, MAX_SEED, check_image
 
+try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    spaces = None
+
+    def gpu(fn):
+        return fn
+
 ROOT = Path(__file__).resolve().parent
 CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
 OFF_PALETTE_DISTANCE = 80  # RGB distance beyond which a label-map pixel matches no class colour
@@ -65,19 +75,20 @@ def hub_reachable() -> bool:
 @lru_cache(maxsize=None)
 def load_pipeline(tab: str, model: str | None = None):
     """A tab's pipeline (its first model unless `model` names another): from the Hub, else from
-    the local folder. Loaded on first use, then cached."""
+    the local folder, on CUDA in float16 when there is one, else on the CPU with the fast backend
+    (`optimize_for_inference`). Loaded on first use, then cached."""
     models = CONFIG["tabs"][tab]["models"]
     spec = models[model or next(iter(models))]
     cls = Pix2PixHDPipeline if tab == "hd" else Pix2PixPipeline
     errors = []
     if hub_reachable():
         try:
-            return cls.from_pretrained(spec["hub_id"])
+            return cls.from_pretrained(spec["hub_id"]).optimize_for_inference()
         except Exception as e:  # missing repo, network trouble: fall back to the local copy
             errors.append(f"{spec['hub_id']}: {type(e).__name__}")
     local = ROOT / spec["local"]
     if (local / "model_index.json").exists():
-        return cls.from_pretrained(local)
+        return cls.from_pretrained(local).optimize_for_inference()
     errors.append(f"{spec['local']}: no pipeline folder")
     raise gr.Error(f"No weights for {CONFIG['tabs'][tab]['title']} ({'; '.join(errors)}).")
 
@@ -278,6 +289,7 @@ GATES = {tab: TabGate(spec["title"], CONFIG["limits"]["queue_size"]) for tab, sp
 
 # --- tab functions (PIL in, PIL out) -------------------------------------------------------------
 
+@gpu
 def colorize(image, seed: float = 0, deterministic: bool = False):
     """Colour photo or grey photo -> (the grey input, the colourised photo at its size, timing)."""
     grey = checked(image, "colorization", "photo").convert("L")
@@ -293,6 +305,7 @@ def smoothness(image: Image.Image) -> float:
     return float((np.abs(np.diff(pixels, axis=1)).sum(-1) <= 6).mean())
 
 
+@gpu
 def translate_map(image, direction: str, seed: float = 0, deterministic: bool = False):
     """Aerial photo -> map, or map -> aerial photo, at the input's size."""
     if direction not in CONFIG["tabs"]["maps"]["models"]:
@@ -310,6 +323,7 @@ def facade_palette() -> list[list[int]]:
     return list(CONFIG["tabs"]["facades"]["palette"].values())
 
 
+@gpu
 def facades(label_map, seed: float = 0, deterministic: bool = False):
     """Facade label map (uploaded and/or drawn) -> (the label map snapped to the class colours, photo, timing)."""
     palette = facade_palette()
@@ -421,6 +435,7 @@ def hd_styles(class_styles: list[str], instance_styles: dict | None, labels: np.
     return styles, {i: (s if s == "random" else int(s)) for i, s in per_instance.items() if i in ids}
 
 
+@gpu
 def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *class_styles: str):
     """Label map (+ instance map) -> (the label map as the model reads it, street photo at its size,
     timing). `class_styles`: one "random" or cluster index per class; `instance_styles`: {instance
@@ -649,5 +664,9 @@ def max_threads() -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    if spaces is not None:  # ZeroGPU runs each call in a fork of this process: load the models here, once
+        for tab, spec in CONFIG["tabs"].items():
+            for model in spec["models"]:
+                load_pipeline(tab, model)
     build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),
                         head=swatch_names())

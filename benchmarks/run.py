@@ -1,12 +1,19 @@
 """Speed and memory table for the p2p models on this machine.
 
-    python benchmarks/run.py [--device cpu] [--repeats 5] [--hd] [--quick] [--json results.json]
+    python benchmarks/run.py [--device cpu] [--repeats 5] [--hd] [--quick] [--only REGEX] [--json results.json]
 
 Each row runs in a fresh process, so its peak memory is its own (on CPU the peak resident set:
 weights, activations and ~0.3 GB of torch itself; on CUDA the peak allocated). Times are medians
 of `--repeats` calls after warm-up (compile time excluded). Rows:
 - pix2pix unet_256 (ngf 64, BatchNorm), deterministic forward at 256x256, batch 1 and 8, as fp32
   eager, channels_last, torch.compile (inductor), bf16 autocast, and BatchNorm folded into convs;
+  at batch 1 also: the reference's module layout in eager (`reference`, tests/reference_layout.py),
+  torch.compile with inductor freezing (`compile_freezing`), ONNX Runtime on the exported graph
+  (`onnxruntime`) and our fast CPU path (`fast`: BatchNorm folded, oneDNN-packed convs; the
+  pipelines' `set_backend("fast")`); and the paper-default sampling forward (dropout, batch
+  statistics) plain (`sampling`) and fast (`sampling_fast`). These are then compared once more in
+  one process, calls interleaved round-robin, so that other load on the machine slows them alike
+  (`--compare` runs only that);
 - the pix2pix pipeline (PIL 512x512 in and out, sampled) and one training step (G + 70x70 D, Adam);
 - with --hd, pix2pixHD label2city generators (35 labels + boundary map): G1 (global, ngf 64) at
   512x1024 (fp32 eager, channels_last) and G2 (global + local, ngf 32) at 1024x2048, and one
@@ -19,11 +26,14 @@ CI: checks the script, not the machine).
 import argparse
 import contextlib
 import json
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,14 +52,21 @@ from p2p_models import (
     multiscale_gan_loss,
     pix2pix_generator_loss,
 )
-from p2p_models.optimize import fold_batch_norms
+from p2p_models.onnx_export import OnnxGenerator, export_onnx
+from p2p_models.optimize import fast_cpu_copy, fold_batch_norms
+from p2p_models.pipelines import paper_test_mode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_layout import RefUnet
 
 VARIANTS = ("eager", "channels_last", "compile", "bf16", "bn_folded")
+FAST_PATH = ("reference", "compile_freezing", "onnxruntime", "fast", "sampling", "sampling_fast")
 
 
 def rows(hd: bool, quick: bool) -> list[tuple[str, str, int]]:
     variants = [v for v in VARIANTS if not (quick and v == "compile")]
     out = [("unet_256", v, b) for v in variants for b in (1, 8)]
+    out += [("unet_256", v, 1) for v in FAST_PATH if not (quick and v == "compile_freezing")]
     out += [("pix2pix_pipeline", "eager", 1), ("pix2pix_train_step", "eager", 1)]
     if hd:
         out += [("hd_global_512x1024", v, 1) for v in ("eager", "channels_last")]
@@ -64,19 +81,40 @@ def parse_args(argv=None):
     p.add_argument("--hd", action="store_true", help="add the pix2pixHD rows (slow on a CPU)")
     p.add_argument("--quick", action="store_true", help="tiny models and sizes, no torch.compile")
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--only", default=None, metavar="REGEX",
+                   help="run the rows whose 'name,variant,batch' matches, e.g. 'unet_256,.*,1$'")
+    p.add_argument("--compare", action="store_true", help="only the interleaved fast-path comparison")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: "name,variant,batch"
     return p.parse_args(argv)
 
 
 def prepare(model, x, variant, device):
-    """(callable, input) for a deterministic forward in `variant`."""
+    """A callable running one forward of `model` on `x` in `variant` (deterministic unless
+    `sampling*`)."""
     model = model.eval().to(device)
+    if variant == "onnxruntime":
+        path = Path(tempfile.mkdtemp()) / "model.onnx"
+        export_onnx(model, path)
+        session = OnnxGenerator(path)
+        return lambda: session(x)
+    if variant.startswith("sampling"):
+        model = fast_cpu_copy(model, deterministic=False) if variant == "sampling_fast" else model
+
+        def sample():
+            with torch.no_grad(), paper_test_mode(model):
+                return model(x)
+
+        return sample
+    if variant == "fast":
+        model = fast_cpu_copy(model, deterministic=True)
     if variant == "bn_folded":
         model = fold_batch_norms(model)
     if variant == "channels_last":
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     if variant == "compile":
         model = torch.compile(model)
+    if variant == "compile_freezing":
+        model = torch.compile(model, options={"freezing": True})
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
 
     def run():
@@ -139,7 +177,9 @@ def build(name, variant, batch, quick, device):
     torch.manual_seed(0)
     s = 4 if quick else 1
     if name == "unet_256":
-        model = UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64)
+        num_downs, ngf = (6, 8) if quick else (8, 64)
+        model = RefUnet(3, 3, num_downs, ngf, "batch") if variant == "reference" else UNetGenerator(
+            num_downs=num_downs, ngf=ngf)
         return prepare(model, torch.randn(batch, 3, 256 // s, 256 // s, device=device), variant, device)
     if name == "pix2pix_pipeline":
         pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64),
@@ -163,7 +203,7 @@ def run_row(args, row: str) -> dict:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn = build(name, variant, batch, args.quick, device)
-    for _ in range(2 if variant == "compile" else 1):
+    for _ in range(2 if variant.startswith("compile") else 1):
         fn()
     sync()
     times = []
@@ -185,6 +225,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.row:
         return print(json.dumps(run_row(args, args.row)))
+    if args.compare:
+        return print(compare(args))
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
           f"{', QUICK (tiny models)' if args.quick else ''}")
@@ -192,6 +234,8 @@ def main(argv=None):
     print("|---|---|---:|---:|---:|---:|", flush=True)
     results = []
     for name, variant, batch in rows(args.hd, args.quick):
+        if args.only and not re.search(args.only, f"{name},{variant},{batch}"):
+            continue
         if args.quick:  # one process for all rows: fast, but peak memory is then cumulative
             r = run_row(args, f"{name},{variant},{batch}")
         else:
@@ -208,6 +252,35 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "quick": args.quick, "rows": results}, f, indent=2)
+    if args.quick or args.only is None:
+        print(compare(args) if args.quick else subprocess.run(
+            [sys.executable, __file__, "--compare", "--device", args.device, "--repeats", str(args.repeats)],
+            capture_output=True, text=True, check=True).stdout)
+
+
+def compare(args) -> str:
+    """The fast-path variants of unet_256 at batch 1 in one process, timed round-robin (one call of
+    each per round, `--repeats` rounds after warm-up): a table and a summary."""
+    device = torch.device(args.device)
+    variants = ("eager",) + tuple(v for v in FAST_PATH if not (args.quick and v == "compile_freezing"))
+    fns = {v: build("unet_256", v, 1, args.quick, device) for v in variants}
+    for fn in fns.values():
+        fn(), fn()
+    times = {v: [] for v in variants}
+    for _ in range(args.repeats):
+        for v, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[v].append((time.perf_counter() - start) * 1000)
+    ms = {v: statistics.median(t) for v, t in times.items()}
+    lines = [f"\nunet_256, batch 1, {args.repeats} interleaved rounds in one process (median ms):",
+             "| variant | ms / call | reference / variant |", "|---|---:|---:|"]
+    lines += [f"| {v} | {ms[v]:.1f} | {ms['reference'] / ms[v]:.2f}x |" for v in variants]
+    lines.append(f"- deterministic: fast is {ms['reference'] / ms['fast']:.2f}x the reference eager forward and "
+                 f"{ms['onnxruntime'] / ms['fast']:.2f}x ONNX Runtime"
+                 + (f"; compile+freezing {ms['compile_freezing']:.1f} ms" if "compile_freezing" in ms else ""))
+    lines.append(f"- sampling (dropout, batch statistics): fast is {ms['sampling'] / ms['sampling_fast']:.2f}x plain")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

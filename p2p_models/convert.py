@@ -3,9 +3,9 @@ pix2pix (junyanz/pytorch-CycleGAN-and-pix2pix `latest_net_G.pth` / `latest_net_D
 pix2pixHD (NVIDIA/pix2pixHD global or local `latest_net_G.pth`, `latest_net_E.pth`,
 `latest_net_D.pth`, `features_clustered_010.npy`). Which one a generator file is, is read off it.
 
-    python -m p2p_models.convert --checkpoint latest_net_G.pth --output_dir facades_label2photo \
+    p2p convert --checkpoint latest_net_G.pth --output_dir facades_label2photo \
         --direction BtoA [--discriminator latest_net_D.pth]
-    python -m p2p_models.convert --checkpoint latest_net_G.pth --output_dir label2city_1024p \
+    p2p convert --checkpoint latest_net_G.pth --output_dir label2city_1024p \
         --label_nc 35 --image_size 1024 2048 [--encoder latest_net_E.pth \
         --features features_clustered_010.npy --allow_pickle]
 
@@ -13,6 +13,7 @@ Architectures (channels, widths, depths, norm) are read off the state dicts; dro
 weights, so `--no_dropout` says a pix2pix generator was trained without it. `.pth` files load with
 `torch.load(weights_only=True)`: no pickled code runs. The reference's cluster file is a pickled
 dict; it is only read with `--allow_pickle`, since unpickling a file can run code.
+`python -m p2p_models.convert` takes the same options.
 """
 
 import argparse
@@ -298,8 +299,8 @@ def load_reference_clusters(path: str | os.PathLike, num_classes: int, allow_pic
     return bank
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The converter's options (`p2p convert`, `python -m p2p_models.convert`)."""
     parser.add_argument("--checkpoint", required=True, help="reference latest_net_G.pth")
     parser.add_argument("--output_dir", required=True, help="where to write the pipeline folder")
     parser.add_argument("--discriminator", help="reference latest_net_D.pth, saved to <output_dir>/discriminator")
@@ -313,11 +314,20 @@ def parse_args(argv=None):
     hd.add_argument("--encoder", help="latest_net_E.pth")
     hd.add_argument("--features", help="features_clustered_010.npy (pickled; needs --allow_pickle)")
     hd.add_argument("--allow_pickle", action="store_true", help="trust and unpickle the --features file")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_arguments(parser).parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    """Convert as `args` (see `add_arguments`) say."""
     state = load_reference_state_dict(args.checkpoint)
     if "model.model.0.weight" not in state:
         return convert_hd(args, state)

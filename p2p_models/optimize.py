@@ -36,3 +36,67 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
             conv.bias = nn.Parameter(bias * scale + shift)
             setattr(parent, norm_name, nn.Identity())
     return model
+
+
+class PackedConv2d(nn.Module):
+    """A Conv2d or ConvTranspose2d whose weight is reordered into oneDNN's blocked layout once per
+    input shape (what inductor's freezing does), instead of on every call as plain eager does.
+    Same function; CPU float32 inputs without autograd only (others run the wrapped `conv`).
+    Forward: (B, C_in, H, W) -> (B, C_out, H', W'), as the wrapped conv."""
+
+    max_shapes = 2  # packed copies kept (one per recent input shape)
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d):
+        super().__init__()
+        self.conv = conv
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        output_padding = (list(conv.output_padding),) if self.transposed else ()
+        self.args = (list(conv.padding), *output_padding, list(conv.stride), list(conv.dilation), conv.groups)
+        self.packed: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+            return self.conv(x)
+        mkldnn = torch.ops.mkldnn
+        shape = tuple(x.shape)
+        weight = self.packed.get(shape)
+        if weight is None:
+            if len(self.packed) >= self.max_shapes:
+                self.packed.clear()
+            reorder = mkldnn._reorder_convolution_transpose_weight if self.transposed else \
+                mkldnn._reorder_convolution_weight
+            weight = self.packed[shape] = reorder(self.conv.weight.detach(), *self.args, list(shape))
+        op = mkldnn._convolution_transpose_pointwise if self.transposed else mkldnn._convolution_pointwise
+        return op(x, weight, self.conv.bias, *self.args, "none", [], "")
+
+
+class ContiguousDropout(nn.Dropout):
+    """Dropout on a contiguous copy of its input: its mask is drawn in (B, C, H, W) order whatever
+    the input's memory layout (packed convolutions return channels-last tensors), so a seed gives
+    the same mask as in the plain model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous())
+
+
+def packable(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module.padding_mode == "zeros" and \
+        not isinstance(module.padding, str)
+
+
+def fast_cpu_copy(model: nn.Module, deterministic: bool) -> nn.Module:
+    """A copy of `model` for fast CPU float32 inference: every conv a `PackedConv2d`, and, if
+    `deterministic` (eval-mode use only), BatchNorms folded into the convs (`fold_batch_norms`).
+    The sampling copy keeps its BatchNorms, so batch statistics work as before, and draws dropout
+    masks as the plain model does (`ContiguousDropout`). Without oneDNN (`torch.backends.mkldnn`)
+    it is a plain copy."""
+    model = fold_batch_norms(model) if deterministic else copy.deepcopy(model)
+    if not torch.backends.mkldnn.is_available():
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if packable(child):
+                setattr(parent, name, PackedConv2d(child))
+            elif type(child) is nn.Dropout:
+                setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
+    return model

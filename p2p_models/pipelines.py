@@ -14,12 +14,15 @@ from torch import nn
 
 from .color import model_lab_to_rgb, rgb_to_model_lab
 from .labels import boundary_fraction, connected_instances, instance_boundaries, nearest_palette, one_hot
+from .optimize import fast_cpu_copy
 from .pix2pix import UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from .style_bank import StyleBank
+from .tiling import check_size_mode, run_at_size, run_padded, tile_pair
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
+BACKENDS = ("torch", "fast", "onnxruntime")
 HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 MAX_PIXELS = 4096 * 4096  # default input guard (`pipe.max_pixels`) and the largest working size a config may set
 MAX_SEED = 2**64  # seeds lie in [0, MAX_SEED): what both torch and numpy accept
@@ -171,6 +174,17 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
+def size_rule(generator: nn.Module) -> tuple[int, int]:
+    """(factor, minimum): the generator's input height and width must be multiples of `factor` and
+    at least `minimum` (pix2pixHD's innermost reflection pads need 2 pixels, so 2 factors)."""
+    c = generator.config
+    if isinstance(generator, UNetGenerator):
+        return 2**c.num_downs, 2**c.num_downs
+    factor = 2 ** (c.n_downsample_global + c.n_local_enhancers) if isinstance(generator, LocalEnhancer) \
+        else 2**c.n_downsampling
+    return factor, 2 * factor
+
+
 def check_working_size(size: list[int], factor: int, factor_name: str) -> list[int]:
     """A config's working size: [height, width], positive, divisible by `factor`, at most MAX_PIXELS."""
     if len(size) != 2 or any(not isinstance(s, int) or s < 1 or s % factor for s in size):
@@ -185,10 +199,75 @@ class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
     save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`.
 
-    `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed;
-    set it on an instance (`pipe.max_pixels = None` lifts it)."""
+    `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed,
+    whatever the `size_mode`; set it on an instance (`pipe.max_pixels = None` lifts it).
+    `set_backend` picks how the generator runs (plain PyTorch, the fast CPU path, ONNX Runtime)."""
 
     max_pixels: int | None = MAX_PIXELS
+    backend = "torch"
+    _onnx = None
+    _fast = None
+
+    def set_backend(self, backend: str = "torch", onnx_model: str | os.PathLike | None = None) -> None:
+        """How the generator runs:
+
+        - `torch`: plain PyTorch (the default).
+        - `fast`: on a CPU in float32, the generator with its convolution weights packed for oneDNN
+          once per input shape, and BatchNorm folded into the convolutions for deterministic calls
+          (`optimize.fast_cpu_copy`, rebuilt when the weights change). Same outputs as `torch`
+          within 1e-4 ([-1, 1] scale), same seeds; on CUDA or in half precision it is `torch`.
+        - `onnxruntime`: the eval-mode generator in ONNX Runtime: `onnx_model` (a file written by
+          `p2p export-onnx`), or exported now. Deterministic calls only (pix2pix: `deterministic=True`).
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if onnx_model is not None and backend != "onnxruntime":
+            raise ValueError("onnx_model is only used by the onnxruntime backend")
+        self._onnx = self._fast = None
+        if backend == "onnxruntime":
+            from .onnx_export import OnnxGenerator, export_onnx
+
+            if onnx_model is None:
+                folder = tempfile.mkdtemp(prefix="p2p-onnx-")
+                onnx_model = Path(folder) / "generator.onnx"
+                export_onnx(self.generator, onnx_model)
+            self._onnx = OnnxGenerator(onnx_model)
+            channels = self._onnx.session.get_inputs()[0].shape[1]
+            if channels != self.generator.config.in_channels:
+                raise ValueError(f"{onnx_model}: the ONNX model takes {channels} channels, this pipeline's generator "
+                                 f"{self.generator.config.in_channels}")
+        self.backend = backend
+
+    def optimize_for_inference(self, device: str | torch.device | None = None):
+        """Move to the fastest place that keeps quality and return the pipeline: CUDA (or `device`)
+        in float16 when there is one, else the CPU in float32 with the `fast` backend."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda":
+            return self.to(device, torch.float16)
+        self.to(device, torch.float32).set_backend("fast")
+        return self
+
+    @contextlib.contextmanager
+    def generator_runner(self, deterministic: bool = True):
+        """The generator as a callable for the current backend: (B, C_in, H, W) -> (B, C_out, H, W),
+        in eval mode if `deterministic`, else in `paper_test_mode`."""
+        if self.backend == "onnxruntime":
+            if not deterministic:
+                raise ValueError("the onnxruntime backend runs the exported eval-mode generator (no dropout, running "
+                                 "BatchNorm statistics): use deterministic=True, or the torch or fast backend")
+            yield self._onnx
+            return
+        module = self.generator
+        if self.backend == "fast" and self.device.type == "cpu" and module.dtype == torch.float32:
+            state = (id(module), *((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())))
+            if self._fast is None or self._fast[0] != state:  # new or changed weights: new copies
+                self._fast = (state, {})
+            copies = self._fast[1]
+            if deterministic not in copies:
+                copies[deterministic] = fast_cpu_copy(module, deterministic)
+            module = copies[deterministic]
+        with (eval_mode if deterministic else paper_test_mode)(module):
+            yield module
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -247,9 +326,11 @@ class Pix2PixPipeline(P2PPipeline):
     `color_space`: `rgb` (1 or 3 channels in and out, pixel values mapped to [-1, 1] as in training)
     or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110)).
 
-    Images of any size and aspect ratio are resized to the working size, translated, and the result
-    resized back to the input's size (`keep_size=False` returns the working size). In `lab` mode the
-    predicted ab is upsampled and recombined with the input's full-resolution L channel.
+    Images of any size and aspect ratio are, by default (`size_mode="resize"`), resized to the working
+    size, translated, and the result resized back to the input's size (`keep_size=False` returns the
+    working size). `size_mode="native"` translates at the input's own resolution and `"tiled"` tile
+    by tile (see `__call__`). In `lab` mode the predicted ab is upsampled if needed and recombined
+    with the input's full-resolution L channel.
     """
 
     model_cpu_offload_seq = "generator"
@@ -288,15 +369,16 @@ class Pix2PixPipeline(P2PPipeline):
         size = self.config.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
 
-    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        """PIL images -> (B, C, H, W) generator input at the working size: [-1, 1] pixels, or L/50 - 1."""
+    def preprocess(self, images: list[Image.Image], resize: bool = True) -> torch.Tensor:
+        """PIL images -> (B, C, H, W) generator input, at the working size if `resize` (else at the
+        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1."""
         lab = self.config.color_space == "lab"
         mode = "L" if self.generator.config.in_channels == 1 and not lab else "RGB"
         h, w = self.working_size
         arrays = []
         for i, image in enumerate(images):
-            image = check_image(image, i, self.max_pixels).convert(mode).resize((w, h), RESAMPLE[self.config.resample])
-            arrays.append(to_array(image))
+            image = check_image(image, i, self.max_pixels).convert(mode)
+            arrays.append(to_array(image.resize((w, h), RESAMPLE[self.config.resample]) if resize else image))
         x = torch.from_numpy(np.stack(arrays))
         x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1
         return x.to(self.device, self.generator.dtype)
@@ -330,6 +412,9 @@ class Pix2PixPipeline(P2PPipeline):
         seed: int | list[int] | None = None,
         deterministic: bool = False,
         keep_size: bool = True,
+        size_mode: str = "resize",
+        tile_size: int | tuple[int, int] | None = None,
+        tile_overlap: int | None = None,
     ) -> Image.Image | list[Image.Image]:
         """Translate one image or a list of images.
 
@@ -344,7 +429,13 @@ class Pix2PixPipeline(P2PPipeline):
                 give different plausible outputs. `True` runs in eval mode (dropout off, running
                 statistics): one output, the same for every seed.
             keep_size: resize each output back to its input's size (default), else return the
-                working size.
+                working size (`size_mode="resize"` only).
+            size_mode: `resize` (default): at the working size, resized back. `native`: at the
+                input's own resolution, reflection-padded to a multiple of 2**num_downs and cropped
+                back (memory grows with the image). `tiled`: at the input's resolution, tile by tile
+                (`tile_size`, default the working size; a multiple of 2**num_downs), tiles
+                overlapping by `tile_overlap` pixels (default a quarter tile) blended linearly;
+                memory of one tile. `native` and `tiled` run one image at a time.
 
         Returns:
             A PIL image, or a list of them if `image` was a list.
@@ -357,23 +448,41 @@ class Pix2PixPipeline(P2PPipeline):
         if len(seeds) != len(images):
             raise ValueError(f"seed: got {len(seeds)} seeds for {len(images)} images")
         seeds = [check_seed(s) for s in seeds]
-        output = check_finite(self.generate(self.preprocess(images), seeds, deterministic))
-        out = self.postprocess(output, images, keep_size)
+        check_size_mode(size_mode)
+        if size_mode == "resize":
+            output = check_finite(self.generate(self.preprocess(images), seeds, deterministic))
+            out = self.postprocess(output, images, keep_size)
+        else:
+            tile = tile_pair(tile_size, self.working_size)
+            overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
+            out = []
+            for i, (image, seed_i) in enumerate(zip(images, seeds)):
+                check_image(image, i, self.max_pixels)
+                x = self.preprocess([image], resize=False)
+                output = self.generate(x, [seed_i], deterministic, size_mode, tile, overlap)
+                out += self.postprocess(check_finite(output), [image])
         return out[0] if single else out
 
     @torch.no_grad()
-    def generate(self, x: torch.Tensor, seeds: list[int | None] | None = None, deterministic: bool = False):
+    def generate(self, x: torch.Tensor, seeds: list[int | None] | None = None, deterministic: bool = False,
+                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0) -> torch.Tensor:
         """The generator on preprocessed input: (B, C_in, H, W) -> (B, C_out, H, W), in the sampling
-        mode `__call__` documents (one image at a time, image i seeded with `seeds[i]`)."""
-        if deterministic:
-            with eval_mode(self.generator):
-                return self.generator(x)
-        seeds = seeds if seeds is not None else [None] * len(x)
-        outputs = []
-        with paper_test_mode(self.generator):
-            for xi, si in zip(x, seeds):
+        mode `__call__` documents (one image at a time, image i seeded with `seeds[i]`). H and W are
+        multiples of 2**num_downs for `size_mode="resize"`, any size for `native` and `tiled` (tiles
+        of `tile` (height, width) overlapping by `overlap`)."""
+        factor, minimum = size_rule(self.generator)
+        tile = tile or self.working_size
+
+        def run(net, t):
+            return run_at_size(net, t, size_mode, factor, tile, overlap, minimum)
+
+        with self.generator_runner(deterministic) as net:
+            if deterministic:
+                return run(net, x)
+            outputs = []
+            for xi, si in zip(x, seeds if seeds is not None else [None] * len(x)):
                 with self._seeded(si):
-                    outputs.append(self.generator(xi[None]))
+                    outputs.append(run(net, xi[None]))
         return torch.cat(outputs)
 
     @contextlib.contextmanager
@@ -428,14 +537,6 @@ def label_ids(label_map, palette: list[list[int]] | None, what: str = "label_map
     raise ValueError(f"{what}: unsupported image mode {label_map.mode!r}; expected ids (L, P, I, I;16) or RGB colours")
 
 
-def size_factor(generator: GlobalGenerator | LocalEnhancer) -> int:
-    """What the generator's input height and width must be divisible by."""
-    c = generator.config
-    if isinstance(generator, LocalEnhancer):
-        return 2 ** (c.n_downsample_global + c.n_local_enhancers)
-    return 2**c.n_downsampling
-
-
 class Pix2PixHDPipeline(P2PPipeline):
     """pix2pixHD: a semantic label map (+ instance map) -> photo, with per-instance styles.
 
@@ -485,7 +586,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                 f"the generator takes {generator.config.in_channels} channels, but {classes} classes + "
                 f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
-        check_working_size(list(image_size), size_factor(generator), "the generator's downsampling factor")
+        check_working_size(list(image_size), size_rule(generator)[0], "the generator's downsampling factor")
         if palette is not None:
             if len(palette) < classes:
                 raise ValueError(f"palette has {len(palette)} colours for {classes} classes")
@@ -542,18 +643,20 @@ class Pix2PixHDPipeline(P2PPipeline):
                              f"{self.max_instances} (`max_instances`): a label map has at most a few hundred objects")
         return labels, instances
 
-    def prepare_maps(self, label_map, instance_map=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized);
-        see `label_and_instance_ids`."""
+    def prepare_maps(self, label_map, instance_map=None, resize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized), or
+        at the label map's own size if not `resize`; see `label_and_instance_ids`."""
         h, w = self.working_size
 
-        def resize(ids):  # on compact indices, so any id survives the float interpolation exactly
+        def resize_ids(ids):  # on compact indices, so any id survives the float interpolation exactly
+            if not resize:
+                return torch.from_numpy(ids)[None, None].to(self.device)
             values, index = np.unique(ids, return_inverse=True)
             t = torch.from_numpy(index.reshape(ids.shape))[None, None].float()
             resized = torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long()
             return torch.from_numpy(values)[resized].to(self.device)
 
-        return tuple(resize(ids) for ids in self.label_and_instance_ids(label_map, instance_map))
+        return tuple(resize_ids(ids) for ids in self.label_and_instance_ids(label_map, instance_map))
 
     def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
         """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
@@ -571,10 +674,11 @@ class Pix2PixHDPipeline(P2PPipeline):
         if style_image is not None:
             if self.encoder is None:
                 raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
-            h, w = self.working_size
+            h, w = labels.shape[-2:]
             photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
-            x = torch.from_numpy(to_array(photo))[None].to(self.device) * 2 - 1
-            features = self.encoder(x.to(self.encoder.dtype), instances).float()[0].flatten(1).T  # (HW, feat_num)
+            x = torch.from_numpy(to_array(photo))[None].to(self.device, self.encoder.dtype) * 2 - 1
+            factor = 2**self.encoder.config.n_downsampling
+            features = run_padded(self.encoder.layers, x, factor, 2 * factor).float()[0].flatten(1).T  # (HW, feat)
             sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
             encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
@@ -624,7 +728,9 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     @torch.no_grad()
     def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,
-                 style_image: Image.Image | None = None, seed: int | None = None, keep_size: bool = True):
+                 style_image: Image.Image | None = None, seed: int | None = None, keep_size: bool = True,
+                 size_mode: str = "resize", tile_size: int | tuple[int, int] | None = None,
+                 tile_overlap: int | None = None):
         """Synthesise one image.
 
         Args:
@@ -634,26 +740,40 @@ class Pix2PixHDPipeline(P2PPipeline):
             instance_styles: {instance id: cluster index, or a feature vector} for single instances.
             style_image: a photo whose encoded per-instance features set the styles.
             seed: draws the random clusters (an integer in [0, 2**64)); same seed and choices, same image.
-            keep_size: resize the output to the label map's size (default) instead of the working size.
+            keep_size: resize the output to the label map's size (default) instead of the working size
+                (`size_mode="resize"` only).
+            size_mode: `resize` (default): maps resized to the working size, the output resized back.
+                `native`: at the label map's own size, reflection-padded to the generator's multiple
+                and cropped back. `tiled`: at its own size, tile by tile (`tile_size`, default the
+                working size, tiles overlapping by `tile_overlap`, default a quarter tile, blended
+                linearly); styles are drawn once for the whole map, so tiles agree.
         """
         seed = check_seed(seed)
-        labels, instances = self.prepare_maps(label_map, instance_map)
-        y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, seed))
+        check_size_mode(size_mode)
+        tile = tile_pair(tile_size, self.working_size)
+        overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
+        labels, instances = self.prepare_maps(label_map, instance_map, resize=size_mode == "resize")
+        y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, seed, size_mode,
+                                       tile, overlap))
         out = to_pil(((y[0].float().cpu() + 1) / 2))
         size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
         return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
 
     @torch.no_grad()
-    def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
-        """The generator on prepared maps ((1, 1, H, W) ids at the working size, see `prepare_maps`):
-        one-hot labels, boundary map and style features in -> (1, 3, H, W) in [-1, 1]."""
+    def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None,
+                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0):
+        """The generator on prepared maps ((1, 1, H, W) ids, see `prepare_maps`; at the working size
+        for `size_mode="resize"`, any size for `native` and `tiled`): one-hot labels, boundary map
+        and style features in -> (1, 3, H, W) in [-1, 1]."""
         parts = [one_hot(labels, self.num_classes)]
         if self.config.use_instance:
             parts.append(instance_boundaries(instances))
         if self.style_bank is not None or self.encoder is not None:
             parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
-        with eval_mode(self.generator):
-            return self.generator(torch.cat(parts, 1).to(self.generator.dtype))
+        factor, minimum = size_rule(self.generator)
+        with self.generator_runner() as net:
+            return run_at_size(net, torch.cat(parts, 1).to(self.generator.dtype), size_mode, factor,
+                               tile or self.working_size, overlap, minimum)
 
     def model_card(self, repo_id: str | None = None) -> str:
         return HD_MODEL_CARD.format(name=repo_id or "pix2pixHD pipeline", repo=repo_id or "path/to/pipeline",

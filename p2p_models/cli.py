@@ -1,0 +1,263 @@
+"""`p2p`: translate image files, convert reference checkpoints, export generators to ONNX.
+
+    p2p translate --model pretrained/facades labels/ extra.png --output out/ [--deterministic]
+    p2p translate --model pretrained/camvid_hd labels/ --instances instances/ --output out/
+    p2p convert --checkpoint latest_net_G.pth --output_dir facades_label2photo --direction BtoA
+    p2p export-onnx --model pretrained/facades --output facades.onnx
+
+`--model` is a pipeline folder or a Hub repo id. `p2p COMMAND --help` lists each command's options.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+from huggingface_hub import hf_hub_download
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import convert
+from .pipelines import BACKENDS, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline, size_rule
+from .tiling import SIZE_MODES
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PIPELINES = {"Pix2PixPipeline": Pix2PixPipeline, "Pix2PixHDPipeline": Pix2PixHDPipeline}
+
+
+class CommandError(Exception):
+    """A problem with the command line as a whole (exit status 2)."""
+
+
+def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32") -> P2PPipeline:
+    """The pipeline in folder or Hub repo `model` (its class read from model_index.json)."""
+    try:
+        index = Path(model) / "model_index.json" if os.path.isdir(model) else hf_hub_download(model, "model_index.json")
+        name = json.loads(Path(index).read_text()).get("_class_name")
+    except Exception as e:
+        raise CommandError(f"--model {model}: not a pipeline folder or a reachable Hub repo with a model_index.json "
+                           f"({type(e).__name__}: {e})") from e
+    if name not in PIPELINES:
+        raise CommandError(f"--model {model}: its model_index.json names {name!r}; expected one of {sorted(PIPELINES)}")
+    try:
+        return PIPELINES[name].from_pretrained(model, dtype=DTYPES[dtype]).to(device)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise CommandError(f"--model {model}: could not be loaded on {device} as {dtype} ({e})") from e
+
+
+def image_files(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(files, failures): `paths` expanded (a folder gives its image files, sorted; a file is taken
+    as it is) and [(path, reason)] for paths that don't exist."""
+    files, failed = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        else:
+            failed.append((str(path), "no such file or folder"))
+    return files, failed
+
+
+def output_paths(files: list[Path], output: Path) -> dict[Path, Path]:
+    """Each input's output, `output/<its name>.png`; an error if two inputs would share one."""
+    outputs = {}
+    for file in files:
+        target = output / f"{file.stem}.png"
+        clash = next((f for f, t in outputs.items() if t == target), None)
+        if clash is not None:
+            raise CommandError(f"{clash} and {file} would both be written to {target}: translate them in separate runs "
+                               "or rename one")
+        outputs[file] = target
+    return outputs
+
+
+def instance_for(label_file: Path, instances: dict[str, Path]) -> Path:
+    """The instance map named like `label_file` (X): X, X_instances, or X with `labelIds` replaced by
+    `instanceIds` (Cityscapes' naming), any image extension."""
+    stem = label_file.stem
+    names = (stem, f"{stem}_instances", stem.replace("labelIds", "instanceIds"))
+    for name in names:
+        if name in instances:
+            return instances[name]
+    raise ValueError(f"no instance map named {' or '.join(dict.fromkeys(names))} among --instances")
+
+
+class Translator:
+    """Runs the pipeline over files, one batch at a time; a failing batch is retried image by image
+    so that only the bad files fail."""
+
+    def __init__(self, pipe: P2PPipeline, args: argparse.Namespace, instances: dict[str, Path] | None):
+        self.pipe, self.args, self.instances = pipe, args, instances
+        self.options = {"size_mode": args.size_mode, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
+
+    def translate(self, files: list[Path]) -> list[Image.Image]:
+        """Outputs for `files` (one batch), or an exception."""
+        if isinstance(self.pipe, Pix2PixHDPipeline):
+            (file,) = files
+            instance_map = Image.open(instance_for(file, self.instances)) if self.instances is not None else None
+            return [self.pipe(Image.open(file), instance_map, seed=self.args.seed, **self.options)]
+        images = [Image.open(file) for file in files]
+        return self.pipe(images, seed=self.args.seed, deterministic=self.args.deterministic, **self.options)
+
+    def run(self, files: list[Path], outputs: dict[Path, Path], progress) -> list[tuple[str, str]]:
+        failed = []
+        batch = 1 if isinstance(self.pipe, Pix2PixHDPipeline) else self.args.batch_size
+        for start in range(0, len(files), batch):
+            chunk = files[start:start + batch]
+            try:
+                results = list(zip(chunk, self.translate(chunk)))
+            except Exception as e:
+                if len(chunk) == 1:
+                    failed.append((str(chunk[0]), message(e)))
+                    progress.update(1)
+                    continue
+                results = []
+                for file in chunk:  # find the bad file(s)
+                    try:
+                        results.append((file, self.translate([file])[0]))
+                    except Exception as e:
+                        failed.append((str(file), message(e)))
+                        progress.update(1)
+            for file, image in results:
+                image.save(outputs[file])
+                progress.update(1)
+        return failed
+
+
+def message(error: Exception) -> str:
+    text = str(error).replace("image 0: ", "")
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
+def translate(args: argparse.Namespace) -> int:
+    """`p2p translate`; returns the exit status (1 if some inputs failed)."""
+    if args.batch_size < 1:
+        raise CommandError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.tile_size is not None and len(args.tile_size) > 2:
+        raise CommandError(f"--tile_size takes S or H W, got {len(args.tile_size)} numbers")
+    if args.tile_size is not None:
+        args.tile_size = args.tile_size[0] if len(args.tile_size) == 1 else tuple(args.tile_size)
+    files, failed = image_files(args.inputs)
+    total = len(files) + len(failed)
+    instances = None
+    if args.instances is not None:
+        instance_files, missing = image_files(args.instances)
+        if missing:
+            raise CommandError(f"--instances {missing[0][0]}: {missing[0][1]}")
+        instances = {}
+        for file in instance_files:
+            if file.stem in instances:
+                raise CommandError(f"--instances: {instances[file.stem]} and {file} have the same name; "
+                                   "instance maps are matched to label maps by name")
+            instances[file.stem] = file
+    if not files and not failed:
+        raise CommandError(f"no image files in {' '.join(args.inputs)} (looked for {' '.join(sorted(IMAGE_EXTENSIONS))})")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise CommandError(f"--output {output} is a file; expected a folder (created if missing)")
+    outputs = output_paths(files, output)
+    pipe = load_pipeline(args.model, args.device, args.dtype)
+    if instances is not None and not isinstance(pipe, Pix2PixHDPipeline):
+        raise CommandError(f"--instances is for pix2pixHD models; {args.model} is a {type(pipe).__name__}")
+    if args.backend == "onnxruntime":
+        if isinstance(pipe, Pix2PixPipeline) and not args.deterministic:
+            raise CommandError("--backend onnxruntime runs the exported eval-mode generator: add --deterministic")
+        if args.device != "cpu":
+            raise CommandError("--backend onnxruntime runs on the CPU: use --device cpu")
+    try:
+        pipe.set_backend(args.backend, args.onnx)
+    except (ValueError, OSError) as e:
+        raise CommandError(str(e)) from e
+    output.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(files), unit="image", desc="translate", file=sys.stderr) as progress:
+        failed += Translator(pipe, args, instances).run(files, outputs, progress)
+    for path, reason in failed:
+        print(f"p2p translate: {path}: {reason}", file=sys.stderr)
+    print(f"translated {total - len(failed)} of {total} images into {output}" +
+          (f"; {len(failed)} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def export_onnx(args: argparse.Namespace) -> int:
+    """`p2p export-onnx`: export, then print the parity check; 1 if it is over `--tolerance`."""
+    from .onnx_export import OnnxGenerator, parity
+    from .onnx_export import export_onnx as export
+
+    pipe = load_pipeline(args.model)
+    factor, minimum = size_rule(pipe.generator)
+    h, w = args.size or [max(s, minimum) for s in pipe.working_size]
+    if h % factor or w % factor or min(h, w) < minimum:
+        raise CommandError(f"--size {h} {w}: must be multiples of {factor}, at least {minimum}")
+    export(pipe.generator, args.output, opset=args.opset)
+    session = OnnxGenerator(args.output)
+    worst = 0.0
+    for size in ((h, w), (h + factor, w + 2 * factor)):  # the export size and another: dynamic sizes work
+        diff = parity(pipe.generator, session, *size)
+        worst = max(worst, diff)
+        print(f"parity at {size[0]}x{size[1]}: max abs difference ONNX Runtime vs PyTorch = {diff:.3g}")
+    print(f"wrote {args.output}: input x (batch, {pipe.generator.config.in_channels}, H, W), H and W multiples of "
+          f"{factor}; output y in [-1, 1]")
+    if worst > args.tolerance:
+        print(f"p2p export-onnx: the difference {worst:.3g} is over --tolerance {args.tolerance}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="p2p", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = commands.add_parser("translate", help="translate image files or folders (outputs: DIR/<input name>.png)")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them (label maps for HD)")
+    t.add_argument("--model", required=True, help="pipeline folder or Hub repo id")
+    t.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
+    t.add_argument("--instances", nargs="+", metavar="DIR_OR_FILE",
+                   help="pix2pixHD instance maps, matched to label maps by name: X, X_instances, or X with labelIds -> "
+                   "instanceIds")
+    t.add_argument("--seed", type=int, default=0, help="seed for every image (pix2pix dropout, HD styles); default 0")
+    t.add_argument("--deterministic", action="store_true", help="pix2pix in eval mode: dropout off, running statistics")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    t.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    t.add_argument("--batch_size", type=int, default=1, help="images per pipeline call (pix2pix)")
+    t.add_argument("--size_mode", choices=SIZE_MODES, default="resize",
+                   help="resize to the working size and back (default), native resolution, or tiled")
+    t.add_argument("--tile_size", type=int, nargs="+", metavar="N", help="tiled: S or H W (default: the working size)")
+    t.add_argument("--tile_overlap", type=int, help="tiled: overlap in pixels (default: a quarter tile)")
+    t.add_argument("--backend", choices=BACKENDS, default="fast",
+                   help="fast (default; plain torch off-CPU), torch, or onnxruntime (deterministic)")
+    t.add_argument("--onnx", metavar="FILE", help="onnxruntime: a file from `p2p export-onnx` (default: export now)")
+    t.set_defaults(run=translate)
+
+    c = commands.add_parser("convert", help="convert reference pix2pix / pix2pixHD checkpoints to a pipeline folder",
+                            description=convert.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert.add_arguments(c)
+    c.set_defaults(run=lambda args: convert.run(args) or 0)
+
+    e = commands.add_parser("export-onnx", help="export a pipeline's generator to ONNX and check it against PyTorch")
+    e.add_argument("--model", required=True, help="pipeline folder or Hub repo id")
+    e.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
+    e.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="size of the parity check (default: the working size); a second check adds a factor")
+    e.add_argument("--opset", type=int, default=18)
+    e.add_argument("--tolerance", type=float, default=1e-3, help="largest max abs difference that passes")
+    e.set_defaults(run=export_onnx)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    diffusers_logging.disable_progress_bar()  # one progress bar: the command's own
+    try:
+        return args.run(args)
+    except (CommandError, ValueError) as e:
+        print(f"p2p {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

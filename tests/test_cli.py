@@ -1,0 +1,128 @@
+"""The `p2p` console script, run as `python -m p2p_models.cli` in a subprocess (what the installed
+`p2p` entry point calls)."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tomllib
+import torch
+from conftest import ROOT, environment
+from PIL import Image
+from reference_layout import RefUnet, randomize
+from test_pipeline import make_pipe, photo
+from test_pix2pixhd import hd_pipe, scene
+
+from p2p_models import Pix2PixPipeline
+
+
+def p2p(tmp_path, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "p2p_models.cli", *map(str, args)], env=environment(tmp_path),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "pix2pix"
+    make_pipe().save_pretrained(path)
+    return path
+
+
+def test_pyproject_installs_the_p2p_console_script():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == {"p2p": "p2p_models.cli:main"}
+    assert "onnxruntime" in (ROOT / "requirements.txt").read_text()
+
+
+def test_translate_folders_and_files_bad_ones_named_others_done(model, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo(90, 50).save(inputs / "a.png")
+    photo(64, 64, seed=1).save(inputs / "b.jpg")
+    (inputs / "broken.png").write_bytes(b"not an image")
+    (inputs / "notes.txt").write_text("skipped: not an image extension")
+    extra = tmp_path / "c.webp"
+    photo(30, 70, seed=2).save(extra)
+    out = tmp_path / "out"
+    done = p2p(tmp_path, "translate", "--model", model, inputs, extra, tmp_path / "missing.png", "--output", out,
+               "--batch_size", "2", "--seed", "3")
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert Image.open(out / "a.png").size == (90, 50) and Image.open(out / "c.png").size == (30, 70)
+    assert re.search(r"broken\.png: UnidentifiedImageError", done.stderr)
+    assert "missing.png: no such file or folder" in done.stderr
+    assert "translated 3 of 5 images" in done.stderr and "2 failed" in done.stderr
+    assert "100%" in done.stderr  # the progress bar
+    expected = Pix2PixPipeline.from_pretrained(model)(Image.open(inputs / "a.png"), seed=3)
+    assert np.abs(np.asarray(Image.open(out / "a.png")).astype(int) - np.asarray(expected)).max() <= 1  # fast path
+
+
+def test_translate_native_deterministic_and_command_errors(model, tmp_path):
+    photo(150, 97).save(tmp_path / "x.png")
+    ok = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
+             "--size_mode", "native", "--deterministic", "--backend", "torch")
+    assert ok.returncode == 0, ok.stderr
+    expected = Pix2PixPipeline.from_pretrained(model)(photo(150, 97), deterministic=True, size_mode="native")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "x.png")), np.asarray(expected))
+    (tmp_path / "sub").mkdir()
+    photo().save(tmp_path / "sub" / "x.jpg")
+    clash = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", tmp_path / "sub", "--output", tmp_path / "o")
+    assert clash.returncode == 2 and "would both be written to" in clash.stderr
+    bad_model = p2p(tmp_path, "translate", "--model", tmp_path / "sub", tmp_path / "x.png", "--output", tmp_path / "o")
+    assert bad_model.returncode == 2 and "not a pipeline folder or a reachable Hub repo" in bad_model.stderr
+    sampling_ort = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
+                       "--backend", "onnxruntime")
+    assert sampling_ort.returncode == 2 and "add --deterministic" in sampling_ort.stderr
+
+
+def test_translate_hd_label_maps_with_instance_maps_matched_by_name(tmp_path):
+    model = tmp_path / "hd"
+    pipe = hd_pipe()
+    pipe.save_pretrained(model)
+    labels, inst = scene()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "instances").mkdir()
+    Image.fromarray(labels.astype(np.uint8)).save(tmp_path / "labels" / "a_gtFine_labelIds.png")
+    Image.fromarray(inst.astype(np.uint8)).save(tmp_path / "instances" / "a_gtFine_instanceIds.png")
+    Image.fromarray(labels.astype(np.uint8)).save(tmp_path / "labels" / "b.png")
+    done = p2p(tmp_path, "translate", "--model", model, tmp_path / "labels", "--instances", tmp_path / "instances",
+               "--output", tmp_path / "out", "--seed", "1")
+    assert done.returncode == 1
+    assert "b.png: no instance map named b or b_instances among --instances" in done.stderr
+    expected = np.asarray(pipe(labels, inst, seed=1)).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "out" / "a_gtFine_labelIds.png")).astype(int) - expected).max() <= 1
+
+
+def test_convert_subcommand_and_the_module_entry_point(tmp_path):
+    ref = randomize(RefUnet(3, 3, 6, 4, "batch")).eval()
+    torch.save(ref.state_dict(), tmp_path / "latest_net_G.pth")
+    for command in (["-m", "p2p_models.cli", "convert"], ["-m", "p2p_models.convert"]):
+        out = tmp_path / f"pipe_{len(command)}"
+        done = subprocess.run([sys.executable, *command, "--checkpoint", str(tmp_path / "latest_net_G.pth"),
+                               "--output_dir", str(out), "--image_size", "64"], env=environment(tmp_path),
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        assert Pix2PixPipeline.from_pretrained(out).generator.config.num_downs == 6
+    bad = p2p(tmp_path, "convert", "--checkpoint", tmp_path / "nothing.pth", "--output_dir", tmp_path / "x")
+    assert bad.returncode == 2 and "nothing.pth: could not be read" in bad.stderr
+
+
+def test_export_onnx_prints_parity_and_translate_runs_it(model, tmp_path):
+    done = p2p(tmp_path, "export-onnx", "--model", model, "--output", tmp_path / "g.onnx")
+    assert done.returncode == 0, done.stderr
+    diffs = [float(d) for d in re.findall(r"max abs difference ONNX Runtime vs PyTorch = (\S+)", done.stdout)]
+    assert len(diffs) == 2 and max(diffs) < 1e-4, done.stdout  # two sizes: height and width are dynamic
+    photo(150, 97).save(tmp_path / "x.png")
+    ran = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
+              "--backend", "onnxruntime", "--onnx", tmp_path / "g.onnx", "--deterministic", "--size_mode", "tiled",
+              "--tile_size", "64", "--tile_overlap", "16")
+    assert ran.returncode == 0, ran.stderr
+    expected = Pix2PixPipeline.from_pretrained(model)(photo(150, 97), deterministic=True, size_mode="tiled",
+                                                      tile_size=64, tile_overlap=16)
+    assert np.abs(np.asarray(Image.open(tmp_path / "o" / "x.png")).astype(int) - np.asarray(expected)).max() <= 1
+    hd = tmp_path / "hd"
+    hd_pipe().save_pretrained(hd)
+    hd_export = p2p(tmp_path, "export-onnx", "--model", hd, "--output", tmp_path / "hd.onnx", "--size", "64", "96")
+    assert hd_export.returncode == 0 and "parity at 64x96" in hd_export.stdout, hd_export.stderr

@@ -1,0 +1,101 @@
+"""The fast CPU path (packed oneDNN convolutions, BatchNorm folding) and the ONNX Runtime backend
+give the plain PyTorch outputs: 1e-4 on the generator's [-1, 1] output, one 8-bit level on images."""
+
+import numpy as np
+import pytest
+import torch
+from test_pipeline import arr, make_pipe, photo
+from test_pix2pixhd import hd_pipe, scene
+
+from p2p_models import UNetGenerator
+from p2p_models.optimize import ContiguousDropout, PackedConv2d, fast_cpu_copy
+from p2p_models.pipelines import paper_test_mode
+
+TOLERANCE = 1e-4  # max abs difference on [-1, 1] outputs
+
+
+def random_generator():
+    torch.manual_seed(0)
+    g = UNetGenerator(num_downs=6, ngf=8)
+    with torch.no_grad():
+        for name, b in g.named_buffers():
+            if "running" in name:
+                b.uniform_(0.5, 2.0)
+    return g.eval()
+
+
+def test_fast_copy_matches_the_plain_generator_deterministic_and_sampling():
+    g = random_generator()
+    fast_eval, fast_sampling = fast_cpu_copy(g, deterministic=True), fast_cpu_copy(g, deterministic=False)
+    assert any(isinstance(m, PackedConv2d) for m in fast_eval.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_eval.modules())  # folded
+    assert any(isinstance(m, ContiguousDropout) for m in fast_sampling.modules())
+    with torch.no_grad():
+        for shape in [(1, 3, 64, 64), (2, 3, 128, 192), (1, 3, 64, 64)]:  # new shapes repack; old ones too
+            x = torch.randn(shape)
+            assert (fast_eval(x) - g(x)).abs().max() < TOLERANCE
+            with paper_test_mode(g), paper_test_mode(fast_sampling):
+                torch.manual_seed(7)
+                expected = g(x)
+                torch.manual_seed(7)  # the same dropout masks from the same seed
+                assert (fast_sampling(x) - expected).abs().max() < TOLERANCE
+    with torch.enable_grad():  # autograd runs the plain conv
+        x = torch.randn(1, 3, 64, 64, requires_grad=True)
+        fast_eval(x).sum().backward()
+        assert x.grad is not None
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_pipeline_fast_backend_matches_torch(deterministic):
+    pipe = make_pipe()
+    images = [photo(90, 50), photo(200, 130, seed=1)]
+    expected = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic)]
+    native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native"))
+    pipe.set_backend("fast")
+    got = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic)]
+    assert all(np.abs(a - b).max() <= 1 for a, b in zip(got, expected))
+    fast_native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native"))
+    assert np.abs(fast_native - native).max() <= 1
+
+
+def test_fast_backend_follows_weight_changes():
+    pipe = make_pipe()
+    pipe.set_backend("fast")
+    image = photo()
+    before = arr(pipe(image, deterministic=True))
+    with torch.no_grad():
+        pipe.generator.up_blocks[0].conv.bias.add_(0.5)  # in place, as an optimizer step
+    after = arr(pipe(image, deterministic=True))
+    pipe.set_backend("torch")
+    assert np.abs(after - before).max() > 10
+    assert np.abs(after - arr(pipe(image, deterministic=True))).max() <= 1
+
+
+def test_hd_fast_backend_matches_torch():
+    pipe = hd_pipe()
+    labels, inst = scene()
+    expected = np.asarray(pipe(labels, inst, seed=0)).astype(int)
+    pipe.set_backend("fast")
+    assert np.abs(np.asarray(pipe(labels, inst, seed=0)).astype(int) - expected).max() <= 1
+
+
+def test_onnxruntime_backend_matches_torch_and_is_deterministic_only(tmp_path):
+    pipe = make_pipe()
+    image = photo(150, 97)
+    expected = arr(pipe(image, deterministic=True))
+    expected_native = arr(pipe(image, deterministic=True, size_mode="native"))
+    pipe.set_backend("onnxruntime")
+    assert np.abs(arr(pipe(image, deterministic=True)) - expected).max() <= 1
+    assert np.abs(arr(pipe(image, deterministic=True, size_mode="native")) - expected_native).max() <= 1
+    with pytest.raises(ValueError, match="onnxruntime backend runs the exported eval-mode generator"):
+        pipe(image, seed=0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pipe.set_backend("tensorrt")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="junk.onnx: could not be loaded by ONNX Runtime"):
+        pipe.set_backend("onnxruntime", tmp_path / "junk.onnx")
+
+
+def test_optimize_for_inference_on_a_cpu_uses_the_fast_backend():
+    pipe = make_pipe().optimize_for_inference("cpu")
+    assert pipe.backend == "fast" and pipe.device.type == "cpu" and pipe.generator.dtype == torch.float32
