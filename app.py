@@ -400,10 +400,10 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
         raise user_error(f"The label map is {width}x{height}, but the model works at {w}x{h}: crop it to a similar "
                          f"shape (at most {MAX_ASPECT_CHANGE}x wider or taller) so it isn't squashed.")
     ids = grey_ids(image, palette)
-    cityscapes = pipe.config.palette == camvid.COLORS
+    camvid_model = pipe.config.palette == camvid.COLORS  # Cityscapes ids are mapped for it
     if ids is not None and ids.max() < len(palette):
         labels = ids
-    elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and cityscapes:
+    elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and camvid_model:
         labels, instances = camvid.from_cityscapes(ids, instances)
     elif ids is not None:
         raise user_error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
