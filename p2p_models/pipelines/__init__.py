@@ -1,0 +1,22 @@
+"""Inference pipelines (diffusers `DiffusionPipeline`s): one file per pipeline, the image and
+label-map processing they share, and the Hub / model-card code."""
+
+from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, check_image, label_ids
+from .pipeline_pix2pix import Pix2PixPipeline
+from .pipeline_pix2pixhd import Pix2PixHDPipeline
+from .pipeline_utils import BACKENDS, MAX_SEED, P2PPipeline, eval_mode, paper_test_mode, size_rule
+
+__all__ = [
+    "BACKENDS",
+    "HIGH_BIT_MODES",
+    "MAX_PIXELS",
+    "MAX_SEED",
+    "P2PPipeline",
+    "Pix2PixHDPipeline",
+    "Pix2PixPipeline",
+    "check_image",
+    "eval_mode",
+    "label_ids",
+    "paper_test_mode",
+    "size_rule",
+]

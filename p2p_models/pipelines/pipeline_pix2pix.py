@@ -1,0 +1,205 @@
+"""`Pix2PixPipeline`: pix2pix image-to-image translation."""
+
+import contextlib
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..color import model_lab_to_rgb, rgb_to_model_lab
+from ..pix2pix import UNetGenerator
+from ..tiling import check_size_mode, run_at_size, tile_pair
+from .hub import MODEL_CARD
+from .image_processor import RESAMPLE, check_image, to_array, to_pil
+from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
+
+
+class Pix2PixPipeline(P2PPipeline):
+    """pix2pix image-to-image translation.
+
+    Components: `generator` (`UNetGenerator`).
+    Config (`model_index.json`): `image_size` (int or [height, width], the working size, divisible by
+    2**num_downs), `direction` (`AtoB` | `BtoA`, which side of a paired dataset is the input; for
+    reference only), `resample` (filter used to resize inputs to the working size) and
+    `color_space`: `rgb` (1 or 3 channels in and out, pixel values mapped to [-1, 1] as in training)
+    or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110)).
+
+    Images of any size and aspect ratio are, by default (`size_mode="resize"`), resized to the working
+    size, translated, and the result resized back to the input's size (`keep_size=False` returns the
+    working size). `size_mode="native"` translates at the input's own resolution and `"tiled"` tile
+    by tile (see `__call__`). In `lab` mode the predicted ab is upsampled if needed and recombined
+    with the input's full-resolution L channel.
+    """
+
+    model_cpu_offload_seq = "generator"
+
+    def __init__(
+        self,
+        generator: UNetGenerator,
+        image_size: int | list[int] = 256,
+        direction: str = "AtoB",
+        resample: str = "bicubic",
+        color_space: str = "rgb",
+    ):
+        super().__init__()
+        size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+        check_working_size(size, 2**generator.config.num_downs, "2**num_downs")
+        if direction not in ("AtoB", "BtoA"):
+            raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
+        if resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
+        channels = (generator.config.in_channels, generator.config.out_channels)
+        if color_space == "lab":
+            if channels != (1, 2):
+                raise ValueError(f"color_space 'lab' needs a generator with 1 input and 2 output channels, got {channels}")
+        elif color_space == "rgb":
+            for name, n in zip(("in_channels", "out_channels"), channels):
+                if n not in (1, 3):
+                    raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {n}")
+        else:
+            raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
+        self.register_modules(generator=generator)
+        self.register_to_config(image_size=image_size, direction=direction, resample=resample, color_space=color_space)
+
+    @property
+    def working_size(self) -> tuple[int, int]:
+        """(height, width) the generator runs at."""
+        size = self.config.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def preprocess(self, images: list[Image.Image], resize: bool = True) -> torch.Tensor:
+        """PIL images -> (B, C, H, W) generator input, at the working size if `resize` (else at the
+        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1."""
+        lab = self.config.color_space == "lab"
+        mode = "L" if self.generator.config.in_channels == 1 and not lab else "RGB"
+        h, w = self.working_size
+        arrays = []
+        for i, image in enumerate(images):
+            image = check_image(image, i, self.max_pixels).convert(mode)
+            arrays.append(to_array(image.resize((w, h), RESAMPLE[self.config.resample]) if resize else image))
+        x = torch.from_numpy(np.stack(arrays))
+        x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1
+        return x.to(self.device, self.generator.dtype)
+
+    def postprocess(
+        self, output: torch.Tensor, images: list[Image.Image] | None = None, keep_size: bool = True
+    ) -> list[Image.Image]:
+        """Generator output (B, C, H, W) -> PIL images, resized to the `images`' sizes if `keep_size`.
+        In `lab` mode the `images` give the L channel (at full resolution if `keep_size`)."""
+        output = output.float().cpu()
+        if self.config.color_space == "lab":
+            out = []
+            for ab, image in zip(output, images):
+                rgb = image.convert("RGB")
+                if not keep_size:
+                    rgb = rgb.resize(output.shape[-1:-3:-1], RESAMPLE[self.config.resample])
+                L = rgb_to_model_lab(torch.from_numpy(to_array(rgb)))[0]
+                if ab.shape[-2:] != L.shape[-2:]:
+                    ab = torch.nn.functional.interpolate(ab[None], size=L.shape[-2:], mode="bicubic")[0]
+                out.append(to_pil(model_lab_to_rgb(L, ab.clamp(-1, 1))))
+            return out
+        out = [to_pil((y + 1) / 2) for y in output]
+        if keep_size and images is not None:
+            out = [o if o.size == im.size else o.resize(im.size, Image.BICUBIC) for o, im in zip(out, images)]
+        return out
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Image.Image | list[Image.Image],
+        seed: int | list[int] | None = None,
+        deterministic: bool = False,
+        keep_size: bool = True,
+        size_mode: str = "resize",
+        tile_size: int | tuple[int, int] | None = None,
+        tile_overlap: int | None = None,
+    ) -> Image.Image | list[Image.Image]:
+        """Translate one image or a list of images.
+
+        Args:
+            image: a PIL image or a list of them (RGB, L, P or CMYK, or RGBA/LA without transparent
+                pixels), any size.
+            seed: seeds the dropout noise; one int for every image, or one per image. `None` draws
+                from torch's global RNG. An image's output depends only on it and its seed, not on
+                the other images in the list.
+            deterministic: `False` (default) samples as the paper and the reference test script do:
+                dropout on and BatchNorm using the test image's own statistics, so different seeds
+                give different plausible outputs. `True` runs in eval mode (dropout off, running
+                statistics): one output, the same for every seed.
+            keep_size: resize each output back to its input's size (default), else return the
+                working size (`size_mode="resize"` only).
+            size_mode: `resize` (default): at the working size, resized back. `native`: at the
+                input's own resolution, reflection-padded to a multiple of 2**num_downs and cropped
+                back (memory grows with the image). `tiled`: at the input's resolution, tile by tile
+                (`tile_size`, default the working size; a multiple of 2**num_downs), tiles
+                overlapping by `tile_overlap` pixels (default a quarter tile) blended linearly;
+                memory of one tile. `native` and `tiled` run one image at a time.
+
+        Returns:
+            A PIL image, or a list of them if `image` was a list.
+        """
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        if not images:
+            raise ValueError("image: got an empty list")
+        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(images)
+        if len(seeds) != len(images):
+            raise ValueError(f"seed: got {len(seeds)} seeds for {len(images)} images")
+        seeds = [check_seed(s) for s in seeds]
+        check_size_mode(size_mode)
+        if size_mode == "resize":
+            output = check_finite(self.generate(self.preprocess(images), seeds, deterministic))
+            out = self.postprocess(output, images, keep_size)
+        else:
+            tile = tile_pair(tile_size, self.working_size)
+            overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
+            out = []
+            for i, (image, seed_i) in enumerate(zip(images, seeds)):
+                check_image(image, i, self.max_pixels)
+                x = self.preprocess([image], resize=False)
+                output = self.generate(x, [seed_i], deterministic, size_mode, tile, overlap)
+                out += self.postprocess(check_finite(output), [image])
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def generate(self, x: torch.Tensor, seeds: list[int | None] | None = None, deterministic: bool = False,
+                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0) -> torch.Tensor:
+        """The generator on preprocessed input: (B, C_in, H, W) -> (B, C_out, H, W), in the sampling
+        mode `__call__` documents (one image at a time, image i seeded with `seeds[i]`). H and W are
+        multiples of 2**num_downs for `size_mode="resize"`, any size for `native` and `tiled` (tiles
+        of `tile` (height, width) overlapping by `overlap`)."""
+        factor, minimum = size_rule(self.generator)
+        tile = tile or self.working_size
+
+        def run(net, t):
+            return run_at_size(net, t, size_mode, factor, tile, overlap, minimum)
+
+        with self.generator_runner(deterministic) as net:
+            if deterministic:
+                return run(net, x)
+            outputs = []
+            for xi, si in zip(x, seeds if seeds is not None else [None] * len(x)):
+                with self._seeded(si):
+                    outputs.append(run(net, xi[None]))
+        return torch.cat(outputs)
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None):
+        if seed is None:
+            yield
+            return
+        device = self.device
+        devices = [] if device.type == "cpu" else [device.index or 0]
+        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+            torch.manual_seed(seed)
+            yield
+
+    def model_card(self, repo_id: str | None = None) -> str:
+        """A Hub model card (README.md) describing this pipeline."""
+        c = self.generator.config
+        generator = f"UNetGenerator(num_downs={c.num_downs}, ngf={c.ngf}, norm={c.norm}, use_dropout={c.use_dropout})"
+        name = repo_id or "pix2pix pipeline"
+        size = "x".join(map(str, self.working_size))
+        return MODEL_CARD.format(
+            name=name, repo=repo_id or "path/to/pipeline", size=size, direction=self.config.direction, generator=generator
+        )

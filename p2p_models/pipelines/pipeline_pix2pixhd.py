@@ -1,0 +1,256 @@
+"""`Pix2PixHDPipeline`: pix2pixHD label map (+ instance map) -> photo, with per-instance styles."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..labels import boundary_fraction, connected_instances, instance_boundaries, one_hot
+from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
+from ..style_bank import StyleBank
+from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
+from .hub import HD_MODEL_CARD
+from .image_processor import check_image, label_ids, to_array, to_pil
+from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
+
+
+class Pix2PixHDPipeline(P2PPipeline):
+    """pix2pixHD: a semantic label map (+ instance map) -> photo, with per-instance styles.
+
+    Components: `generator` (`GlobalGenerator` or `LocalEnhancer`), optional `encoder`
+    (`FeatureEncoder`) and `style_bank` (`StyleBank`) for style control.
+    Config: `label_nc` (classes), `contain_dontcare_label` (id 255 becomes class `label_nc`),
+    `use_instance` (boundary map channel), `image_size` ([height, width]), `palette` (RGB per class,
+    for colour-coded label maps), `class_names` and `countable_classes` (see `label_and_instance_ids`).
+
+    The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
+    a `feat_num`-channel map holding one style feature per instance.
+
+    Label maps are checked before synthesis (settable on an instance): at most `max_instances`
+    instances; at most `max_off_palette` of a colour map's pixels off the palette; at most
+    `max_boundary_fraction` of the pixels on a class boundary (real label maps: < 0.2; noise and
+    photos: far more).
+    """
+
+    _optional_components = ["encoder", "style_bank"]
+    model_cpu_offload_seq = "encoder->generator"
+    max_instances = 2000
+    max_off_palette = 0.4
+    max_boundary_fraction = 0.35
+
+    def __init__(
+        self,
+        generator: GlobalGenerator | LocalEnhancer,
+        encoder: FeatureEncoder | None = None,
+        style_bank: StyleBank | None = None,
+        label_nc: int = 35,
+        contain_dontcare_label: bool = False,
+        use_instance: bool = True,
+        image_size: list[int] = (512, 1024),
+        palette: list[list[int]] | None = None,
+        class_names: list[str] | None = None,
+        countable_classes: list[int] | None = None,
+    ):
+        super().__init__()
+        if label_nc < 1:
+            raise ValueError(f"label_nc must be at least 1, got {label_nc}")
+        classes = label_nc + int(contain_dontcare_label)
+        feat_source = style_bank if style_bank is not None else encoder
+        feat_num = feat_source.config.feat_num if feat_source is not None else 0
+        expected = classes + int(use_instance) + feat_num
+        if generator.config.in_channels != expected:
+            raise ValueError(
+                f"the generator takes {generator.config.in_channels} channels, but {classes} classes + "
+                f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
+            )
+        check_working_size(list(image_size), size_rule(generator)[0], "the generator's downsampling factor")
+        if palette is not None:
+            if len(palette) < classes:
+                raise ValueError(f"palette has {len(palette)} colours for {classes} classes")
+            if any(len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette):
+                raise ValueError("palette: every colour must be three integers in [0, 255]")
+        if class_names is not None and len(class_names) < classes:
+            raise ValueError(f"class_names has {len(class_names)} names for {classes} classes")
+        if countable_classes and not all(0 <= c < classes for c in countable_classes):
+            raise ValueError(f"countable_classes {countable_classes} must be class ids in [0, {classes})")
+        self.register_modules(generator=generator, encoder=encoder, style_bank=style_bank)
+        self.register_to_config(label_nc=label_nc, contain_dontcare_label=contain_dontcare_label,
+                                use_instance=use_instance, image_size=list(image_size), palette=palette,
+                                class_names=class_names, countable_classes=countable_classes)
+
+    @property
+    def working_size(self) -> tuple[int, int]:
+        return tuple(self.config.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.label_nc + int(self.config.contain_dontcare_label)
+
+    def label_and_instance_ids(self, label_map, instance_map=None) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, instances): (H, W) int64 ids at the label map's own size. Without an instance map,
+        the connected regions of `countable_classes` are the instances (as in training on data
+        without instance maps), or each class region is one instance. Maps that don't look like label
+        maps, or have more than `max_instances` instances, are refused with a ValueError."""
+        labels = label_ids(label_map, self.config.palette, max_pixels=self.max_pixels,
+                           max_off_palette=self.max_off_palette)
+        if self.config.contain_dontcare_label:
+            labels = np.where(labels == 255, self.config.label_nc, labels)
+        classes = self.num_classes
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(f"label_map: ids must lie in [0, {classes}), found {labels.min()}..{labels.max()}")
+        fragmented = boundary_fraction(labels)
+        if fragmented > self.max_boundary_fraction:
+            raise ValueError(
+                f"label_map: {fragmented:.0%} of its pixels lie on a class boundary (label maps are made of regions: "
+                f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo, not a label map"
+            )
+        if instance_map is not None:
+            instances = label_ids(instance_map, None, "instance_map", max_pixels=self.max_pixels)
+            if instances.shape == labels.shape and instances.min() < 0:
+                raise ValueError(f"instance_map: ids must be non-negative, found {instances.min()}")
+        elif self.config.countable_classes:
+            instances = connected_instances(labels, self.config.countable_classes).astype(np.int64)
+        else:
+            instances = labels
+        if instances.shape != labels.shape:
+            raise ValueError(f"instance_map is {instances.shape[::-1]} but label_map is {labels.shape[::-1]} (W, H)")
+        count = len(np.unique(instances))
+        if count > self.max_instances:
+            raise ValueError(f"the maps hold {count} instances, more than this pipeline's limit of "
+                             f"{self.max_instances} (`max_instances`): a label map has at most a few hundred objects")
+        return labels, instances
+
+    def prepare_maps(self, label_map, instance_map=None, resize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized), or
+        at the label map's own size if not `resize`; see `label_and_instance_ids`."""
+        h, w = self.working_size
+
+        def resize_ids(ids):  # on compact indices, so any id survives the float interpolation exactly
+            if not resize:
+                return torch.from_numpy(ids)[None, None].to(self.device)
+            values, index = np.unique(ids, return_inverse=True)
+            t = torch.from_numpy(index.reshape(ids.shape))[None, None].float()
+            resized = torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long()
+            return torch.from_numpy(values)[resized].to(self.device)
+
+        return tuple(resize_ids(ids) for ids in self.label_and_instance_ids(label_map, instance_map))
+
+    def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
+        """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
+        `style_image` through the encoder, else the style bank's cluster `styles[class]` (an int,
+        or "random"/absent for a random cluster drawn from (`seed`, instance id)). An instance's class
+        is its majority label. Cost: linear in pixels, plus a constant per instance."""
+        bank = self.style_bank
+        feat_num = (bank or self.encoder).config.feat_num
+        ids, inverse = torch.unique(instances[0, 0], return_inverse=True)
+        inverse = inverse.flatten()
+        per_class = torch.bincount(inverse * self.num_classes + labels[0, 0].flatten(),
+                                   minlength=len(ids) * self.num_classes)
+        majority = per_class.view(len(ids), self.num_classes).argmax(1).tolist()
+        encoded = None
+        if style_image is not None:
+            if self.encoder is None:
+                raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
+            h, w = labels.shape[-2:]
+            photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
+            x = torch.from_numpy(to_array(photo))[None].to(self.device, self.encoder.dtype) * 2 - 1
+            factor = 2**self.encoder.config.n_downsampling
+            features = run_padded(self.encoder.layers, x, factor, 2 * factor).float()[0].flatten(1).T  # (HW, feat)
+            sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
+            encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
+        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
+        styles, instance_styles = styles or {}, instance_styles or {}
+        self.check_style_ids(styles, instance_styles, majority, ids.tolist())
+        vectors = torch.zeros(len(ids), feat_num, device=self.device)
+        for k, (inst, cls) in enumerate(zip(ids.tolist(), majority)):
+            choice = instance_styles.get(inst)
+            if isinstance(choice, (list, tuple, np.ndarray, torch.Tensor)):
+                vector = torch.as_tensor(choice, dtype=torch.float32, device=self.device)
+                if vector.shape != (feat_num,) or not torch.isfinite(vector).all():
+                    raise ValueError(f"instance_styles[{inst}]: a feature vector must be {feat_num} finite numbers, "
+                                     f"got {choice!r}")
+            elif encoded is not None and choice is None:
+                vector = encoded[k]
+            elif bank is not None:
+                rng = np.random.default_rng([seed, inst])  # an instance's draw depends on nothing else
+                vector = bank.style(cls, choice if choice is not None else styles.get(cls), rng)
+            else:
+                raise ValueError("this pipeline has no style bank: give style_image or feature vectors in instance_styles")
+            if vector is not None:
+                vectors[k] = vector.to(vectors)
+        return vectors[inverse].T.reshape(1, feat_num, *labels.shape[-2:])
+
+    def label_image(self, labels: np.ndarray) -> Image.Image:
+        """(H, W) class ids -> an RGB image in the pipeline's palette (what the model reads)."""
+        if self.config.palette is None:
+            raise ValueError("this pipeline has no palette to draw label maps with")
+        return Image.fromarray(np.asarray(self.config.palette, dtype=np.uint8)[labels])
+
+    def check_style_ids(self, styles: dict, instance_styles: dict, classes: list[int], instances: list[int]) -> None:
+        """A ValueError, listing what the map holds, for a style given to a class with no instance in
+        it (`styles`, "random" excepted) or to an instance id it doesn't have (`instance_styles`)."""
+        names = self.config.class_names or [str(c) for c in range(self.num_classes)]
+        present = sorted(set(classes))
+        absent = [c for c, choice in styles.items() if choice != "random" and c not in present]
+        if absent:
+            listed = ", ".join(f"{c} ({names[c]})" for c in present)
+            raise ValueError(f"styles: class id(s) {absent} have no instance in this label map; "
+                             f"its classes are {listed}")
+        absent = [i for i in instance_styles if i not in set(instances)]
+        if absent:
+            listed = ", ".join(map(str, instances[:40]))
+            listed += f", ... ({len(instances)} in all)" if len(instances) > 40 else ""
+            raise ValueError(f"instance_styles: instance id(s) {absent} are not in these maps; "
+                             f"their instances are {listed}")
+
+    @torch.no_grad()
+    def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,
+                 style_image: Image.Image | None = None, seed: int | None = None, keep_size: bool = True,
+                 size_mode: str = "resize", tile_size: int | tuple[int, int] | None = None,
+                 tile_overlap: int | None = None):
+        """Synthesise one image.
+
+        Args:
+            label_map: class ids (L/P/I image or (H, W) integer array) or an RGB image in the palette.
+            instance_map: instance ids (non-negative), same size (optional).
+            styles: {class id: cluster index or "random"} from the style bank.
+            instance_styles: {instance id: cluster index, or a feature vector} for single instances.
+            style_image: a photo whose encoded per-instance features set the styles.
+            seed: draws the random clusters (an integer in [0, 2**64)); same seed and choices, same image.
+            keep_size: resize the output to the label map's size (default) instead of the working size
+                (`size_mode="resize"` only).
+            size_mode: `resize` (default): maps resized to the working size, the output resized back.
+                `native`: at the label map's own size, reflection-padded to the generator's multiple
+                and cropped back. `tiled`: at its own size, tile by tile (`tile_size`, default the
+                working size, tiles overlapping by `tile_overlap`, default a quarter tile, blended
+                linearly); styles are drawn once for the whole map, so tiles agree.
+        """
+        seed = check_seed(seed)
+        check_size_mode(size_mode)
+        tile = tile_pair(tile_size, self.working_size)
+        overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
+        labels, instances = self.prepare_maps(label_map, instance_map, resize=size_mode == "resize")
+        y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, seed, size_mode,
+                                       tile, overlap))
+        out = to_pil(((y[0].float().cpu() + 1) / 2))
+        size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
+        return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
+
+    @torch.no_grad()
+    def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None,
+                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0):
+        """The generator on prepared maps ((1, 1, H, W) ids, see `prepare_maps`; at the working size
+        for `size_mode="resize"`, any size for `native` and `tiled`): one-hot labels, boundary map
+        and style features in -> (1, 3, H, W) in [-1, 1]."""
+        parts = [one_hot(labels, self.num_classes)]
+        if self.config.use_instance:
+            parts.append(instance_boundaries(instances))
+        if self.style_bank is not None or self.encoder is not None:
+            parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
+        factor, minimum = size_rule(self.generator)
+        with self.generator_runner() as net:
+            return run_at_size(net, torch.cat(parts, 1).to(self.generator.dtype), size_mode, factor,
+                               tile or self.working_size, overlap, minimum)
+
+    def model_card(self, repo_id: str | None = None) -> str:
+        return HD_MODEL_CARD.format(name=repo_id or "pix2pixHD pipeline", repo=repo_id or "path/to/pipeline",
+                                    generator=type(self.generator).__name__, classes=self.config.label_nc)

@@ -1,0 +1,216 @@
+"""`P2PPipeline`: the Hub plumbing, backends and run modes the p2p pipelines share."""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from huggingface_hub import HfApi, snapshot_download
+from torch import nn
+
+from ..optimize import fast_cpu_copy
+from ..pix2pix import UNetGenerator
+from ..pix2pixhd import LocalEnhancer
+from .image_processor import MAX_PIXELS
+
+HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
+BACKENDS = ("torch", "fast", "onnxruntime")
+MAX_SEED = 2**64  # seeds lie in [0, MAX_SEED): what both torch and numpy accept
+
+
+@contextlib.contextmanager
+def paper_test_mode(model: nn.Module):
+    """Run `model` as pix2pix's reference test script does (no `--eval`): dropout on, BatchNorm
+    normalising with the batch's own statistics. Running statistics are neither used nor updated."""
+    saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in model.modules()]
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.train()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+                m.track_running_stats = False
+            else:
+                m.eval()
+        yield
+    finally:
+        for m, training, track in saved:
+            m.train(training)
+            if track is not None:
+                m.track_running_stats = track
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Plain eval mode (dropout off, BatchNorm running statistics), restored afterwards."""
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, training in saved:
+            m.train(training)
+
+
+def check_seed(seed) -> int | None:
+    """`seed` as an int in [0, 2**64), or None; a clear error otherwise."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def check_finite(output: torch.Tensor) -> torch.Tensor:
+    """The generator's output, or an error if it holds NaN or infinite values (black images otherwise)."""
+    if not torch.isfinite(output).all():
+        raise ValueError(
+            "the generator produced NaN or infinite values: its weights are corrupt, or the dtype overflowed "
+            "(try float32)"
+        )
+    return output
+
+
+def size_rule(generator: nn.Module) -> tuple[int, int]:
+    """(factor, minimum): the generator's input height and width must be multiples of `factor` and
+    at least `minimum` (pix2pixHD's innermost reflection pads need 2 pixels, so 2 factors)."""
+    c = generator.config
+    if isinstance(generator, UNetGenerator):
+        return 2**c.num_downs, 2**c.num_downs
+    factor = 2 ** (c.n_downsample_global + c.n_local_enhancers) if isinstance(generator, LocalEnhancer) \
+        else 2**c.n_downsampling
+    return factor, 2 * factor
+
+
+def check_working_size(size: list[int], factor: int, factor_name: str) -> list[int]:
+    """A config's working size: [height, width], positive, divisible by `factor`, at most MAX_PIXELS."""
+    if len(size) != 2 or any(not isinstance(s, int) or s < 1 or s % factor for s in size):
+        raise ValueError(f"image_size {size} must be one or two positive sizes divisible by {factor_name} = {factor}")
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"image_size {size} is over the largest supported working size of "
+                         f"{MAX_PIXELS / 1e6:.1f} megapixels")
+    return size
+
+
+class P2PPipeline(DiffusionPipeline):
+    """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
+    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`.
+
+    `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed,
+    whatever the `size_mode`; set it on an instance (`pipe.max_pixels = None` lifts it).
+    `set_backend` picks how the generator runs (plain PyTorch, the fast CPU path, ONNX Runtime)."""
+
+    max_pixels: int | None = MAX_PIXELS
+    backend = "torch"
+    _onnx = None
+    _fast = None
+
+    def set_backend(self, backend: str = "torch", onnx_model: str | os.PathLike | None = None) -> None:
+        """How the generator runs:
+
+        - `torch`: plain PyTorch (the default).
+        - `fast`: on a CPU in float32, the generator with its convolution weights packed for oneDNN
+          once per input shape, and BatchNorm folded into the convolutions for deterministic calls
+          (`optimize.fast_cpu_copy`, rebuilt when the weights change). Same outputs as `torch`
+          within 1e-4 ([-1, 1] scale), same seeds; on CUDA or in half precision it is `torch`.
+        - `onnxruntime`: the eval-mode generator in ONNX Runtime: `onnx_model` (a file written by
+          `p2p export-onnx`), or exported now. Deterministic calls only (pix2pix: `deterministic=True`).
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if onnx_model is not None and backend != "onnxruntime":
+            raise ValueError("onnx_model is only used by the onnxruntime backend")
+        self._onnx = self._fast = None
+        if backend == "onnxruntime":
+            from ..onnx_export import OnnxGenerator, export_onnx
+
+            if onnx_model is None:
+                folder = tempfile.mkdtemp(prefix="p2p-onnx-")
+                onnx_model = Path(folder) / "generator.onnx"
+                export_onnx(self.generator, onnx_model)
+            self._onnx = OnnxGenerator(onnx_model)
+            channels = self._onnx.session.get_inputs()[0].shape[1]
+            if channels != self.generator.config.in_channels:
+                raise ValueError(f"{onnx_model}: the ONNX model takes {channels} channels, this pipeline's generator "
+                                 f"{self.generator.config.in_channels}")
+        self.backend = backend
+
+    def optimize_for_inference(self, device: str | torch.device | None = None):
+        """Move to the fastest place that keeps quality and return the pipeline: CUDA (or `device`)
+        in float16 when there is one, else the CPU in float32 with the `fast` backend."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda":
+            return self.to(device, torch.float16)
+        self.to(device, torch.float32).set_backend("fast")
+        return self
+
+    @contextlib.contextmanager
+    def generator_runner(self, deterministic: bool = True):
+        """The generator as a callable for the current backend: (B, C_in, H, W) -> (B, C_out, H, W),
+        in eval mode if `deterministic`, else in `paper_test_mode`."""
+        if self.backend == "onnxruntime":
+            if not deterministic:
+                raise ValueError("the onnxruntime backend runs the exported eval-mode generator (no dropout, running "
+                                 "BatchNorm statistics): use deterministic=True, or the torch or fast backend")
+            yield self._onnx
+            return
+        module = self.generator
+        if self.backend == "fast" and self.device.type == "cpu" and module.dtype == torch.float32:
+            state = (id(module), *((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())))
+            if self._fast is None or self._fast[0] != state:  # new or changed weights: new copies
+                self._fast = (state, {})
+            copies = self._fast[1]
+            if deterministic not in copies:
+                copies[deterministic] = fast_cpu_copy(module, deterministic)
+            module = copies[deterministic]
+        with (eval_mode if deterministic else paper_test_mode)(module):
+            yield module
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a local folder or a Hub repo id (downloaded with `snapshot_download`:
+        `revision`, `cache_dir`, `token`, `local_files_only` and `force_download` are passed on)."""
+        if os.path.isdir(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # diffusers' own download step rejects components from libraries it doesn't know.
+        names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+        download = {k: kwargs.pop(k) for k in names if k in kwargs}
+        folder = snapshot_download(str(pretrained_model_name_or_path), allow_patterns=HUB_FILES, **download)
+        pipe = super().from_pretrained(folder, **kwargs)
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card = Path(save_directory) / "README.md"
+        if not card.exists():
+            card.write_text(self.model_card())
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: str | int | None = None,
+        model_card: str | None = None,
+    ):
+        """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
+        one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
+        (default: `self.model_card(repo_id)`). Returns the commit info."""
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            (Path(folder) / "README.md").write_text(model_card or self.model_card(repo_id))
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                create_pr=create_pr,
+            )
