@@ -17,9 +17,12 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, load
 from data import BadImageError
+from huggingface_hub import ModelCardData
 from metrics import l1, psnr, ssim
 from PIL import Image
 from safetensors.torch import load_file
+
+from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, public_command
 
 logger = get_logger(__name__)
 
@@ -308,15 +311,27 @@ def write_rank_report(accelerator: Accelerator, model, seen: list[int], output_d
     (output_dir / "rank_report" / f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
 
 
-def card_front_matter(args, tags: list[str]) -> list[str]:
-    meta = ["---", "library_name: p2p", "pipeline_tag: image-to-image", "tags:", *[f"- {t}" for t in tags]]
-    if not Path(args.dataset).exists():
-        meta += ["datasets:", f"- {args.dataset}"]
-    return meta + ["---", ""]
+VALIDATION_SCORES = (("l1", "L1"), ("psnr", "PSNR"), ("ssim", "SSIM"))
+
+
+def dataset_label(dataset: str) -> str:
+    """The training data as a card names it: its Hub id, or a local folder's name (no local paths)."""
+    return hub_dataset_id(dataset) or Path(dataset).name
+
+
+def card_metadata(args, tags: list[str], metrics: dict) -> ModelCardData:
+    """A training card's metadata: the Hub id of the data (if it came from the Hub) and the final
+    validation scores as eval results on the `validation` split."""
+    dataset = hub_dataset_id(args.dataset)
+    scores = [(k, name, metrics[k]) for k, name in VALIDATION_SCORES] if metrics.get("num_samples") else []
+    results = eval_results(scores, dataset_label(args.dataset), "validation")
+    return card_data(tags, datasets=[dataset] if dataset else None,
+                     model_name=Path(args.hub_model_id or args.output_dir).name, eval_results=results)
 
 
 def command_line(script: str) -> str:
-    return shlex.join(["accelerate", "launch", script, *sys.argv[1:]])
+    """The command that ran, as a card shows it (`public_command`: no local paths)."""
+    return shlex.join(["accelerate", "launch", script, *public_command(sys.argv[1:])])
 
 
 def public_config(config) -> dict:

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from common import label_colors, score, to_uint8_grid
 from data import LabelImageDataset, PairedImageDataset, load_label_splits, load_splits, train_val_split
-from metrics import (FID_MISSING, InceptionFeatures, colour_classes, colourfulness, frechet_distance,
-                     nearest_colour)
+from huggingface_hub import ModelCard
+from metrics import FID_MISSING, InceptionFeatures, colour_classes, colourfulness, frechet_distance, nearest_colour
 from PIL import Image
 from segmenter import Segmenter
 from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
 
 
 def parse_args(argv=None):
@@ -213,46 +214,38 @@ def colour_class_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], k: int, 
             "mean_iou": float(np.nanmean([v["iou"] for v in iou.values()])), "classes": iou}
 
 
-def update_model_card(card: Path, result: dict) -> None:
-    """Put the metrics in the card's `model-index` metadata (what the Hub displays) and a table."""
-    import yaml
-
-    text = card.read_text() if card.exists() else "---\n---\n"
-    _, front, body = text.split("---\n", 2)
-    meta = yaml.safe_load(front) or {}
+def update_model_card(path: Path, result: dict) -> None:
+    """Put the metrics in the card's `model-index` metadata (what the Hub displays; earlier scores of
+    the same metrics on the same data and split are replaced) and an Evaluation table; the rest of the
+    card is kept."""
+    card = ModelCard.load(path) if path.exists() else make_card(card_data([]), "")
     m = result["metrics"]
-    values = [("L1", "l1", m["l1"]), ("PSNR", "psnr", m["psnr"]), ("SSIM", "ssim", m["ssim"])]
+    values = [("l1", "L1", m["l1"]), ("psnr", "PSNR", m["psnr"]), ("ssim", "SSIM", m["ssim"])]
     if "fid" in m:
-        values.append(("FID", "fid", m["fid"]))
+        values.append(("fid", "FID", m["fid"]))
     if "segmentation" in m:
         g = m["segmentation"]["generated"]
-        values += [("FCN-score pixel accuracy", "pixel_accuracy", g["pixel_accuracy"]),
-                   ("FCN-score class accuracy", "class_accuracy", g["class_accuracy"]),
-                   ("FCN-score mean IoU", "mean_iou", g["mean_iou"])]
+        values += [("pixel_accuracy", "FCN-score pixel accuracy", g["pixel_accuracy"]),
+                   ("class_accuracy", "FCN-score class accuracy", g["class_accuracy"]),
+                   ("mean_iou", "FCN-score mean IoU", g["mean_iou"])]
     if "diversity_l1" in m:
-        values.append(("diversity (mean pairwise L1)", "diversity_l1", m["diversity_l1"]))
+        values.append(("diversity_l1", "diversity (mean pairwise L1)", m["diversity_l1"]))
     if "colour_classes" in m:
-        values += [("map-colour pixel accuracy", "map_colour_accuracy", m["colour_classes"]["pixel_accuracy"]),
-                   ("map-colour mean IoU", "map_colour_mean_iou", m["colour_classes"]["mean_iou"])]
+        values += [("map_colour_accuracy", "map-colour pixel accuracy", m["colour_classes"]["pixel_accuracy"]),
+                   ("map_colour_mean_iou", "map-colour mean IoU", m["colour_classes"]["mean_iou"])]
     if "colourfulness" in m:
-        values += [("colourfulness of outputs (Hasler-Suesstrunk)", "colourfulness", m["colourfulness"]["generated"]),
-                   ("colourfulness of targets", "colourfulness_real", m["colourfulness"]["real"])]
-    meta["model-index"] = [{
-        "name": Path(result["model"]).name,
-        "results": [{
-            "task": {"type": "image-to-image", "name": "Image-to-Image"},
-            "dataset": {"name": Path(result["dataset"]).name, "type": result["dataset"], "split": result["split"]},
-            "metrics": [{"type": t, "name": n, "value": round(v, 4)} for n, t, v in values],
-        }],
-    }]
+        values += [("colourfulness", "colourfulness of outputs (Hasler-Suesstrunk)", m["colourfulness"]["generated"]),
+                   ("colourfulness_real", "colourfulness of targets", m["colourfulness"]["real"])]
+    dataset = hub_dataset_id(result["dataset"]) or Path(result["dataset"]).name
+    card.data.eval_results = merge_eval_results(card.data.eval_results,
+                                                eval_results(values, dataset, result["split"]))
+    card.data.model_name = card.data.model_name or Path(result["model"]).name
     marker = "\n## Evaluation\n"
-    body = body.split(marker)[0].rstrip() + "\n"
-    table = ["| metric | value |", "|---|---:|"] + [f"| {n} | {v:.4f} |" for n, _, v in values]
-    section = (f"{marker}\n`train/evaluate.py` on `{result['dataset']}` ({result['split']}, "
-               f"{m['num_samples']} examples, {result['working_size'][1]}x{result['working_size'][0]}):\n\n"
-               + "\n".join(table) + "\n")
-    card.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body + section)
-
+    body = card.text.split(marker)[0].rstrip() + "\n"
+    table = ["| metric | value |", "|---|---:|"] + [f"| {n} | {v:.4f} |" for _, n, v in values]
+    card.text = (f"{body}{marker}\n`train/evaluate.py` on `{dataset}` ({result['split']}, {m['num_samples']} examples, "
+                 f"{result['working_size'][1]}x{result['working_size'][0]}):\n\n" + "\n".join(table) + "\n")
+    card.save(path)
 
 if __name__ == "__main__":
     main()

@@ -21,9 +21,10 @@ from accelerate.utils import set_seed
 from common import (
     RealFakeDiscriminator,
     add_common_args,
-    card_front_matter,
+    card_metadata,
     check_common_args,
     command_line,
+    dataset_label,
     init_trackers,
     linear_decay,
     make_accelerator,
@@ -56,6 +57,7 @@ from p2p_models import (
     discriminator_loss,
     pix2pix_generator_loss,
 )
+from p2p_models.pipelines.hub import PIX2PIX_TAGS, make_card, public_path, usage
 
 logger = get_logger(__name__)
 
@@ -140,17 +142,14 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
     resize = (f"resize to {args.load_size}" if args.max_load_size is None else
               f"resize the short side to a random size in [{args.load_size}, {args.max_load_size}] (aspect kept)")
+    repo = args.hub_model_id or public_path(args.output_dir)
     lines = [
-        *card_front_matter(args, ["pix2pix", "image-to-image", "p2p"]),
         f"# pix2pix: {Path(args.output_dir).name}", "",
         "A pix2pix pipeline (Isola et al., CVPR 2017) trained with p2p's `train/train_pix2pix.py`.", "",
-        "```python",
-        "from p2p_models import Pix2PixPipeline",
-        f'pipe = Pix2PixPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")',
-        "out = pipe(image, seed=0)",
-        "```", "",
+        usage("Pix2PixPipeline", repo,
+              'pipe(Image.open("input.png"), generator=torch.Generator().manual_seed(0)).images[0]'), "",
         "## Training", "",
-        f"- Data: `{args.dataset}` ({dataset_desc}), direction {args.direction}.",
+        f"- Data: `{dataset_label(args.dataset)}` ({dataset_desc}), direction {args.direction}.",
         f"- Validation: {val_desc}.",
         f"- Objective: {objective}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
         f"{args.num_epochs} epochs constant + {args.num_epochs_decay} linear decay "
@@ -165,7 +164,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         *validation_section(metrics, "Sampled outputs (dropout on, seed per image)",
                             f"at {args.crop_size}x{args.crop_size}, RGB in [0, 1]"),
     ]
-    return "\n".join(lines)
+    return str(make_card(card_metadata(args, PIX2PIX_TAGS, metrics), "\n".join(lines)))
 
 
 def main(argv=None):

@@ -26,9 +26,10 @@ from accelerate.utils import set_seed
 from common import (
     RealFakeDiscriminator,
     add_common_args,
-    card_front_matter,
+    card_metadata,
     check_common_args,
     command_line,
+    dataset_label,
     init_trackers,
     label_colors,
     make_accelerator,
@@ -67,6 +68,7 @@ from p2p_models import (
     multiscale_gan_loss,
 )
 from p2p_models.labels import instance_boundaries, one_hot
+from p2p_models.pipelines.hub import PIX2PIXHD_TAGS, make_card, public_path, usage
 
 logger = get_logger(__name__)
 
@@ -379,17 +381,15 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
     instances_desc = ("" if args.no_instance else
                       f", instances = connected regions of classes {args.countable_classes} (the data has no instance "
                       "maps; an approximation)" if args.countable_classes else ", instance maps")
+    repo = args.hub_model_id or public_path(args.output_dir)
+    call = "pipe(label_map, instance_map=instance_map, generator=torch.Generator().manual_seed(0)).images[0]"
     lines = [
-        *card_front_matter(args, ["pix2pixhd", "image-to-image", "p2p"]),
         f"# pix2pixHD: {Path(args.output_dir).name}", "",
         "A pix2pixHD pipeline (Wang et al., CVPR 2018) trained with p2p's `train/train_pix2pixhd.py`.", "",
-        "```python",
-        "from p2p_models import Pix2PixHDPipeline",
-        f'pipe = Pix2PixHDPipeline.from_pretrained("{args.hub_model_id or args.output_dir}")',
-        "image = pipe(label_map, instance_map, seed=0)",
-        "```", "",
+        usage("Pix2PixHDPipeline", repo, call, 'label_map = Image.open("labels.png")  # class ids\n'
+              "instance_map = None  # or an image of instance ids\n"), "",
         "## Training", "",
-        f"- Data: `{args.dataset}` ({n_train} training examples, {args.label_nc} classes"
+        f"- Data: `{dataset_label(args.dataset)}` ({n_train} training examples, {args.label_nc} classes"
         f"{instances_desc}); validation: {val_desc}.",
         f"- Working size {w}x{h} (width resized to {args.load_size}"
         f"{f', random {args.crop_size} crops' if args.crop_size else ''}).",
@@ -406,7 +406,7 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         *validation_section(metrics, "Reconstructions (encoder features from the target photo)",
                             f"at {w}x{h}, RGB in [0, 1]"),
     ]
-    return "\n".join(lines)
+    return str(make_card(card_metadata(args, PIX2PIXHD_TAGS, metrics), "\n".join(lines)))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from common import dataset_label
 from data import LabelImageDataset, PairedImageDataset, load_label_splits, load_splits, recover_palette, train_val_split
 from segmenter import Segmenter
 from tqdm.auto import tqdm
@@ -124,8 +125,9 @@ def main(argv=None):
     progress.close()
     if accelerator.is_main_process:
         segmenter = Segmenter(accelerator.unwrap_model(model), {
-            "num_classes": args.num_classes, "palette": palette, "size": args.size, "dataset": args.dataset,
-            "validation_fraction": args.validation_fraction, "seed": args.seed, "steps": step})
+            "num_classes": args.num_classes, "palette": palette, "size": args.size,
+            "dataset": dataset_label(args.dataset), "validation_fraction": args.validation_fraction, "seed": args.seed,
+            "steps": step})
         scores = segmenter.scores()
         for i in range(len(val_set)):
             item = val_set[i]

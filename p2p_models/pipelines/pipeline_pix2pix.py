@@ -9,7 +9,7 @@ from PIL import Image
 from ..color import model_lab_to_rgb, rgb_to_model_lab
 from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
-from .hub import MODEL_CARD
+from .hub import pix2pix_card
 from .image_processor import RESAMPLE, check_image, to_array, to_pil
 from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
 
@@ -198,8 +198,6 @@ class Pix2PixPipeline(P2PPipeline):
         """A Hub model card (README.md) describing this pipeline."""
         c = self.generator.config
         generator = f"UNetGenerator(num_downs={c.num_downs}, ngf={c.ngf}, norm={c.norm}, use_dropout={c.use_dropout})"
-        name = repo_id or "pix2pix pipeline"
-        size = "x".join(map(str, self.working_size))
-        return MODEL_CARD.format(
-            name=name, repo=repo_id or "path/to/pipeline", size=size, direction=self.config.direction, generator=generator
-        )
+        h, w = self.working_size
+        return str(pix2pix_card(repo_id or "path/to/pipeline", f"{w}x{h}", self.config.direction,
+                                self.config.color_space, generator))

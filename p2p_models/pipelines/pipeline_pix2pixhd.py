@@ -8,7 +8,7 @@ from ..labels import boundary_fraction, connected_instances, instance_boundaries
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
-from .hub import HD_MODEL_CARD
+from .hub import pix2pixhd_card
 from .image_processor import check_image, label_ids, to_array, to_pil
 from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
 
@@ -252,5 +252,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                                tile or self.working_size, overlap, minimum)
 
     def model_card(self, repo_id: str | None = None) -> str:
-        return HD_MODEL_CARD.format(name=repo_id or "pix2pixHD pipeline", repo=repo_id or "path/to/pipeline",
-                                    generator=type(self.generator).__name__, classes=self.config.label_nc)
+        """A Hub model card (README.md) describing this pipeline."""
+        h, w = self.working_size
+        return str(pix2pixhd_card(repo_id or "path/to/pipeline", f"{w}x{h}", type(self.generator).__name__,
+                                  self.num_classes, self.style_bank is not None))

@@ -1,0 +1,177 @@
+"""Model cards: the shipped ones, the ones pipelines, training and evaluation write, read back with
+huggingface_hub's `ModelCard` (diffusers metadata, Hub dataset ids, model-index, no local paths)."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, environment
+from huggingface_hub import EvalResult, ModelCard
+
+from p2p_models import GlobalGenerator, MultiscaleDiscriminator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator
+from p2p_models.pipelines.hub import hub_dataset_id, public_command, public_path
+
+PRETRAINED = ROOT / "pretrained"
+PIPELINES = sorted(p.parent for p in PRETRAINED.glob("*/model_index.json"))
+LOCAL = re.compile(r"/work/|\.\./|/home/|/tmp/|/private/|[A-Z]:\\")
+FACADES = ROOT / "tests" / "fixtures" / "facades"
+SEEDED_CALL = "generator=torch.Generator().manual_seed(0)).images[0]"
+
+
+def check_card(card: ModelCard, tag: str) -> None:
+    """The metadata every p2p card carries, and nothing local in it."""
+    data = card.data
+    assert data.library_name == "diffusers" and data.pipeline_tag == "image-to-image"
+    assert {tag, "image-to-image", "p2p"} <= set(data.tags)
+    for dataset in data.datasets or []:
+        assert hub_dataset_id(dataset) == dataset and not dataset.startswith((".", "/")), dataset
+    for result in data.eval_results or []:
+        assert isinstance(result, EvalResult) and result.task_type == "image-to-image"
+        assert not LOCAL.search(result.dataset_type) and not result.dataset_type.startswith((".", "/"))
+    assert not LOCAL.search(str(card)), LOCAL.search(str(card))
+    assert SEEDED_CALL in card.text and "trust_remote_code=True" in card.text
+
+
+def test_every_shipped_folder_is_free_of_local_paths():
+    assert len(PIPELINES) == 5
+    texts = [f for f in PRETRAINED.rglob("*") if f.suffix in (".md", ".json")]
+    assert {f.name for f in texts} >= {"README.md", "model_index.json", "config.json", "segmenter.json"}
+    for f in texts:
+        found = LOCAL.search(f.read_text())
+        assert not found, f"{f.relative_to(ROOT)}: local path {found.group()!r}"
+
+
+@pytest.mark.parametrize("folder", PIPELINES, ids=lambda p: p.name)
+def test_shipped_card_metadata_and_eval_results(folder):
+    card = ModelCard.load(folder / "README.md")
+    hd = json.loads((folder / "model_index.json").read_text())["_class_name"] == "Pix2PixHDPipeline"
+    check_card(card, "pix2pixhd" if hd else "pix2pix")
+    results = card.data.eval_results
+    assert card.data.model_name and len(results) >= 4
+    assert {r.metric_type for r in results} >= {"l1", "psnr", "ssim", "fid"}
+    # every number in the model-index is the one in the card's Evaluation table
+    evaluation = card.text.split("\n## Evaluation\n")[1]
+    for r in results:
+        assert f"| {r.metric_name} | {r.metric_value:.4f} |" in evaluation, r.metric_type
+        if card.data.datasets:
+            assert r.dataset_type in card.data.datasets
+
+
+def test_shipped_cards_name_the_hub_datasets_they_come_from():
+    datasets = {f.name: ModelCard.load(f / "README.md").data.datasets for f in PIPELINES}
+    assert datasets["facades"] == ["huggan/facades"]
+    assert datasets["maps_aerial2map"] == datasets["maps_map2aerial"] == ["huggan/maps"]
+    assert ModelCard.load(PRETRAINED / "camvid_hd" / "README.md").data.license == "cc-by-nc-4.0"
+
+
+def test_pipelines_write_cards_on_save(tmp_path):
+    torch.manual_seed(0)
+    pix2pix = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=[32, 64], direction="BtoA")
+    pix2pix.save_pretrained(tmp_path / "p")
+    card = ModelCard.load(tmp_path / "p" / "README.md")
+    check_card(card, "pix2pix")
+    assert "Working size 64x32" in card.text and 'from_pretrained("path/to/pipeline")' in card.text
+    assert 'from_pretrained("someone/model")' in ModelCard(pix2pix.model_card("someone/model")).text
+
+    hd = Pix2PixHDPipeline(generator=GlobalGenerator(36, 3, ngf=4, n_downsampling=2, n_blocks=1), label_nc=35,
+                           image_size=[64, 128])
+    hd.save_pretrained(tmp_path / "hd")
+    card = ModelCard.load(tmp_path / "hd" / "README.md")
+    check_card(card, "pix2pixhd")
+    assert "`GlobalGenerator`; 35 label classes; working size 128x64" in card.text
+
+
+def test_public_paths_hide_the_machine_layout():
+    assert public_path("/tmp/x/run") == "run" and public_path("../shared/datasets/facades") == "facades"
+    assert public_path("runs/facades") == "runs/facades" and public_path("huggan/facades") == "huggan/facades"
+    assert public_command(["--dataset=/data/maps", "--output_dir", "/home/me/out", "--seed", "0"]) == [
+        "--dataset=maps", "--output_dir", "out", "--seed", "0"]
+    assert hub_dataset_id("huggan/facades") == "huggan/facades" and hub_dataset_id("beans") == "beans"
+    for local in (str(FACADES), "../shared/datasets/facades", "/data/x", "a/b/c", "./facades"):
+        assert hub_dataset_id(local) is None, local
+
+
+def card_args(script, *extra):
+    return script.parse_args(["--dataset", *extra, "--output_dir", "/tmp/somewhere/facades-run"])
+
+
+@pytest.mark.parametrize("dataset, hub_ids", [("huggan/facades", ["huggan/facades"]), (str(FACADES), None)])
+def test_training_cards(monkeypatch, dataset, hub_ids):
+    import train_pix2pix
+    import train_pix2pixhd
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--dataset", dataset, "--output_dir", "/tmp/somewhere/facades-run"])
+    metrics = {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1, "num_samples": 3, "num_skipped": 0,
+               "l1": 0.25, "psnr": 11.5, "ssim": 0.125}
+    torch.manual_seed(0)
+    pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32)
+    text = train_pix2pix.model_card(card_args(train_pix2pix, dataset), "9 training examples, layout aligned",
+                                    "1 example held out", pipe, None, 4, 2.0, 1.0, 1, metrics)
+    hd = Pix2PixHDPipeline(generator=GlobalGenerator(36, 3, ngf=4, n_downsampling=2, n_blocks=1), label_nc=35,
+                           image_size=[64, 128])
+    hd_text = train_pix2pixhd.model_card(card_args(train_pix2pixhd, dataset), hd, MultiscaleDiscriminator(36),
+                                         "1 example held out", 9, 4, 2.0, 1.0, 1, metrics)
+    for text, tag in ((text, "pix2pix"), (hd_text, "pix2pixhd")):
+        card = ModelCard(text)
+        check_card(card, tag)
+        assert card.data.datasets == hub_ids and card.data.model_name == "facades-run"
+        assert {(r.metric_type, r.metric_value, r.dataset_split) for r in card.data.eval_results} == {
+            ("l1", 0.25, "validation"), ("psnr", 11.5, "validation"), ("ssim", 0.125, "validation")}
+        assert {r.dataset_type for r in card.data.eval_results} == {hub_ids[0] if hub_ids else "facades"}
+        assert "--output_dir facades-run" in card.text and "ran 4 steps = 2.00 epochs" in card.text
+
+    unmeasured = train_pix2pix.model_card(card_args(train_pix2pix, dataset), "", "", pipe, None, 4, 2.0, 1.0, 1,
+                                          {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1})
+    assert ModelCard(unmeasured).data.eval_results is None and "Not measured" in unmeasured
+
+
+def test_a_trained_pipeline_card(tmp_path):
+    """A real (tiny) training run's card: absolute data and output paths stay out of it."""
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train" / "train_pix2pix.py"), "--dataset", str(FACADES), "--direction", "BtoA",
+         "--load_size", "36", "--crop_size", "32", "--num_downs", "5", "--ngf", "4", "--ndf", "4",
+         "--max_train_steps", "2", "--max_validation_samples", "1", "--output_dir", str(out)],
+        env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = ModelCard.load(out / "README.md")
+    check_card(card, "pix2pix")
+    assert card.data.datasets is None and {r.dataset_type for r in card.data.eval_results} == {"facades"}
+    assert "--dataset facades --direction BtoA" in card.text and "--output_dir run" in card.text
+    metrics = json.loads((out / "validation_metrics.json").read_text())
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["l1"] == round(metrics["l1"], 4)
+
+
+def test_evaluation_results_merge_into_the_card(tmp_path):
+    import evaluate
+
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32).save_pretrained(folder)
+    before = ModelCard.load(folder / "README.md")
+    before.data.model_name = "mine"
+    before.data.eval_results = [  # training's validation scores on the same data, and a score elsewhere
+        EvalResult("image-to-image", "huggan/facades", "huggan/facades", "l1", 0.5, dataset_split="validation"),
+        EvalResult("image-to-image", "huggan/facades", "huggan/facades", "psnr", 9.0, dataset_split="validation"),
+        EvalResult("image-to-image", "huggan/maps", "huggan/maps", "l1", 0.75, dataset_split="validation")]
+    before.save(folder / "README.md")
+    result = {"model": str(folder), "dataset": "huggan/facades", "split": "validation", "working_size": [32, 32],
+              "metrics": {"l1": 0.25, "psnr": 12.0, "ssim": 0.5, "num_samples": 3}}
+    for _ in range(2):  # a second run replaces the first's table and scores
+        evaluate.update_model_card(folder / "README.md", result)
+    card = ModelCard.load(folder / "README.md")
+    check_card(card, "pix2pix")
+    scores = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert scores == {("huggan/facades", "l1"): 0.25, ("huggan/facades", "psnr"): 12.0,
+                      ("huggan/facades", "ssim"): 0.5, ("huggan/maps", "l1"): 0.75}
+    assert card.data.model_name == "mine" and card.text.count("## Evaluation") == 1
+    assert card.text.startswith(before.text.split("## Evaluation")[0]) and "| L1 | 0.2500 |" in card.text
+
+    result |= {"dataset": str(FACADES), "model": str(tmp_path / "fresh")}
+    evaluate.update_model_card(tmp_path / "fresh" / "README.md", result)  # no card yet: a new one
+    card = ModelCard.load(tmp_path / "fresh" / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.model_name == "fresh"
+    assert {r.dataset_type for r in card.data.eval_results} == {"facades"} and not LOCAL.search(str(card))
