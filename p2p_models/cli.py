@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     diffusers_logging.disable_progress_bar()  # one progress bar: the command's own
     try:
         return args.run(args)
-    except (CommandError, ValueError) as e:
+    except (CommandError, ValueError, ModuleNotFoundError) as e:
         print(f"p2p {args.command}: error: {e}", file=sys.stderr)
         return 2
 

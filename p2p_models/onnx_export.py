@@ -1,5 +1,6 @@
 """ONNX export of the generators (eval mode) and an ONNX Runtime stand-in for them."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -9,11 +10,20 @@ from torch import nn
 from .pipelines import eval_mode, size_rule
 
 
+def require(*packages: str) -> None:
+    """Stop with the install command if an ONNX package (not in the runtime requirements) is missing."""
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModuleNotFoundError(f"ONNX export and the onnxruntime backend need {', '.join(missing)} (not installed): "
+                                  "pip install -r requirements-dev.txt -c constraints.txt")
+
+
 def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18) -> None:
     """Write the generator in eval mode (dropout off, BatchNorm running statistics) to `path` with
     `torch.onnx.export` (dynamo): input `x` (batch, C_in, H, W), output `y` (batch, C_out, H, W),
     with dynamic batch, H and W (any multiples of the generator's factor from `size_rule`, up to
     4096). It is traced at two factors per side, so that no size is specialised."""
+    require("onnx", "onnxscript")
     factor, minimum = size_rule(generator)
     dims = [factor * torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w")]
     x = torch.zeros(1, generator.config.in_channels, 2 * factor, 2 * factor, device=generator.device,
@@ -29,6 +39,7 @@ class OnnxGenerator:
     (B, C_in, H, W) float tensor -> (B, C_out, H, W) float32 tensor on the input's device."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        require("onnxruntime")
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

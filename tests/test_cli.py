@@ -33,7 +33,7 @@ def model(tmp_path_factory):
 def test_pyproject_installs_the_p2p_console_script():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"] == {"p2p": "p2p_models.cli:main"}
-    assert "onnxruntime" in (ROOT / "requirements.txt").read_text()
+    assert "onnxruntime" in (ROOT / "requirements-dev.txt").read_text()
 
 
 def test_translate_folders_and_files_bad_ones_named_others_done(model, tmp_path):
