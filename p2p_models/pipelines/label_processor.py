@@ -120,8 +120,8 @@ class LabelMapProcessor:
         off = (distance > self.off_palette_distance).mean()
         if off > self.max_off_palette:
             raise ValueError(f"{what}: {off:.0%} of its pixels are far from every class colour in the palette, so it "
-                             "looks like a photo, not a label map; colour-coded label maps must use the pipeline's "
-                             "`palette` (or pass class ids)")
+                             "looks like a photo, not a label map; colour-coded label maps must use the palette's "
+                             "colours")
         return ids
 
     def snap(self, image, what: str = "label_map") -> Image.Image:
@@ -150,11 +150,11 @@ class LabelMapProcessor:
         `instances`, else connected regions of `countable_classes`). Any other id is a ValueError."""
         if self.dontcare_class is not None:
             labels = np.where(labels == 255, self.dontcare_class, labels)
+        if instances is not None:
+            self.check_same_size(labels, instances)
         low, high = int(labels.min()), int(labels.max())
         if low >= 0 and high < self.num_classes:
             return labels, instances
-        if instances is not None:
-            self.check_same_size(labels, instances)
         for table in self.label_mappings.values():
             if low >= 0 and high < len(table):
                 labels, instances = relabel(labels, table, instances, self.countable_classes)
@@ -171,7 +171,9 @@ class LabelMapProcessor:
         pixels it covers (alpha >= 128) to the class of the nearest palette colour; in `instances`,
         a drawn region is one instance per class (its class id)."""
         labels = labels.copy()
-        instances = None if instances is None else instances.copy()
+        if instances is not None:
+            self.check_same_size(labels, instances)
+            instances = instances.copy()
         for layer in strokes:
             layer = layer.convert("RGBA").resize(labels.shape[::-1], Image.NEAREST)
             drawn = np.asarray(layer.getchannel("A")) >= 128
@@ -194,8 +196,6 @@ class LabelMapProcessor:
         don't look like label maps, or hold more than `max_instances` instances, are a ValueError."""
         labels = self.ids(label_map, "label_map", max_pixels)
         instances = None if instance_map is None else self.instance_ids(instance_map, "instance_map", max_pixels)
-        if instances is not None:
-            self.check_same_size(labels, instances)
         labels, instances = self.map_ids(labels, instances)
         fragmented = boundary_fraction(labels)
         if self.max_boundary_fraction is not None and fragmented > self.max_boundary_fraction:
