@@ -80,6 +80,17 @@ class LabelMapProcessor:
         """A label map -> (H, W) int64 ids: an (H, W) integer array or tensor, an id image, or a colour
         image snapped to the palette (`colour_ids`). The size is checked against `max_pixels` before
         an image is decoded."""
+        if isinstance(label_map, Image.Image) and label_map.mode in ("RGB", "RGBA"):
+            check_size(label_map.width, label_map.height, max_pixels, what)
+            if self.palette is None:
+                raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
+                                 "pass class ids (mode L or P, or an integer array)")
+            return self.colour_ids(label_map, what)
+        return self.integer_ids(label_map, what, max_pixels)
+
+    @staticmethod
+    def integer_ids(label_map, what: str = "label_map", max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+        """An (H, W) integer array or tensor, or an id image (modes L, P, I, I;16) -> (H, W) int64."""
         if isinstance(label_map, torch.Tensor):
             label_map = label_map.cpu().numpy()
         if isinstance(label_map, np.ndarray):
@@ -90,15 +101,9 @@ class LabelMapProcessor:
         if not isinstance(label_map, Image.Image):
             raise TypeError(f"{what}: expected a PIL image or an (H, W) integer array, got {type(label_map).__name__}")
         check_size(label_map.width, label_map.height, max_pixels, what)
-        if label_map.mode in ID_MODES:
-            return np.asarray(label_map).astype(np.int64)
-        if label_map.mode in ("RGB", "RGBA"):
-            if self.palette is None:
-                raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
-                                 "pass class ids (mode L or P, or an integer array)")
-            return self.colour_ids(label_map, what)
-        raise ValueError(f"{what}: unsupported image mode {label_map.mode!r}; expected ids (L, P, I, I;16) or RGB "
-                         "colours")
+        if label_map.mode not in ID_MODES:
+            raise ValueError(f"{what}: mode {label_map.mode} is not an id map (expected L, P, I or I;16)")
+        return np.asarray(label_map).astype(np.int64)
 
     def instance_ids(self, instance_map, what: str = "instance_map", max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """An instance map (an id image or an (H, W) integer array or tensor) -> (H, W) int64
@@ -106,7 +111,7 @@ class LabelMapProcessor:
         if isinstance(instance_map, Image.Image) and instance_map.mode not in ID_MODES:
             raise ValueError(f"{what}: mode {instance_map.mode} is not an instance map; it must be a single-channel "
                              "image of instance ids (an 8- or 16-bit PNG, like Cityscapes' *_instanceIds.png)")
-        instances = self.ids(instance_map, what, max_pixels)  # an image here is an id image
+        instances = self.integer_ids(instance_map, what, max_pixels)
         if instances.size and instances.min() < 0:
             raise ValueError(f"{what}: ids must be non-negative, found {instances.min()}")
         return instances
