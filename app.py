@@ -24,9 +24,8 @@ import yaml
 from huggingface_hub import constants
 from PIL import Image
 
-from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
-from p2p_models.labels import nearest_palette
-from p2p_models.pipelines import HIGH_BIT_MODES, MAX_SEED, check_image
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, check_image
 
 try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
     import spaces
@@ -40,8 +39,6 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent
 CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
-OFF_PALETTE_DISTANCE = 80  # RGB distance beyond which a label-map pixel matches no class colour
-MAX_OFF_PALETTE = 0.3  # more off-palette pixels than this: not a label map
 STYLE_CHOICES = ["random"] + [str(k) for k in range(10)]
 MAX_ASPECT_CHANGE = 2  # an HD label map may be at most this much wider or taller (in aspect) than the model's size
 AERIAL_SMOOTHNESS = 0.3  # map tiles have >= 38% of pixels equal to their right neighbour; most aerial photos less
@@ -219,17 +216,6 @@ def editor_image(value, fill: list[int]) -> Image.Image | None:
     return Image.alpha_composite(canvas, image.convert("RGBA")).convert("RGB")
 
 
-def snap(image: Image.Image, palette: list[list[int]], what: str) -> np.ndarray:
-    """An RGB label map -> (H, W) ids of the nearest palette colour; a gr.Error if too many pixels
-    match no colour (a photo, or a map drawn in other colours)."""
-    ids, distance = nearest_palette(image, palette)
-    off = (distance > OFF_PALETTE_DISTANCE).mean()
-    if off > MAX_OFF_PALETTE:
-        raise user_error(f"{off:.0%} of the {what}'s pixels are far from every class colour, so it doesn't look like "
-                         "a label map: use the class colours shown in the legend.")
-    return ids
-
-
 def seed_value(seed) -> int:
     """The Seed field as an int (empty = 0), or a gr.Error for what a pipeline can't take."""
     if seed is None or seed == "":
@@ -319,42 +305,15 @@ def translate_map(image, direction: str, seed: float = 0, deterministic: bool = 
     return out, timing(start, pipe)
 
 
-def facade_palette() -> list[list[int]]:
-    return list(CONFIG["tabs"]["facades"]["palette"].values())
-
-
 @gpu
 def facades(label_map, seed: float = 0, deterministic: bool = False):
     """Facade label map (uploaded and/or drawn) -> (the label map snapped to the class colours, photo, timing)."""
-    palette = facade_palette()
-    image = checked(editor_image(label_map, palette[0]), "facades", "label map")
-    snapped = Image.fromarray(np.asarray(palette, dtype=np.uint8)[snap(image, palette, "label map")])
     pipe = load_pipeline("facades")
+    image = checked(editor_image(label_map, pipe.config.palette[0]), "facades", "label map")
+    snapped = run(pipe.label_processor.snap, image, "The label map")
     start = time.perf_counter()
-    out = run(pipe, snapped, seed=seed_value(seed), deterministic=deterministic)
+    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic)  # the pipeline snaps it too
     return snapped, out, timing(start, pipe)
-
-
-ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
-
-
-def grey_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray | None:
-    """The values of a single-channel image, or of an RGB(A) image whose channels are all equal
-    (an id map after the editor made it RGBA); None for colour images, and for grey images that are
-    the palette's own grey colours (e.g. an all-sky canvas) rather than ids."""
-    if image.mode in ID_MODES:
-        return np.asarray(image).astype(np.int64)
-    rgb = np.asarray(image.convert("RGB")).astype(np.int64)
-    if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-        return None
-    greys = {c[0] for c in palette if c[0] == c[1] == c[2]}
-    values = set(np.unique(rgb[..., 0]).tolist())
-    return None if max(values) >= len(palette) and values <= greys else rgb[..., 0]
-
-
-def uploaded_ids(value: dict, palette: list[list[int]]) -> bool:
-    """Whether an ImageEditor value's background is an uploaded id map (not colours)."""
-    return value.get("background") is not None and grey_ids(value["background"], palette) is not None
 
 
 def read_instance_map(instance_map) -> np.ndarray | None:
@@ -368,55 +327,38 @@ def read_instance_map(instance_map) -> np.ndarray | None:
         except Exception as e:
             raise user_error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
                              "instance ids (8- or 16-bit).") from e
-    if instance_map.mode not in ID_MODES:
-        raise user_error(f"The instance map has mode {instance_map.mode}; it must be a single-channel image of "
-                         "instance ids (8- or 16-bit PNG), like Cityscapes' *_instanceIds.png.")
-    return np.asarray(instance_map).astype(np.int64)
+    return run(load_pipeline("hd").label_processor.instance_ids, instance_map, "The instance map")
 
 
 def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarray | None]:
     """(label ids or an RGB label map for the pipeline to snap and check, instance ids or None) at the
     label map's size. Label maps: RGB in the model's palette (uploaded and/or drawn), an id image of
-    the model's classes, or, for the CamVid model, a Cityscapes *_labelIds.png (mapped to CamVid
-    classes, with its instance map if given)."""
+    the model's classes, or of a source label set the model's `label_mappings` config maps (e.g. a
+    Cityscapes *_labelIds.png for the CamVid model, with its instance map if given); strokes drawn
+    on an uploaded id map are painted onto its ids."""
     pipe = load_pipeline("hd")
-    palette = pipe.config.palette
+    processor = pipe.label_processor
     strokes = []
     if isinstance(label_map, Image.Image) and label_map.mode in ID_MODES:  # ids, possibly 16-bit
         image = label_map
         if max(image.size) > CONFIG["tabs"]["hd"]["max_side"]:
             checked(image.convert("L"), "hd", "label map")
-    elif isinstance(label_map, dict) and uploaded_ids(label_map, palette):
+    elif (isinstance(label_map, dict) and label_map.get("background") is not None
+          and processor.id_map(label_map["background"]) is not None):
         image = checked(label_map["background"], "hd", "label map")  # strokes go on the uploaded ids
         strokes = label_map.get("layers") or []
     else:
-        image = checked(editor_image(label_map, palette[-1]), "hd", "label map")
+        image = checked(editor_image(label_map, pipe.config.palette[-1]), "hd", "label map")
     instances = read_instance_map(instance_map)
-    if instances is not None and instances.shape != (image.height, image.width):
-        raise user_error(f"The instance map is {instances.shape[1]}x{instances.shape[0]} but the label map is "
-                         f"{image.width}x{image.height}: they must have the same size.")
     (h, w), (height, width) = pipe.working_size, (image.height, image.width)
     if max(width / height / (w / h), (w / h) / (width / height)) > MAX_ASPECT_CHANGE:
         raise user_error(f"The label map is {width}x{height}, but the model works at {w}x{h}: crop it to a similar "
                          f"shape (at most {MAX_ASPECT_CHANGE}x wider or taller) so it isn't squashed.")
-    ids = grey_ids(image, palette)
-    camvid_model = pipe.config.palette == camvid.COLORS  # Cityscapes ids are mapped for it
-    if ids is not None and ids.max() < len(palette):
-        labels = ids
-    elif ids is not None and ids.max() <= max(camvid.CITYSCAPES_TO_CAMVID) and camvid_model:
-        labels, instances = camvid.from_cityscapes(ids, instances)
-    elif ids is not None:
-        raise user_error(f"The label map holds ids up to {ids.max()}, but the model has {len(palette)} classes "
-                         f"(0-{len(palette) - 1}); Cityscapes label ids (0-33) are mapped for the CamVid model.")
-    else:
-        labels = image.convert("RGB")
-    for layer in strokes:  # drawn in palette colours on top of the uploaded ids
-        layer = layer.convert("RGBA").resize(image.size, Image.NEAREST)
-        drawn = np.asarray(layer.getchannel("A")) >= 128
-        labels[drawn] = nearest_palette(layer.convert("RGB"), palette)[0][drawn]
-        if instances is not None:
-            instances[drawn] = labels[drawn]  # a drawn region is one instance per class
-    return labels, instances
+    ids = processor.id_map(image)
+    if ids is None:
+        return image.convert("RGB"), instances
+    labels, instances = run(processor.map_ids, ids, instances, "The label map")
+    return run(processor.paint, labels, strokes, instances)
 
 
 def hd_styles(class_styles: list[str], instance_styles: dict | None, labels: np.ndarray,
@@ -465,7 +407,7 @@ def hd_instance_at(label_map, instance_map, x: int, y: int) -> tuple[int, str]:
     pipe = load_pipeline("hd")
     labels, instances = run(pipe.label_and_instance_ids, *hd_maps(label_map, instance_map))
     y, x = min(y, labels.shape[0] - 1), min(x, labels.shape[1] - 1)
-    names = pipe.config.class_names or [str(c) for c in range(len(pipe.config.palette))]
+    names = class_colours("hd")[1]
     return int(instances[y, x]), f"{names[labels[y, x]]} (instance {instances[y, x]})"
 
 
@@ -478,12 +420,17 @@ def legend(names: list[str], palette: list[list[int]]) -> str:
     return '<div class="legend">' + "".join(chips) + "</div>"
 
 
+def class_colours(tab: str) -> tuple[list[list[int]], list[str]]:
+    """(palette, class names) of a label-map tab's pipeline."""
+    config = load_pipeline(tab).config
+    return config.palette, config.class_names or [str(c) for c in range(len(config.palette))]
+
+
 def swatch_names() -> str:
     """A <head> script naming the editors' colour swatches after their classes (hover text and
     aria-label): the swatches are Gradio's, so they are found by their colour."""
-    names = {f"rgb({r}, {g}, {b})": name for palette, class_names in (
-        (facade_palette(), list(CONFIG["tabs"]["facades"]["palette"])), (camvid.COLORS, camvid.CLASS_NAMES))
-        for (r, g, b), name in zip(palette, class_names)}
+    names = {f"rgb({r}, {g}, {b})": name for tab in ("facades", "hd")
+             for (r, g, b), name in zip(*class_colours(tab))}
     return f"""<script>
 const p2pClassNames = {json.dumps(names)};
 new MutationObserver(() => document.querySelectorAll("button.color").forEach((swatch) => {{
@@ -555,7 +502,7 @@ def maps_tab(tab: str, spec: dict) -> None:
 
 def facades_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
-    palette, names = facade_palette(), list(spec["palette"])
+    palette, names = class_colours(tab)
     blank = Image.new("RGB", (256, 256), tuple(palette[0]))
     with gr.Row():
         editor = LabelEditor(value=blank, label="Label map (upload, or draw)", type="pil", image_mode="RGBA",
@@ -582,7 +529,7 @@ def facades_tab(tab: str, spec: dict) -> None:
 
 def hd_tab(tab: str, spec: dict) -> None:
     gr.Markdown(spec["description"])
-    palette, names = camvid.COLORS, camvid.CLASS_NAMES
+    palette, names = class_colours(tab)
     blank = Image.new("RGB", (480, 360), tuple(palette[0]))
     with gr.Row():
         with gr.Column():

@@ -8,12 +8,12 @@ in the CamVid palette, and Cityscapes samples mapped to CamVid classes with thei
 (16-bit PNG), centre-cropped to the CamVid model's 4:3 aspect and scaled to its 512x384 working size.
 """
 
+import json
 import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
-import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,6 @@ def colour(ids: np.ndarray, palette) -> Image.Image:
 
 
 def main():
-    config = yaml.safe_load((ROOT / "spaces.yaml").read_text())
     for sub in ("colorization", "maps", "facades", "hd"):
         (OUT / sub).mkdir(parents=True, exist_ok=True)
     for name in ("101085.jpg", "103070.jpg", "105025.jpg"):
@@ -52,7 +51,7 @@ def main():
         half = pair.width // 2
         pair.crop((0, 0, half, pair.height)).save(OUT / "maps" / f"aerial_{Path(path).stem}.jpg", quality=92)
         pair.crop((half, 0, pair.width, pair.height)).save(OUT / "maps" / f"map_{Path(path).stem}.png")
-    palette = list(config["tabs"]["facades"]["palette"].values())
+    palette = json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())["palette"]
     for path in held_out("facades", 3):
         pair = Image.open(path).convert("RGB")
         label = pair.crop((pair.width // 2, 0, pair.width, pair.height))

@@ -7,7 +7,7 @@ on CamVid.
 
 import numpy as np
 
-from .labels import connected_instances
+from .labels import relabel
 
 CLASS_NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                "Pedestrian", "Bicyclist", "Unlabelled"]
@@ -26,23 +26,14 @@ CITYSCAPES_TO_CAMVID = {
     7: 3, 8: 4, 9: 3, 10: 3, 11: 1, 12: 1, 13: 7, 14: 7, 15: 1, 16: 1, 17: 2, 18: 2, 19: 6, 20: 6,
     21: 5, 22: 5, 23: 0, 24: 9, 25: 10, 26: 8, 27: 8, 28: 8, 29: 8, 30: 8, 31: 8, 32: 10, 33: 10,
 }
+CITYSCAPES_LUT = [CITYSCAPES_TO_CAMVID[i] for i in range(len(CITYSCAPES_TO_CAMVID))]  # the CamVid class of id 0..33
 
 
 def from_cityscapes(label_ids: np.ndarray, instance_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cityscapes (H, W) label ids (and instance ids, class * 1000 + k for objects) -> CamVid
     (H, W) class ids and an instance map in the CamVid model's convention: Cityscapes objects keep
-    their own instances, other countable regions (poles, signs) become connected components."""
-    lut = np.array([CITYSCAPES_TO_CAMVID[i] for i in range(len(CITYSCAPES_TO_CAMVID))], dtype=np.int64)
-    if label_ids.min() < 0 or label_ids.max() >= len(lut):
+    their own instances, other countable regions (poles, signs) become connected components (see
+    `relabel`; the shipped CamVid pipeline applies this itself, from its `label_mappings` config)."""
+    if label_ids.min() < 0 or label_ids.max() >= len(CITYSCAPES_TO_CAMVID):
         raise ValueError(f"Cityscapes label ids must lie in [0, 33], got [{label_ids.min()}, {label_ids.max()}]")
-    labels = lut[label_ids]
-    # objects from the instance map take ids from class * 1000 + 500: components must stay below that
-    instances = connected_instances(labels, COUNTABLE, max_per_class=500 if instance_ids is not None else 1000)
-    if instance_ids is not None:
-        if instance_ids.shape != label_ids.shape:
-            raise ValueError(f"instance map {instance_ids.shape[::-1]} and label map {label_ids.shape[::-1]} "
-                             "sizes differ (W, H)")
-        objects = instance_ids >= 1000
-        _, k = np.unique(instance_ids[objects], return_inverse=True)
-        instances[objects] = labels[objects] * 1000 + 500 + k.reshape(-1)  # 500+: apart from components
-    return labels, instances
+    return relabel(label_ids, CITYSCAPES_LUT, instance_ids, COUNTABLE)

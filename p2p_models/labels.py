@@ -87,3 +87,25 @@ def connected_instances(labels: np.ndarray, countable: Sequence[int], max_per_cl
         if n:
             out[components > 0] = cls * 1000 + components[components > 0] - 1
     return out
+
+
+def relabel(ids: np.ndarray, lut: Sequence[int], instance_ids: np.ndarray | None = None,
+            countable: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Another label set's (H, W) ids (and instance ids, class * 1000 + k for objects, as in
+    Cityscapes) -> (H, W) int64 class ids `lut[ids]` and an (H, W) int32 instance map: the source's
+    objects keep their own instances (ids class * 1000 + 500 + k), other regions of `countable`
+    classes become connected components (`connected_instances`; at most 500 per class when objects
+    come from an instance map, so the two never collide), every other pixel gets its class id."""
+    lut = np.asarray(lut, dtype=np.int64)
+    if ids.min() < 0 or ids.max() >= len(lut):
+        raise ValueError(f"source label ids must lie in [0, {len(lut) - 1}], got [{ids.min()}, {ids.max()}]")
+    labels = lut[ids]
+    instances = connected_instances(labels, countable, max_per_class=500 if instance_ids is not None else 1000)
+    if instance_ids is not None:
+        if instance_ids.shape != ids.shape:
+            raise ValueError(f"instance map {instance_ids.shape[::-1]} and label map {ids.shape[::-1]} "
+                             "sizes differ (W, H)")
+        objects = instance_ids >= 1000
+        _, k = np.unique(instance_ids[objects], return_inverse=True)
+        instances[objects] = labels[objects] * 1000 + 500 + k.reshape(-1)  # 500+: apart from components
+    return labels, instances

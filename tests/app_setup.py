@@ -1,6 +1,7 @@
 """A copy of the app in a temporary folder whose tabs load small, freshly built pipelines (the
 shipped weights are tested by test_pretrained.py and by the browser test, which runs the real app)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from p2p_models import (FeatureEncoder, GlobalGenerator, Pix2PixHDPipeline, Pix2
 def small_pipelines(folder: Path) -> dict[tuple[str, str], Path]:
     """One small pipeline per (tab, model) of spaces.yaml, saved under `folder`."""
     config = yaml.safe_load((ROOT / "spaces.yaml").read_text())
+    facades = json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())
+    camvid_hd = json.loads((ROOT / "pretrained" / "camvid_hd" / "model_index.json").read_text())
     torch.manual_seed(0)
     out = {}
     for tab, spec in config["tabs"].items():
@@ -35,7 +38,10 @@ def small_pipelines(folder: Path) -> dict[tuple[str, str], Path]:
                     generator=GlobalGenerator(12 + 1 + 3, 3, ngf=8, n_downsampling=2, n_blocks=1),
                     encoder=FeatureEncoder(3, 3, nef=8, n_downsampling=2), style_bank=bank, label_nc=12,
                     image_size=[48, 64], palette=camvid.COLORS, class_names=camvid.CLASS_NAMES,
-                    countable_classes=list(camvid.COUNTABLE))
+                    countable_classes=list(camvid.COUNTABLE), label_mappings=camvid_hd["label_mappings"])
+            elif tab == "facades":  # the shipped pipeline's classes: colour label maps snapped to them
+                pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64, direction="BtoA",
+                                       palette=facades["palette"], class_names=facades["class_names"])
             else:
                 pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64,
                                        direction="BtoA" if "Map ->" in model else "AtoB")

@@ -87,7 +87,7 @@ def test_maps_direction_picks_the_model(app):
 
 
 def test_facades_snaps_drawn_colours_and_fills_transparent_canvas(app):
-    palette = app.facade_palette()
+    palette = app.load_pipeline("facades").config.palette
     ids = np.random.default_rng(0).integers(0, len(palette), (8, 8)).repeat(8, 0).repeat(8, 1)
     clean = np.asarray(palette, np.uint8)[ids]
     jitter = np.random.default_rng(1).integers(-8, 9, clean.shape)

@@ -4,6 +4,7 @@ tab restyles one clicked object, a non-image upload gets a clear error and the a
 Screenshots go to $P2P_SCREENSHOTS (default: screenshots/), printed for the CI log."""
 
 import io
+import json
 import os
 import re
 import shutil
@@ -141,7 +142,7 @@ def test_facade_swatches_are_named_after_their_classes(page):
     panel = page.locator("[role=tabpanel]:visible")
     panel.get_by_role("button", name="Brush", exact=True).click()
     panel.get_by_role("button", name="Color").click()
-    for name in CONFIG["tabs"]["facades"]["palette"]:
+    for name in json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())["class_names"]:
         expect(panel.locator(f"button.color[title='{name}']")).to_have_count(1)
     panel.get_by_role("button", name="Color").click()
 

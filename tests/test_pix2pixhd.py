@@ -289,7 +289,7 @@ def test_photos_are_not_label_maps():
 
     pipe = camvid_like_pipe()
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg").convert("RGB")
-    with pytest.raises(ValueError, match="far from every palette colour, so it looks like a photo"):
+    with pytest.raises(ValueError, match="far from every class colour in the palette, so it looks like a photo"):
         pipe(photo, seed=0)
     # a label map with JPEG noise is still one
     label_map = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png")

@@ -21,6 +21,7 @@ from PIL import Image
 
 from p2p_models.color import model_lab_to_rgb, rgb_to_model_lab
 from p2p_models.labels import connected_instances
+from p2p_models.pipelines import LabelMapProcessor
 
 logger = logging.getLogger(__name__)
 LAYOUTS = ("aligned", "paired", "colorization")
@@ -272,11 +273,9 @@ def decode_ids(value, where: str) -> np.ndarray:
     try:
         source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
         with Image.open(source) as image:
-            if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise BadImageError(f"{name}: mode {image.mode} is not an id map (expected L, P, I or I;16)")
-            return np.asarray(image).astype(np.int64)
-    except BadImageError:
-        raise
+            return LabelMapProcessor.integer_ids(image, name, max_pixels=None)
+    except ValueError as e:  # not an id map
+        raise BadImageError(str(e)) from e
     except Exception as e:
         raise BadImageError(f"{name}: cannot be read as an image ({type(e).__name__}: {e})") from e
 

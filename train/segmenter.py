@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from metrics import SegmentationScores
 
 from p2p_models import UNetGenerator
+from p2p_models.pipelines import LabelMapProcessor
 
 
 class Segmenter:
@@ -49,9 +50,10 @@ class Segmenter:
 
     def labels_of(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) colour-coded label maps in [0, 1] -> (B, H, W) ids of the nearest palette colour."""
-        palette = torch.tensor(self.info["palette"], dtype=torch.float32)
-        pixels = (rgb.permute(0, 2, 3, 1).float().cpu() * 255)[..., None, :]
-        return ((pixels - palette) ** 2).sum(-1).argmin(-1)
+        palette = self.info["palette"]
+        processor = LabelMapProcessor(len(palette), palette, max_off_palette=1.0)  # every map is read, none refused
+        pixels = (rgb.permute(0, 2, 3, 1).float().cpu() * 255).round().byte().numpy()
+        return torch.stack([torch.from_numpy(processor.colour_ids(p)) for p in pixels])
 
     def scores(self) -> SegmentationScores:
         return SegmentationScores(self.num_classes)

@@ -1,7 +1,8 @@
 """Inference pipelines (diffusers `DiffusionPipeline`s): one file per pipeline, the image and
 label-map processing they share, and the Hub / model-card code."""
 
-from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, check_image, label_ids
+from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, check_image
+from .label_processor import ID_MODES, LabelMapProcessor
 from .pipeline_pix2pix import Pix2PixPipeline
 from .pipeline_pix2pixhd import Pix2PixHDPipeline
 from .pipeline_utils import BACKENDS, MAX_SEED, P2PPipeline, eval_mode, paper_test_mode, size_rule
@@ -9,6 +10,8 @@ from .pipeline_utils import BACKENDS, MAX_SEED, P2PPipeline, eval_mode, paper_te
 __all__ = [
     "BACKENDS",
     "HIGH_BIT_MODES",
+    "ID_MODES",
+    "LabelMapProcessor",
     "MAX_PIXELS",
     "MAX_SEED",
     "P2PPipeline",
@@ -16,7 +19,6 @@ __all__ = [
     "Pix2PixPipeline",
     "check_image",
     "eval_mode",
-    "label_ids",
     "paper_test_mode",
     "size_rule",
 ]

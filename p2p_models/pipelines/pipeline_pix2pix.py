@@ -11,6 +11,7 @@ from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
 from .hub import pix2pix_card
 from .image_processor import RESAMPLE, check_image, to_array, to_pil
+from .label_processor import LabelMapProcessor
 from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
 
 
@@ -23,6 +24,10 @@ class Pix2PixPipeline(P2PPipeline):
     reference only), `resample` (filter used to resize inputs to the working size) and
     `color_space`: `rgb` (1 or 3 channels in and out, pixel values mapped to [-1, 1] as in training)
     or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110)).
+    For label-map inputs (facades), `palette` (an RGB colour per class) and `class_names`: inputs
+    are then colour-coded label maps, snapped to the palette by `label_processor` (a
+    `LabelMapProcessor`; more than 30% of pixels over 80 RGB levels from every class colour is a
+    photo, refused) before translation. None (default) for photo inputs.
 
     Images of any size and aspect ratio are, by default (`size_mode="resize"`), resized to the working
     size, translated, and the result resized back to the input's size (`keep_size=False` returns the
@@ -40,6 +45,8 @@ class Pix2PixPipeline(P2PPipeline):
         direction: str = "AtoB",
         resample: str = "bicubic",
         color_space: str = "rgb",
+        palette: list[list[int]] | None = None,
+        class_names: list[str] | None = None,
     ):
         super().__init__()
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
@@ -58,8 +65,16 @@ class Pix2PixPipeline(P2PPipeline):
                     raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {n}")
         else:
             raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
+        if palette is None and class_names is not None:
+            raise ValueError("class_names name the classes of a palette, and this pipeline has none")
+        if palette is not None and color_space != "rgb":
+            raise ValueError(f"a palette (colour-coded label-map inputs) needs color_space 'rgb', got {color_space!r}")
+        self.label_processor = None if palette is None else LabelMapProcessor(
+            len(palette), palette, class_names, off_palette_distance=80, max_off_palette=0.3,
+            max_boundary_fraction=None)
         self.register_modules(generator=generator)
-        self.register_to_config(image_size=image_size, direction=direction, resample=resample, color_space=color_space)
+        self.register_to_config(image_size=image_size, direction=direction, resample=resample, color_space=color_space,
+                                palette=palette, class_names=class_names)
 
     @property
     def working_size(self) -> tuple[int, int]:
@@ -69,13 +84,17 @@ class Pix2PixPipeline(P2PPipeline):
 
     def preprocess(self, images: list[Image.Image], resize: bool = True) -> torch.Tensor:
         """PIL images -> (B, C, H, W) generator input, at the working size if `resize` (else at the
-        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1."""
+        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1. With a
+        `palette`, each image is first snapped to it (`label_processor.snap`)."""
         lab = self.config.color_space == "lab"
         mode = "L" if self.generator.config.in_channels == 1 and not lab else "RGB"
         h, w = self.working_size
         arrays = []
         for i, image in enumerate(images):
-            image = check_image(image, i, self.max_pixels).convert(mode)
+            image = check_image(image, i, self.max_pixels)
+            if self.label_processor is not None:  # a colour-coded label map: snapped to the palette
+                image = self.label_processor.snap(image.convert("RGB"), f"image {i}")
+            image = image.convert(mode)
             arrays.append(to_array(image.resize((w, h), RESAMPLE[self.config.resample]) if resize else image))
         x = torch.from_numpy(np.stack(arrays))
         x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1

@@ -4,12 +4,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..labels import boundary_fraction, connected_instances, instance_boundaries, one_hot
+from ..labels import instance_boundaries, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
 from .hub import pix2pixhd_card
-from .image_processor import check_image, label_ids, to_array, to_pil
+from .image_processor import check_image, to_array, to_pil
+from .label_processor import LabelMapProcessor
 from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
 
 
@@ -20,22 +21,20 @@ class Pix2PixHDPipeline(P2PPipeline):
     (`FeatureEncoder`) and `style_bank` (`StyleBank`) for style control.
     Config: `label_nc` (classes), `contain_dontcare_label` (id 255 becomes class `label_nc`),
     `use_instance` (boundary map channel), `image_size` ([height, width]), `palette` (RGB per class,
-    for colour-coded label maps), `class_names` and `countable_classes` (see `label_and_instance_ids`).
+    for colour-coded label maps), `class_names`, `countable_classes` and `label_mappings` (see
+    `LabelMapProcessor`).
 
     The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
     a `feat_num`-channel map holding one style feature per instance.
 
-    Label maps are checked before synthesis (settable on an instance): at most `max_instances`
-    instances; at most `max_off_palette` of a colour map's pixels off the palette; at most
-    `max_boundary_fraction` of the pixels on a class boundary (real label maps: < 0.2; noise and
-    photos: far more).
+    Label maps are read and checked by `label_processor` (a `LabelMapProcessor` built from this
+    config; its limits are settable on it): colour maps snapped to the palette, `label_mappings`
+    ({source name: [class per source id]}, e.g. Cityscapes label ids for a CamVid model) applied,
+    photos, noise and maps with too many instances refused.
     """
 
     _optional_components = ["encoder", "style_bank"]
     model_cpu_offload_seq = "encoder->generator"
-    max_instances = 2000
-    max_off_palette = 0.4
-    max_boundary_fraction = 0.35
 
     def __init__(
         self,
@@ -49,6 +48,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         palette: list[list[int]] | None = None,
         class_names: list[str] | None = None,
         countable_classes: list[int] | None = None,
+        label_mappings: dict[str, list[int]] | None = None,
     ):
         super().__init__()
         if label_nc < 1:
@@ -63,19 +63,14 @@ class Pix2PixHDPipeline(P2PPipeline):
                 f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
         check_working_size(list(image_size), size_rule(generator)[0], "the generator's downsampling factor")
-        if palette is not None:
-            if len(palette) < classes:
-                raise ValueError(f"palette has {len(palette)} colours for {classes} classes")
-            if any(len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette):
-                raise ValueError("palette: every colour must be three integers in [0, 255]")
-        if class_names is not None and len(class_names) < classes:
-            raise ValueError(f"class_names has {len(class_names)} names for {classes} classes")
-        if countable_classes and not all(0 <= c < classes for c in countable_classes):
-            raise ValueError(f"countable_classes {countable_classes} must be class ids in [0, {classes})")
+        self.label_processor = LabelMapProcessor(
+            classes, palette, class_names, countable_classes, label_nc if contain_dontcare_label else None,
+            label_mappings)
         self.register_modules(generator=generator, encoder=encoder, style_bank=style_bank)
         self.register_to_config(label_nc=label_nc, contain_dontcare_label=contain_dontcare_label,
                                 use_instance=use_instance, image_size=list(image_size), palette=palette,
-                                class_names=class_names, countable_classes=countable_classes)
+                                class_names=class_names, countable_classes=countable_classes,
+                                label_mappings=label_mappings)
 
     @property
     def working_size(self) -> tuple[int, int]:
@@ -86,53 +81,17 @@ class Pix2PixHDPipeline(P2PPipeline):
         return self.config.label_nc + int(self.config.contain_dontcare_label)
 
     def label_and_instance_ids(self, label_map, instance_map=None) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, instances): (H, W) int64 ids at the label map's own size. Without an instance map,
-        the connected regions of `countable_classes` are the instances (as in training on data
-        without instance maps), or each class region is one instance. Maps that don't look like label
-        maps, or have more than `max_instances` instances, are refused with a ValueError."""
-        labels = label_ids(label_map, self.config.palette, max_pixels=self.max_pixels,
-                           max_off_palette=self.max_off_palette)
-        if self.config.contain_dontcare_label:
-            labels = np.where(labels == 255, self.config.label_nc, labels)
-        classes = self.num_classes
-        if labels.min() < 0 or labels.max() >= classes:
-            raise ValueError(f"label_map: ids must lie in [0, {classes}), found {labels.min()}..{labels.max()}")
-        fragmented = boundary_fraction(labels)
-        if fragmented > self.max_boundary_fraction:
-            raise ValueError(
-                f"label_map: {fragmented:.0%} of its pixels lie on a class boundary (label maps are made of regions: "
-                f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo, not a label map"
-            )
-        if instance_map is not None:
-            instances = label_ids(instance_map, None, "instance_map", max_pixels=self.max_pixels)
-            if instances.shape == labels.shape and instances.min() < 0:
-                raise ValueError(f"instance_map: ids must be non-negative, found {instances.min()}")
-        elif self.config.countable_classes:
-            instances = connected_instances(labels, self.config.countable_classes).astype(np.int64)
-        else:
-            instances = labels
-        if instances.shape != labels.shape:
-            raise ValueError(f"instance_map is {instances.shape[::-1]} but label_map is {labels.shape[::-1]} (W, H)")
-        count = len(np.unique(instances))
-        if count > self.max_instances:
-            raise ValueError(f"the maps hold {count} instances, more than this pipeline's limit of "
-                             f"{self.max_instances} (`max_instances`): a label map has at most a few hundred objects")
-        return labels, instances
+        """(labels, instances): checked (H, W) int64 ids at the label map's own size, within
+        `max_pixels`; see `LabelMapProcessor.label_and_instance_ids`."""
+        return self.label_processor.label_and_instance_ids(label_map, instance_map, self.max_pixels)
 
     def prepare_maps(self, label_map, instance_map=None, resize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels, instances): (1, 1, H, W) int64 at the working size (nearest-neighbour resized), or
         at the label map's own size if not `resize`; see `label_and_instance_ids`."""
-        h, w = self.working_size
-
-        def resize_ids(ids):  # on compact indices, so any id survives the float interpolation exactly
-            if not resize:
-                return torch.from_numpy(ids)[None, None].to(self.device)
-            values, index = np.unique(ids, return_inverse=True)
-            t = torch.from_numpy(index.reshape(ids.shape))[None, None].float()
-            resized = torch.nn.functional.interpolate(t, size=(h, w), mode="nearest").long()
-            return torch.from_numpy(values)[resized].to(self.device)
-
-        return tuple(resize_ids(ids) for ids in self.label_and_instance_ids(label_map, instance_map))
+        maps = self.label_and_instance_ids(label_map, instance_map)
+        if resize:
+            return tuple(self.label_processor.resize(ids, self.working_size).to(self.device) for ids in maps)
+        return tuple(torch.from_numpy(ids)[None, None].to(self.device) for ids in maps)
 
     def style_features(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None):
         """(1, feat_num, H, W): one feature per instance, from `instance_styles[id]`, else
@@ -181,9 +140,7 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     def label_image(self, labels: np.ndarray) -> Image.Image:
         """(H, W) class ids -> an RGB image in the pipeline's palette (what the model reads)."""
-        if self.config.palette is None:
-            raise ValueError("this pipeline has no palette to draw label maps with")
-        return Image.fromarray(np.asarray(self.config.palette, dtype=np.uint8)[labels])
+        return self.label_processor.label_image(labels)
 
     def check_style_ids(self, styles: dict, instance_styles: dict, classes: list[int], instances: list[int]) -> None:
         """A ValueError, listing what the map holds, for a style given to a class with no instance in

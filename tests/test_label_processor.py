@@ -1,0 +1,225 @@
+"""LabelMapProcessor (`pipe.label_processor`): ids in every integer form, colour maps snapped to the
+pipeline's palette (the HD and facades thresholds, on real label maps and photos), the Cityscapes ->
+CamVid mapping from the shipped CamVid config, instance maps, strokes, and config checks at load."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from PIL import Image
+
+from p2p_models import GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator, camvid
+from p2p_models.labels import nearest_palette
+from p2p_models.pipelines import LabelMapProcessor
+
+CITYSCAPES = ROOT / "tests" / "fixtures" / "cityscapes"
+FACADE_PAIR = ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg"  # photo | JPEG label map
+FACADES_INDEX = json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())
+CAMVID_INDEX = json.loads((ROOT / "pretrained" / "camvid_hd" / "model_index.json").read_text())
+
+
+def hd_pipe(**config):
+    """A tiny pipeline with the shipped CamVid model's label config (palette, classes, mapping)."""
+    torch.manual_seed(0)
+    label_config = {k: CAMVID_INDEX[k] for k in ("palette", "class_names", "countable_classes", "label_mappings")}
+    return Pix2PixHDPipeline(generator=GlobalGenerator(12 + 1, 3, ngf=4, n_downsampling=2, n_blocks=1).eval(),
+                             label_nc=12, image_size=[48, 64], **{**label_config, **config})
+
+
+def facades_pipe(**config):
+    torch.manual_seed(0)
+    return Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64, direction="BtoA",
+                           palette=FACADES_INDEX["palette"], class_names=FACADES_INDEX["class_names"], **config)
+
+
+def facade_halves() -> tuple[Image.Image, Image.Image]:
+    pair = Image.open(FACADE_PAIR).convert("RGB")
+    half = pair.width // 2
+    return pair.crop((0, 0, half, pair.height)), pair.crop((half, 0, pair.width, pair.height))
+
+
+def test_ids_from_every_integer_form():
+    processor = hd_pipe().label_processor
+    ids = np.random.default_rng(0).integers(0, 12, (6, 9))
+    forms = [ids, ids.astype(np.uint8), ids.astype(np.int16), torch.from_numpy(ids), torch.from_numpy(ids).int(),
+             Image.fromarray(ids.astype(np.uint8)), Image.fromarray(ids.astype(np.uint8)).convert("P"),
+             Image.fromarray(ids.astype(np.int32)), Image.fromarray(ids.astype(np.uint16))]
+    big_endian = Image.frombytes("I;16B", (9, 6), ids.astype(">u2").tobytes())
+    for form in [*forms, big_endian]:
+        out = processor.ids(form)
+        assert out.dtype == np.int64 and np.array_equal(out, ids), type(form)
+    colours = Image.fromarray(np.asarray(CAMVID_INDEX["palette"], np.uint8)[ids])
+    assert np.array_equal(processor.ids(colours), ids) and np.array_equal(processor.ids(colours.convert("RGBA")), ids)
+    assert np.array_equal(np.asarray(processor.label_image(ids)), np.asarray(colours))
+    with pytest.raises(ValueError, match="an array must be \\(H, W\\) integers"):
+        processor.ids(ids.astype(np.float32))
+    with pytest.raises(ValueError, match="an array must be \\(H, W\\) integers"):
+        processor.ids(ids[None])
+    with pytest.raises(ValueError, match="mode F is not an id map"):
+        processor.ids(Image.fromarray(ids.astype(np.float32)))
+    with pytest.raises(TypeError, match="expected a PIL image or an \\(H, W\\) integer array, got str"):
+        processor.ids("labels.png")
+    with pytest.raises(ValueError, match="a colour image needs the pipeline's palette"):
+        LabelMapProcessor(12).ids(colours)
+
+
+def test_snapping_thresholds_on_a_real_jpeg_label_map_and_photos():
+    photo, label = facade_halves()
+    facades = facades_pipe().label_processor
+    snapped = np.asarray(facades.snap(label))
+    assert np.array_equal(snapped, np.asarray(FACADES_INDEX["palette"], np.uint8)[nearest_palette(label,
+                                                                                                  facades.palette)[0]])
+    assert len(np.unique(snapped.reshape(-1, 3), axis=0)) > 3  # a real map: several classes survive
+    with pytest.raises(ValueError, match="image: \\d+% of its pixels are far from every class colour"):
+        facades.snap(photo, "image")
+    # the HD pipeline's stricter distance (20) with a looser fraction (0.4): its JPEG label maps pass, photos don't
+    hd = hd_pipe().label_processor
+    buffer = io.BytesIO()
+    Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png").save(buffer, "JPEG", quality=75)
+    jpeg = Image.open(buffer)
+    assert hd.ids(jpeg).max() < 12
+    street = Image.open(ROOT / "examples" / "colorization" / "103070.jpg").convert("RGB")
+    with pytest.raises(ValueError, match="looks like a photo, not a label map"):
+        hd.ids(street)
+    # the facades label, JPEG noise and all, is off the CamVid palette: the thresholds belong to the pipeline
+    with pytest.raises(ValueError, match="far from every class colour"):
+        hd.ids(label)
+    hd.max_off_palette = 1.0  # the limits are settable on the processor
+    assert hd.ids(street).shape == (street.height, street.width)
+
+
+def test_the_facades_pipeline_snaps_its_inputs_to_its_palette():
+    photo, label = facade_halves()
+    pipe = facades_pipe()
+    snapped = pipe.label_processor.snap(label)
+    assert np.array_equal(np.asarray(pipe(label, seed=1)), np.asarray(pipe(snapped, seed=1)))
+    unsnapped = Pix2PixPipeline(generator=pipe.generator, image_size=64, direction="BtoA")
+    assert unsnapped.label_processor is None
+    assert not np.array_equal(np.asarray(unsnapped(label, seed=1)), np.asarray(pipe(label, seed=1)))
+    with pytest.raises(ValueError, match="image 1: \\d+% of its pixels are far from every class colour"):
+        pipe([label, photo], seed=0)
+    shipped = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades")
+    assert shipped.config.palette == FACADES_INDEX["palette"] and len(shipped.config.class_names) == 12
+    assert shipped.label_processor.palette == shipped.config.palette
+
+
+def cityscapes_pair(k: int = 0) -> tuple[Image.Image, Image.Image]:
+    label = Image.open(sorted((CITYSCAPES / "train_label").iterdir())[k])
+    return label, Image.open(sorted((CITYSCAPES / "train_inst").iterdir())[k])
+
+
+def test_cityscapes_ids_are_mapped_by_the_shipped_config():
+    assert CAMVID_INDEX["label_mappings"] == {"cityscapes": [camvid.CITYSCAPES_TO_CAMVID[i] for i in range(34)]}
+    pipe = hd_pipe()
+    label, instance = cityscapes_pair()
+    city, city_instances = np.asarray(label).astype(np.int64), np.asarray(instance).astype(np.int64)
+    assert city.max() >= 12  # not CamVid ids
+    labels, instances = pipe.label_and_instance_ids(label, instance)
+    expected = camvid.from_cityscapes(city, city_instances)
+    assert np.array_equal(labels, expected[0]) and np.array_equal(instances, expected[1])
+    assert (labels[city == 26] == camvid.CLASS_NAMES.index("Car")).all()
+    cars = city_instances[(city == 26) & (city_instances >= 1000)]
+    assert len(np.unique(instances[(city == 26) & (city_instances >= 1000)])) == len(np.unique(cars))
+    # without an instance map, countable classes are split into connected regions
+    labels, instances = pipe.label_and_instance_ids(label)
+    assert np.array_equal(instances, camvid.from_cityscapes(city)[1])
+    # the pipeline synthesises from Cityscapes ids as from the mapped CamVid ids
+    assert np.array_equal(np.asarray(pipe(label, instance, seed=0)), np.asarray(pipe(*expected, seed=0)))
+    # ids that fit neither the model nor a mapping
+    with pytest.raises(ValueError, match="ids must lie in \\[0, 12\\) \\(the model's classes\\) or \\[0, 34\\) "
+                                         "\\(cityscapes ids, mapped to these classes\\); found ids up to 40"):
+        pipe.label_and_instance_ids(np.full((48, 64), 40))
+    with pytest.raises(ValueError, match="instance_map is 32x16 but label_map is 256x128: they must have the same"):
+        pipe.label_and_instance_ids(label, np.zeros((16, 32), np.int64))
+    # a model without the mapping refuses Cityscapes ids
+    with pytest.raises(ValueError, match="ids must lie in \\[0, 12\\) \\(the model's classes\\); found ids up to"):
+        hd_pipe(label_mappings=None).label_and_instance_ids(label)
+
+
+def test_the_shipped_cityscapes_example_keeps_its_instances():
+    pipe = hd_pipe()
+    label = Image.open(ROOT / "examples" / "hd" / "cityscapes_frankfurt_000000_000576.png")
+    instance = Image.open(ROOT / "examples" / "hd" / "cityscapes_frankfurt_000000_000576_instances.png")
+    labels, instances = pipe.label_and_instance_ids(label, instance)
+    assert np.array_equal(instances, np.asarray(instance).astype(np.int64))
+    objects = instances >= 1000
+    assert objects.any() and (instances[objects] // 1000 == labels[objects]).mean() > 0.95  # objects: class * 1000 + k
+
+
+def test_instance_maps_are_checked():
+    processor = hd_pipe().label_processor
+    labels = np.full((48, 64), 3)
+    labels[10:20, 10:30] = 8
+    with pytest.raises(ValueError, match="instance_map: ids must be non-negative, found -5"):
+        processor.label_and_instance_ids(labels, np.full((48, 64), -5))
+    with pytest.raises(ValueError, match="instance_map: mode RGB is not an instance map; it must be a single-channel"):
+        processor.label_and_instance_ids(labels, Image.new("RGB", (64, 48)))
+    with pytest.raises(ValueError, match="instance_map is 64x47 but label_map is 64x48"):
+        processor.label_and_instance_ids(labels, np.zeros((47, 64), np.int64))
+    many = np.arange(48 * 64).reshape(48, 64)
+    processor.max_instances = 4000
+    assert len(np.unique(processor.label_and_instance_ids(labels, many)[1])) == 48 * 64
+    processor.max_instances = 100
+    with pytest.raises(ValueError, match="hold 3072 instances, more than this pipeline's limit of 100"):
+        processor.label_and_instance_ids(labels, many)
+    dontcare = LabelMapProcessor(3, dontcare_class=2, max_boundary_fraction=None)
+    assert dontcare.label_and_instance_ids(np.array([[0, 255], [1, 255]]))[0].tolist() == [[0, 2], [1, 2]]
+
+
+def test_strokes_are_painted_onto_ids_in_palette_classes():
+    processor = hd_pipe().label_processor
+    ids = np.full((48, 64), 3)
+    instances = ids.copy()
+    pedestrian = camvid.CLASS_NAMES.index("Pedestrian")
+    near = np.asarray(CAMVID_INDEX["palette"][pedestrian]) + [6, -5, 4]  # a brush colour a little off
+    stroke = Image.new("RGBA", (128, 96), (0, 0, 0, 0))  # drawn at twice the map's size
+    stroke.paste(tuple(int(v) for v in near) + (255,), (20, 10, 40, 30))
+    stroke.paste((255, 255, 255, 100), (80, 60, 100, 80))  # faint (alpha < 128): not drawn
+    labels, painted = processor.paint(ids, [stroke], instances)
+    expected = ids.copy()
+    expected[5:15, 10:20] = pedestrian
+    assert np.array_equal(labels, expected) and np.array_equal(painted, expected)
+    assert (ids == 3).all() and (instances == 3).all()  # the inputs are left alone
+    assert processor.paint(ids, [stroke])[1] is None
+
+
+def test_id_images_are_told_from_colour_maps():
+    processor = hd_pipe().label_processor
+    ids = np.random.default_rng(0).integers(0, 12, (8, 8)).astype(np.uint8)
+    assert np.array_equal(processor.id_map(Image.fromarray(ids)), ids)
+    assert np.array_equal(processor.id_map(Image.fromarray(ids).convert("RGBA")), ids)  # an editor's copy
+    sky = Image.new("RGBA", (8, 8), tuple(CAMVID_INDEX["palette"][0]) + (255,))  # the palette's own grey
+    assert processor.id_map(sky) is None
+    assert processor.id_map(processor.label_image(ids.astype(np.int64))) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"label_mappings": {"cityscapes": [0] * 33 + [12]}},
+     "label_mappings\\['cityscapes'\\]: must be a list of class ids in \\[0, 12\\)"),
+    ({"label_mappings": {"short": [0] * 12}}, "maps ids 0-11, but ids below 12 are read as the model's own classes"),
+    ({"label_mappings": {"bad": "cityscapes"}}, "must be a list of class ids"),
+])
+def test_bad_label_mappings_are_refused_at_load(tmp_path, change, message):
+    hd_pipe().save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["label_mappings"] == CAMVID_INDEX["label_mappings"]
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
+    with pytest.raises(ValueError, match=message):
+        Pix2PixHDPipeline.from_pretrained(tmp_path)
+
+
+def test_facades_config_round_trips_and_bad_ones_are_refused_at_load(tmp_path):
+    facades_pipe().save_pretrained(tmp_path)
+    loaded = Pix2PixPipeline.from_pretrained(tmp_path)
+    assert loaded.config.palette == FACADES_INDEX["palette"]
+    assert loaded.config.class_names == FACADES_INDEX["class_names"]
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    for change, message in (({"palette": [[0, 0, 0], [0, 0, 256]]}, "three integers in \\[0, 255\\]"),
+                            ({"class_names": ["background"]}, "class_names has 1 names for 12 classes"),
+                            ({"palette": None}, "class_names name the classes of a palette, and this pipeline has")):
+        (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
+        with pytest.raises(ValueError, match=message):
+            Pix2PixPipeline.from_pretrained(tmp_path)
