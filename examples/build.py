@@ -8,7 +8,6 @@ in the CamVid palette, and Cityscapes samples mapped to CamVid classes with thei
 (16-bit PNG), centre-cropped to the CamVid model's 4:3 aspect and scaled to its 512x384 working size.
 """
 
-import sys
 from pathlib import Path
 
 import datasets
@@ -16,13 +15,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from p2p_models import camvid
+from p2p_models.labels import colors_to_ids
+from train.data import load_splits, train_val_split
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "train")]
-
-from data import load_splits, train_val_split  # noqa: E402
-
-from p2p_models import camvid  # noqa: E402
-from p2p_models.labels import colors_to_ids  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 OUT = ROOT / "examples"

@@ -9,12 +9,21 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, environment
-from metrics import (FID_MISSING, InceptionFeatures, SegmentationScores, colour_classes, colourfulness,
-                     frechet_distance, nearest_colour, psnr, ssim)
-from metrics import l1 as l1_metric
 from PIL import Image, ImageFilter
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator
+from train.metrics import (
+    FID_MISSING,
+    InceptionFeatures,
+    SegmentationScores,
+    colour_classes,
+    colourfulness,
+    frechet_distance,
+    nearest_colour,
+    psnr,
+    ssim,
+)
+from train.metrics import l1 as l1_metric
 
 FACADES = ROOT / "tests" / "fixtures" / "facades"
 

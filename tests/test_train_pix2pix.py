@@ -14,9 +14,9 @@ import torch
 from conftest import ACCELERATE, ROOT, environment
 from PIL import Image
 from safetensors.torch import load_file
-from common import linear_decay
 
 from p2p_models import Pix2PixPipeline
+from train.common import linear_decay
 
 FACADES = ROOT / "tests" / "fixtures" / "facades"
 SMALL = ["--dataset", str(FACADES), "--direction", "BtoA", "--load_size", "72",
@@ -117,7 +117,8 @@ def test_damaged_checkpoints_are_named_and_never_half_loaded(tmp_path):
     from types import SimpleNamespace
 
     from accelerate import Accelerator
-    from common import resume
+
+    from train.common import resume
 
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(2, 2)
@@ -214,7 +215,8 @@ def test_resume_follows_a_changed_schedule(tmp_path):
     from types import SimpleNamespace
 
     from accelerate import Accelerator
-    from common import linear_decay, resume
+
+    from train.common import linear_decay, resume
 
     def setup(num_epochs, num_epochs_decay):
         accelerator = Accelerator(cpu=True)

@@ -12,10 +12,10 @@ import torch
 from conftest import ACCELERATE, ROOT, environment
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from train_pix2pixhd import hd_linear_decay
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline
 from p2p_models.vgg import VGG19Features
+from train.train_pix2pixhd import hd_linear_decay
 
 FIXTURE = ROOT / "tests" / "fixtures" / "cityscapes"
 STEMS = sorted(p.stem for p in (FIXTURE / "train_label").iterdir())

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from metrics import SegmentationScores
 
 from p2p_models import UNetGenerator
+from train.metrics import SegmentationScores
 
 
 class Segmenter:
