@@ -74,7 +74,8 @@ def test_colourfulness_known_answers():
     red[:, 0] = 1  # rg = 255, yb = 127.5, no spread: 0.3 * sqrt(255^2 + 127.5^2)
     assert colourfulness(red).item() == pytest.approx(0.3 * np.hypot(255, 127.5), rel=1e-5)
     vivid = photos()
-    assert colourfulness(vivid).mean() > colourfulness(vivid.mean(1, keepdim=True).expand_as(vivid) * 0.5 + 0.25 * vivid).mean()
+    duller = vivid.mean(1, keepdim=True).expand_as(vivid) * 0.5 + 0.25 * vivid
+    assert colourfulness(vivid).mean() > colourfulness(duller).mean()
 
 
 def test_colour_classes_recover_flat_colours():

@@ -72,7 +72,8 @@ def test_global_run_gives_an_editable_pipeline(global_run):
     assert a.shape == (128, 256, 3)
     assert np.array_equal(a, np.asarray(pipe(labels, instances, seed=0)))
     cls = int(pipe.style_bank.counts.argmax())
-    styled = [np.asarray(pipe(labels, instances, styles={cls: k}, seed=0)) for k in range(int(pipe.style_bank.counts[cls]))]
+    styled = [np.asarray(pipe(labels, instances, styles={cls: k}, seed=0))
+              for k in range(int(pipe.style_bank.counts[cls]))]
     if (np.asarray(labels) == cls).any():
         assert any(not np.array_equal(styled[0], s) for s in styled[1:])
 
