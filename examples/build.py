@@ -9,20 +9,17 @@ in the CamVid palette, and Cityscapes samples mapped to CamVid classes with thei
 """
 
 import json
-import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 from PIL import Image
 
+from p2p_models import camvid
+from p2p_models.labels import colors_to_ids
+from train.data import load_splits, train_val_split
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "train")]
-
-from data import load_splits, train_val_split  # noqa: E402
-
-from p2p_models import camvid  # noqa: E402
-from p2p_models.labels import colors_to_ids  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 OUT = ROOT / "examples"

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 from conftest import ROOT
-from data import LabelImageDataset, load_label_splits
 from PIL import Image
 from test_train_pix2pixhd import launch
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline, camvid
 from p2p_models.labels import connected_instances
+from train.data import LabelImageDataset, load_label_splits
 
 FIXTURE = ROOT / "tests" / "fixtures" / "camvid"
 CITYSCAPES = ROOT / "tests" / "fixtures" / "cityscapes"

@@ -100,8 +100,8 @@ def card_args(script, *extra):
 
 @pytest.mark.parametrize("dataset, hub_ids", [("huggan/facades", ["huggan/facades"]), (str(FACADES), None)])
 def test_training_cards(monkeypatch, dataset, hub_ids):
-    import train_pix2pix
-    import train_pix2pixhd
+    from train import train_pix2pix
+    from train import train_pix2pixhd
 
     monkeypatch.setattr(sys, "argv", ["train.py", "--dataset", dataset, "--output_dir", "/tmp/somewhere/facades-run"])
     metrics = {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1, "num_samples": 3, "num_skipped": 0,
@@ -146,7 +146,7 @@ def test_a_trained_pipeline_card(tmp_path):
 
 
 def test_evaluation_results_merge_into_the_card(tmp_path):
-    import evaluate
+    from train import evaluate
 
     torch.manual_seed(0)
     folder = tmp_path / "model"

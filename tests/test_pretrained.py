@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from conftest import ROOT
 from PIL import Image
-from segmenter import Segmenter
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
+from train.segmenter import Segmenter
 
 FACADE = ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg"
 

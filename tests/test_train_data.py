@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from data import BadImageError, PairedImageDataset, load_splits, train_val_split
-from metrics import psnr, ssim
 from PIL import Image
+
+from train.data import BadImageError, PairedImageDataset, load_splits, train_val_split
+from train.metrics import psnr, ssim
 
 FACADES = ROOT / "tests" / "fixtures" / "facades"
 
@@ -119,7 +120,7 @@ def test_metrics_sanity():
 
 
 def test_label_image_triples_from_folders_and_columns(tmp_path):
-    from data import LabelImageDataset, load_label_splits
+    from train.data import LabelImageDataset, load_label_splits
 
     folder = ROOT / "tests" / "fixtures" / "cityscapes"
     train = load_label_splits(str(folder))["train"]
@@ -162,7 +163,7 @@ def test_multiscale_crops_keep_the_aspect_ratio():
 
 
 def test_label_ids_outside_label_nc_are_named_or_skipped(tmp_path):
-    from data import LabelImageDataset, load_label_splits
+    from train.data import LabelImageDataset, load_label_splits
 
     fixture = ROOT / "tests" / "fixtures" / "cityscapes"
     for kind in ("label", "img", "inst"):

@@ -1,5 +1,6 @@
 """train/train_pix2pix.py through real `accelerate launch`, on a few real facades pairs."""
 
+import io
 import json
 import os
 import signal
@@ -8,15 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ACCELERATE, ROOT, environment
+from conftest import ACCELERATE, ROOT, environment, git_commit_folder
 from PIL import Image
 from safetensors.torch import load_file
-from common import linear_decay
 
 from p2p_models import Pix2PixPipeline
+from train.common import linear_decay
+from train.train_pix2pix import parse_args
 
 FACADES = ROOT / "tests" / "fixtures" / "facades"
 SMALL = ["--dataset", str(FACADES), "--direction", "BtoA", "--load_size", "72",
@@ -117,7 +120,8 @@ def test_damaged_checkpoints_are_named_and_never_half_loaded(tmp_path):
     from types import SimpleNamespace
 
     from accelerate import Accelerator
-    from common import resume
+
+    from train.common import resume
 
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(2, 2)
@@ -214,7 +218,8 @@ def test_resume_follows_a_changed_schedule(tmp_path):
     from types import SimpleNamespace
 
     from accelerate import Accelerator
-    from common import linear_decay, resume
+
+    from train.common import linear_decay, resume
 
     def setup(num_epochs, num_epochs_decay):
         accelerator = Accelerator(cpu=True)
@@ -232,3 +237,60 @@ def test_resume_follows_a_changed_schedule(tmp_path):
     args = SimpleNamespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
     assert resume(accelerator, args, [sched]) == 30
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # epoch 3 of 5 + 5: constant again
+
+
+def test_diffusers_flag_names_beside_ours(tmp_path, capsys):
+    out = ["--output_dir", str(tmp_path / "x")]
+    args = parse_args(["--dataset_name", "huggan/facades", "--resolution", "128", "--num_train_epochs", "10",
+                       "--random_flip", *out])
+    assert args.dataset == "huggan/facades" and args.crop_size == 128 and not args.no_flip
+    assert (args.num_epochs, args.num_epochs_decay) == (5, 5)  # the papers' even split
+    assert (args.image_column_a, args.image_column_b) == ("imageA", "imageB")  # a known Hub dataset's columns
+    args = parse_args(["--train_data_dir", str(FACADES), "--num_train_epochs", "3", "--num_epochs_decay", "1", *out])
+    assert args.dataset == str(FACADES) and (args.num_epochs, args.num_epochs_decay) == (2, 1)
+    assert args.image_column_a is None and not args.no_flip
+    args = parse_args(["--dataset", str(FACADES), "--no_flip", *out])
+    assert args.no_flip and (args.num_epochs, args.num_epochs_decay) == (100, 100)
+    for bad, message in ((["--dataset_name", "a/b", "--train_data_dir", str(FACADES)], "give the data as"),
+                         ([], "give the data as"),
+                         (["--dataset_name", "a/b", "--no_flip", "--random_flip"], "not allowed with argument"),
+                         (["--dataset_name", "a/b", "--num_train_epochs", "4", "--num_epochs", "2"], "one of them"),
+                         (["--dataset_name", "a/b", "--num_train_epochs", "2", "--num_epochs_decay", "3"], ">= 1 and"),
+                         (["--train_data_dir", str(tmp_path / "missing")], "no such folder")):
+        with pytest.raises(SystemExit):
+            parse_args([*bad, *out])
+        assert message in capsys.readouterr().err, bad
+    for script in ("train_pix2pix", "train_pix2pixhd"):  # run as modules of the `train` package, from elsewhere
+        done = subprocess.run([sys.executable, "-m", f"train.{script}", "--help"], env=environment(tmp_path),
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        for flag in ("--dataset_name DATASET, --dataset DATASET", "--train_data_dir", "--resolution",
+                     "--num_train_epochs", "--random_flip", "--train_batch_size"):
+            assert flag in done.stdout, (script, flag)
+
+
+def test_a_known_hub_dataset_needs_no_column_flags(tmp_path, olah_hub):
+    """huggan/facades (A and B in columns imageA / imageB), served by a local Hub under its real id."""
+    endpoint, repos = olah_hub
+    repo = repos / "datasets" / "huggan" / "facades"
+    (repo / "data").mkdir(parents=True)
+    rows = {"imageA": [], "imageB": []}
+    for path in sorted((FACADES / "train").glob("*.jpg")):
+        with Image.open(path) as ab:
+            half = ab.width // 2
+            for column, box in (("imageA", (0, 0, half, ab.height)), ("imageB", (half, 0, ab.width, ab.height))):
+                png = io.BytesIO()
+                ab.crop(box).save(png, "PNG")
+                rows[column].append({"bytes": png.getvalue(), "path": None})
+    features = datasets.Features({"imageA": datasets.Image(), "imageB": datasets.Image()})
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(repo / "data" / "train-00000-of-00001.parquet")
+    (repo / "README.md").write_text("---\nlicense: other\n---\nCMP Facades pairs in the HugGAN layout (test copy).\n")
+    git_commit_folder(repo)
+    out = tmp_path / "run"
+    launch(tmp_path, ["--dataset_name", "huggan/facades", *SMALL[2:], "--max_train_steps", "2", "--checkpointing_steps",
+                      "100", "--output_dir", str(out)], HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="0")
+    card = (out / "README.md").read_text()
+    assert "9 training examples, layout paired" in card and "huggan/facades" in card
+    assert json.loads((out / "validation_metrics.json").read_text())["num_samples"] == 1
+    pipe = Pix2PixPipeline.from_pretrained(out)
+    assert pipe.config.direction == "BtoA" and pipe.working_size == (64, 64)

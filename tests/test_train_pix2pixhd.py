@@ -12,10 +12,10 @@ import torch
 from conftest import ACCELERATE, ROOT, environment
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from train_pix2pixhd import hd_linear_decay
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline
 from p2p_models.vgg import VGG19Features
+from train.train_pix2pixhd import hd_linear_decay
 
 FIXTURE = ROOT / "tests" / "fixtures" / "cityscapes"
 STEMS = sorted(p.stem for p in (FIXTURE / "train_label").iterdir())
@@ -72,7 +72,8 @@ def test_global_run_gives_an_editable_pipeline(global_run):
     assert a.shape == (128, 256, 3)
     assert np.array_equal(a, np.asarray(pipe(labels, instances, seed=0)))
     cls = int(pipe.style_bank.counts.argmax())
-    styled = [np.asarray(pipe(labels, instances, styles={cls: k}, seed=0)) for k in range(int(pipe.style_bank.counts[cls]))]
+    styled = [np.asarray(pipe(labels, instances, styles={cls: k}, seed=0))
+              for k in range(int(pipe.style_bank.counts[cls]))]
     if (np.asarray(labels) == cls).any():
         assert any(not np.array_equal(styled[0], s) for s in styled[1:])
 

@@ -16,13 +16,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, load
-from data import BadImageError
 from huggingface_hub import ModelCardData
-from metrics import l1, psnr, ssim
 from PIL import Image
 from safetensors.torch import load_file
 
 from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, public_command
+from train.data import BadImageError
+from train.metrics import l1, psnr, ssim
 
 logger = get_logger(__name__)
 
@@ -30,8 +30,11 @@ logger = get_logger(__name__)
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """Data-source, optimisation and output flags every training script takes."""
     g = p.add_argument_group("data source")
-    g.add_argument("--dataset", required=True,
-                   help="Hub dataset id, `save_to_disk` folder, parquet file/folder, or image folder")
+    g.add_argument("--dataset_name", "--dataset", dest="dataset", default=None,
+                   help="Hub dataset id (the ones in train/data.py's HUB_DATASET_COLUMNS need no column flags), "
+                        "`save_to_disk` folder, parquet file/folder, or image folder")
+    g.add_argument("--train_data_dir", default=None,
+                   help="a local data folder, instead of --dataset_name (the name diffusers' scripts use)")
     g.add_argument("--train_split", default="train")
     g.add_argument("--validation_split", default=None,
                    help="split for validation (default: validation/val if present, else held out of train)")
@@ -44,8 +47,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache_dir", default=None, help="datasets cache directory")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--num_epochs", type=int, default=100, help="epochs at the initial learning rate")
-    g.add_argument("--num_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
+    g.add_argument("--num_epochs", type=int, default=None, help="epochs at the initial learning rate (default 100)")
+    g.add_argument("--num_epochs_decay", type=int, default=None, help="epochs of linear decay to zero (default 100)")
+    g.add_argument("--num_train_epochs", type=int, default=None,
+                   help="all epochs, as diffusers' scripts count them: the last --num_epochs_decay of them (default "
+                        "half) decaying; instead of --num_epochs")
     g.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps")
     g.add_argument("--train_batch_size", type=int, default=1, help="per process")
     g.add_argument("--learning_rate", type=float, default=2e-4)
@@ -71,7 +77,33 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hub_token", default=None)
 
 
+def add_flip_args(g) -> None:
+    """--no_flip, and diffusers' --random_flip for the default it confirms (their scripts don't flip
+    unless asked; pix2pix and pix2pixHD flip unless told not to)."""
+    flip = g.add_mutually_exclusive_group()
+    flip.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
+    flip.add_argument("--random_flip", dest="no_flip", action="store_false", default=False,
+                      help="random horizontal flips: the default here, as in the papers")
+
+
 def check_common_args(p: argparse.ArgumentParser, args) -> None:
+    """Checks the shared flags and resolves their diffusers-style spellings: afterwards `args.dataset`
+    is the data source and `args.num_epochs` / `args.num_epochs_decay` the schedule."""
+    if (args.dataset is None) == (args.train_data_dir is None):
+        p.error("give the data as --dataset_name (a Hub id or local path) or --train_data_dir (a local folder)")
+    if args.train_data_dir is not None:
+        if not Path(args.train_data_dir).is_dir():
+            p.error(f"--train_data_dir {args.train_data_dir}: no such folder")
+        args.dataset = args.train_data_dir
+    if args.num_train_epochs is not None:
+        if args.num_epochs is not None:
+            p.error("--num_train_epochs counts all epochs, --num_epochs the constant-rate ones: give one of them")
+        decay = args.num_train_epochs // 2 if args.num_epochs_decay is None else args.num_epochs_decay
+        if not 0 <= decay <= args.num_train_epochs or args.num_train_epochs < 1:
+            p.error(f"--num_train_epochs {args.num_train_epochs} must be >= 1 and >= --num_epochs_decay {decay}")
+        args.num_epochs, args.num_epochs_decay = args.num_train_epochs - decay, decay
+    args.num_epochs = 100 if args.num_epochs is None else args.num_epochs
+    args.num_epochs_decay = 100 if args.num_epochs_decay is None else args.num_epochs_decay
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
 
@@ -83,7 +115,8 @@ def make_accelerator(args) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                            logging_dir=str(output_dir / args.logging_dir)),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         step_scheduler_with_optimizer=False,
     )
@@ -306,7 +339,8 @@ def write_rank_report(accelerator: Accelerator, model, seen: list[int], output_d
     digest = hashlib.sha256()
     for name, p in accelerator.unwrap_model(model).named_parameters():
         digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
-    report = {"rank": accelerator.process_index, "samples_seen": seen, "generator_parameters_sha256": digest.hexdigest()}
+    report = {"rank": accelerator.process_index, "samples_seen": seen,
+              "generator_parameters_sha256": digest.hexdigest()}
     (output_dir / "rank_report").mkdir(exist_ok=True)
     (output_dir / "rank_report" / f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
 

@@ -28,6 +28,21 @@ LAYOUTS = ("aligned", "paired", "colorization")
 VALIDATION_NAMES = ("validation", "val", "valid", "dev")
 
 
+# The image columns of known Hub datasets, so that `--dataset_name <id>` needs no column flags:
+# the pix2pix datasets as the HugGAN community uploaded them, A and B in two columns. Keyed on the
+# Hub id, whichever endpoint serves it.
+HUB_DATASET_COLUMNS = {
+    "huggan/facades": {"image_column_a": "imageA", "image_column_b": "imageB"},
+    "huggan/maps": {"image_column_a": "imageA", "image_column_b": "imageB"},
+}
+
+
+def known_columns(source: str) -> dict[str, str]:
+    """The column flags (`image_column_a`, `image_column_b`) of a Hub dataset in
+    `HUB_DATASET_COLUMNS`; none for other ids and for local paths."""
+    return {} if Path(source).exists() else HUB_DATASET_COLUMNS.get(source, {})
+
+
 class BadImageError(ValueError):
     """An example whose image can't be decoded, or whose A and B don't fit together."""
 
@@ -45,7 +60,7 @@ def load_splits(source: str, cache_dir: str | None = None) -> datasets.DatasetDi
     if path.suffix == ".parquet":
         return datasets.load_dataset("parquet", data_files=str(path), cache_dir=cache_dir)
     if path.exists():
-        raise ValueError(f"--dataset {source}: a file that is not .parquet; expected a folder, parquet or Hub id")
+        raise ValueError(f"--dataset_name {source}: a file that is not .parquet; expected a folder, parquet or Hub id")
     return datasets.load_dataset(source, cache_dir=cache_dir)
 
 

@@ -11,12 +11,12 @@ import argparse
 import logging
 
 import torch
-from common import readable
-from data import LabelImageDataset, load_label_splits
 from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline, StyleBank
 from p2p_models.style_bank import instance_features
+from train.common import readable
+from train.data import LabelImageDataset, load_label_splits
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def build_style_bank(encoder, dataset: LabelImageDataset, num_classes: int, k: i
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a Pix2PixHDPipeline folder with an encoder")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset_name", "--dataset", dest="dataset", required=True,
+                   help="the training data (Hub id or local path)")
     p.add_argument("--split", default="train")
     p.add_argument("--label_column", default="label")
     p.add_argument("--image_column", default="image")

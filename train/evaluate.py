@@ -19,22 +19,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import label_colors, score, to_uint8_grid
-from data import LabelImageDataset, PairedImageDataset, load_label_splits, load_splits, train_val_split
 from huggingface_hub import ModelCard
-from metrics import FID_MISSING, InceptionFeatures, colour_classes, colourfulness, frechet_distance, nearest_colour
 from PIL import Image
-from segmenter import Segmenter
 from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
 from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
+from train.common import label_colors, score, to_uint8_grid
+from train.data import (
+    LabelImageDataset,
+    PairedImageDataset,
+    known_columns,
+    load_label_splits,
+    load_splits,
+    train_val_split,
+)
+from train.metrics import (
+    FID_MISSING,
+    InceptionFeatures,
+    colour_classes,
+    colourfulness,
+    frechet_distance,
+    nearest_colour,
+)
+from train.segmenter import Segmenter
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="pipeline folder or Hub id")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset_name", "--dataset", dest="dataset", required=True,
+                   help="Hub dataset id (known ids need no column flags) or local path, as for training")
     p.add_argument("--split", default="validation")
     p.add_argument("--validation_fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -133,6 +148,8 @@ def main(argv=None):
                                     train=False, size_factor=1, countable=pipe.config.countable_classes)
     else:
         split = split_of(args, load_splits(args.dataset))
+        if not (args.image_column or args.image_column_a or args.image_column_b):
+            vars(args).update(known_columns(args.dataset))
         layout = "paired" if args.image_column_a else "colorization" if pipe.config.color_space == "lab" else "aligned"
         dataset = PairedImageDataset(split, layout, args.image_column, args.image_column_a, args.image_column_b,
                                      direction=pipe.config.direction, load_size=h, crop_size=h, train=False)
@@ -164,7 +181,8 @@ def main(argv=None):
             seg_fake.update(segmenter.predict(fake), labels.reshape(len(fake), *fake.shape[-2:]))
             seg_real.update(segmenter.predict(real), labels.reshape(len(fake), *fake.shape[-2:]))
         if stochastic:
-            others = [batches.generate(items, seed=args.seed + start + 1000 * k) for k in range(1, args.diversity_seeds)]
+            others = [batches.generate(items, seed=args.seed + start + 1000 * k)
+                      for k in range(1, args.diversity_seeds)]
             outputs = [fake] + others
             pairs = [(i, j) for i in range(len(outputs)) for j in range(i + 1, len(outputs))]
             diversity += [float((outputs[i] - outputs[j]).abs().flatten(1).mean(1).mean()) for i, j in pairs]

@@ -85,7 +85,10 @@ class SegmentationScores:
 
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
         """(…) predicted and true ids of the same shape."""
-        keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is None:
+            keep = torch.ones_like(target, dtype=torch.bool)
+        else:
+            keep = target != self.ignore_index
         idx = target[keep].long() * self.num_classes + predicted[keep].long()
         self.confusion += torch.bincount(idx.cpu(), minlength=self.num_classes**2).view(self.num_classes, -1)
 

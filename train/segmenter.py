@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from metrics import SegmentationScores
 
 from p2p_models import UNetGenerator
 from p2p_models.pipelines import LabelMapProcessor
+from train.metrics import SegmentationScores
 
 
 class Segmenter:

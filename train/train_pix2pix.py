@@ -10,44 +10,11 @@ plus `discriminator/`, `checkpoint-N/` folders, validation grids in `samples/` a
 
 import argparse
 import json
-import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from common import (
-    RealFakeDiscriminator,
-    add_common_args,
-    card_metadata,
-    check_common_args,
-    command_line,
-    dataset_label,
-    init_trackers,
-    linear_decay,
-    make_accelerator,
-    mean_scores,
-    public_config,
-    readable,
-    record_validation,
-    resume,
-    run_timing,
-    save_checkpoint,
-    save_grid,
-    save_outputs,
-    score,
-    skip_bad_examples,
-    to_uint8_grid,
-    train_loader,
-    validation_section,
-    wall_time,
-    warn_skipped,
-    write_rank_report,
-)
-from data import PairedImageDataset, load_splits, train_val_split
-from tqdm.auto import tqdm
 
 from p2p_models import (
     GANLoss,
@@ -58,8 +25,29 @@ from p2p_models import (
     pix2pix_generator_loss,
 )
 from p2p_models.pipelines.hub import PIX2PIX_TAGS, make_card, public_path, usage
-
-logger = get_logger(__name__)
+from train.common import (
+    RealFakeDiscriminator,
+    add_common_args,
+    add_flip_args,
+    card_metadata,
+    check_common_args,
+    command_line,
+    dataset_label,
+    linear_decay,
+    make_accelerator,
+    mean_scores,
+    public_config,
+    readable,
+    score,
+    skip_bad_examples,
+    to_uint8_grid,
+    train_loader,
+    validation_section,
+    wall_time,
+    warn_skipped,
+)
+from train.data import PairedImageDataset, known_columns, load_splits, train_val_split
+from train.loop import GANTrainer, train_loop
 
 
 def parse_args(argv=None):
@@ -75,8 +63,9 @@ def parse_args(argv=None):
     g.add_argument("--max_load_size", type=int, default=None,
                    help="multi-scale: resize the short side to a random size in [load_size, max_load_size], "
                         "aspect kept, before cropping (for photos of any shape, e.g. colorization)")
-    g.add_argument("--crop_size", type=int, default=256, help="random crop size = the model's working size")
-    g.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
+    g.add_argument("--crop_size", "--resolution", type=int, default=256,
+                   help="random crop size = the model's working size")
+    add_flip_args(g)
 
     g = p.add_argument_group("model")
     g.add_argument("--num_downs", type=int, default=8, help="U-Net levels: 8 = unet_256, 7 = unet_128")
@@ -91,6 +80,8 @@ def parse_args(argv=None):
     g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
     args = p.parse_args(argv)
     check_common_args(p, args)
+    if not (args.image_column or args.image_column_a or args.image_column_b or args.colorization):
+        vars(args).update(known_columns(args.dataset))
     if bool(args.image_column_a) != bool(args.image_column_b):
         p.error("--image_column_a and --image_column_b go together")
     if args.colorization and args.image_column_a:
@@ -167,148 +158,112 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
     return str(make_card(card_metadata(args, PIX2PIX_TAGS, metrics), "\n".join(lines)))
 
 
+class Pix2PixTrainer(GANTrainer):
+    """pix2pix's half of the training loop: the reference's D step (real and detached fake pairs)
+    then G step (cGAN through the updated D + lambda * L1), or L1 alone with --no_gan."""
+
+    title = "pix2pix"
+
+    def __init__(self, accelerator, args):
+        self.accelerator, self.args = accelerator, args
+        # Data
+        self.layout = "paired" if args.image_column_a else "colorization" if args.colorization else "aligned"
+        with accelerator.main_process_first():
+            splits = load_splits(args.dataset, cache_dir=args.cache_dir)
+        train_hf, val_hf, self.val_desc = train_val_split(
+            splits, args.train_split, args.validation_split, args.validation_fraction, args.seed
+        )
+        if args.max_train_samples:
+            train_hf = train_hf.select(range(min(args.max_train_samples, len(train_hf))))
+        common = dict(layout=self.layout, image_column=args.image_column, image_column_a=args.image_column_a,
+                      image_column_b=args.image_column_b, direction=args.direction, load_size=args.load_size,
+                      crop_size=args.crop_size, flip=not args.no_flip, seed=args.seed)
+        self.train_set = PairedImageDataset(train_hf, train=True, max_load_size=args.max_load_size, **common)
+        self.val_set = PairedImageDataset(val_hf, train=False, **common)
+        if args.skip_bad_images:
+            skip_bad_examples(args, training=self.train_set, validation=self.val_set)
+        self.dataset_desc = f"{len(self.train_set)} training examples, layout {self.layout}"
+        loader = train_loader(self.train_set, args)
+
+        # Models, losses, optimisers
+        in_ch, out_ch = self.train_set.channels
+        generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
+                                  use_dropout=not args.no_dropout)
+        size_factor = 2**args.num_downs
+        if args.crop_size % size_factor:
+            raise ValueError(f"--crop_size {args.crop_size} must be divisible by 2**num_downs = {size_factor}")
+        lr_lambda = linear_decay(args.num_epochs, args.num_epochs_decay)
+        betas = (args.adam_beta1, args.adam_beta2)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=betas)
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda)
+        self.gan_loss = GANLoss(args.gan_mode)
+        if args.no_gan:
+            self.d_pair = self.discriminator = None
+            self.generator, opt_g, sched_g, self.loader = accelerator.prepare(generator, opt_g, sched_g, loader)
+            self.optimizers, self.schedulers = [opt_g], [sched_g]
+        else:
+            discriminator = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d,
+                                               norm=args.norm, pixel=args.pixel_d)
+            opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+            sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)
+            self.generator, self.d_pair, opt_g, opt_d, sched_g, sched_d, self.loader = accelerator.prepare(
+                generator, RealFakeDiscriminator(discriminator), opt_g, opt_d, sched_g, sched_d, loader
+            )
+            self.discriminator = accelerator.unwrap_model(self.d_pair).discriminator
+            self.optimizers, self.schedulers = [opt_g, opt_d], [sched_g, sched_d]
+
+    def start_epoch(self, epoch):
+        self.generator.train()
+
+    def training_step(self, batch):
+        accelerator, args = self.accelerator, self.args
+        opt_g = self.optimizers[0]
+        real_a, real_b = batch["A"], batch["B"]
+        with accelerator.autocast():
+            fake_b = self.generator(real_a)
+            logs = {}
+            d_fake = None
+            if self.d_pair is not None:  # D first, on real and detached fake pairs
+                opt_d = self.optimizers[1]
+                self.discriminator.requires_grad_(True)
+                d_real, d_fake_detached = self.d_pair(real_a, real_b, fake_b.detach())
+                loss_d, logs = discriminator_loss(self.gan_loss, d_real, d_fake_detached)
+                opt_d.zero_grad(set_to_none=True)
+                accelerator.backward(loss_d)
+                opt_d.step()
+                self.discriminator.requires_grad_(False)  # then G, through the updated, frozen D
+                d_fake = self.discriminator(torch.cat([real_a, fake_b], 1))
+            loss_g, parts = pix2pix_generator_loss(self.gan_loss, d_fake, fake_b, real_b, args.lambda_l1)
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(loss_g)
+        opt_g.step()
+        return {**logs, **parts}
+
+    def validation_grid(self, step):
+        return validation_grid(self.accelerator.unwrap_model(self.generator), self.val_set,
+                               self.args.num_validation_images, self.accelerator.device, step)
+
+    def final_pipeline(self):
+        g = self.accelerator.unwrap_model(self.generator).eval()
+        pipe = Pix2PixPipeline(generator=g, image_size=self.args.crop_size, direction=self.args.direction,
+                               color_space="lab" if self.layout == "colorization" else "rgb")
+        return pipe, self.discriminator
+
+    def validate(self, step):
+        g = self.accelerator.unwrap_model(self.generator)
+        return self.validation_grid(step), validation_metrics(g, self.val_set, self.args.max_validation_samples,
+                                                              self.accelerator.device, step)
+
+    def model_card(self, pipe, discriminator, run, metrics):
+        return model_card(self.args, self.dataset_desc, self.val_desc, pipe, discriminator, run.steps, run.epochs,
+                          run.seconds, run.num_processes, metrics)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    output_dir = Path(args.output_dir)
     accelerator = make_accelerator(args)
     set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
-
-    # Data
-    layout = "paired" if args.image_column_a else "colorization" if args.colorization else "aligned"
-    with accelerator.main_process_first():
-        splits = load_splits(args.dataset, cache_dir=args.cache_dir)
-    train_hf, val_hf, val_desc = train_val_split(
-        splits, args.train_split, args.validation_split, args.validation_fraction, args.seed
-    )
-    if args.max_train_samples:
-        train_hf = train_hf.select(range(min(args.max_train_samples, len(train_hf))))
-    common = dict(layout=layout, image_column=args.image_column, image_column_a=args.image_column_a,
-                  image_column_b=args.image_column_b, direction=args.direction, load_size=args.load_size,
-                  crop_size=args.crop_size, flip=not args.no_flip, seed=args.seed)
-    train_set = PairedImageDataset(train_hf, train=True, max_load_size=args.max_load_size, **common)
-    val_set = PairedImageDataset(val_hf, train=False, **common)
-    if args.skip_bad_images:
-        skip_bad_examples(args, training=train_set, validation=val_set)
-    dataset_desc = f"{len(train_set)} training examples, layout {layout}"
-    loader = train_loader(train_set, args)
-
-    # Models, losses, optimisers
-    in_ch, out_ch = train_set.channels
-    generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
-                              use_dropout=not args.no_dropout)
-    size_factor = 2**args.num_downs
-    if args.crop_size % size_factor:
-        raise ValueError(f"--crop_size {args.crop_size} must be divisible by 2**num_downs = {size_factor}")
-    lr_lambda = linear_decay(args.num_epochs, args.num_epochs_decay)
-    betas = (args.adam_beta1, args.adam_beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda)
-    gan_loss = GANLoss(args.gan_mode)
-    if args.no_gan:
-        discriminator = None
-        generator, opt_g, sched_g, loader = accelerator.prepare(generator, opt_g, sched_g, loader)
-    else:
-        discriminator = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d, norm=args.norm,
-                                           pixel=args.pixel_d)
-        d_pair = RealFakeDiscriminator(discriminator)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
-        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)
-        generator, d_pair, opt_g, opt_d, sched_g, sched_d, loader = accelerator.prepare(
-            generator, d_pair, opt_g, opt_d, sched_g, sched_d, loader
-        )
-    schedulers = [sched_g] if args.no_gan else [sched_g, sched_d]
-
-    steps_per_epoch = len(loader)
-    total_epochs = args.num_epochs + args.num_epochs_decay
-    max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
-    init_trackers(accelerator, "pix2pix", args)
-    global_step = resume(accelerator, args, schedulers)
-    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
-
-    logger.info(f"{len(train_set)} training pairs, {len(val_set)} validation; {steps_per_epoch} steps/epoch per "
-                f"process x {accelerator.num_processes} processes; {max_steps} steps")
-    seen = []
-    progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process,
-                    desc="steps")
-    start_time, start_step = time.time(), global_step
-    unwrapped_d = None if args.no_gan else accelerator.unwrap_model(d_pair).discriminator
-    for epoch in range(first_epoch, total_epochs):
-        if global_step >= max_steps:
-            break
-        train_set.set_epoch(epoch)
-        loader.set_epoch(epoch)
-        generator.train()
-        batches = loader
-        if epoch == first_epoch and resume_batches:
-            batches = accelerator.skip_first_batches(loader, resume_batches)
-        for batch in batches:
-            real_a, real_b = batch["A"], batch["B"]
-            seen += batch["index"].tolist()
-            with accelerator.autocast():
-                fake_b = generator(real_a)
-                logs = {}
-                d_fake = None
-                if not args.no_gan:
-                    unwrapped_d.requires_grad_(True)
-                    d_real, d_fake_detached = d_pair(real_a, real_b, fake_b.detach())
-                    loss_d, logs = discriminator_loss(gan_loss, d_real, d_fake_detached)
-                    opt_d.zero_grad(set_to_none=True)
-                    accelerator.backward(loss_d)
-                    opt_d.step()
-                    unwrapped_d.requires_grad_(False)
-                    d_fake = unwrapped_d(torch.cat([real_a, fake_b], 1))
-                loss_g, parts = pix2pix_generator_loss(gan_loss, d_fake, fake_b, real_b, args.lambda_l1)
-            opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(loss_g)
-            opt_g.step()
-            global_step += 1
-            if global_step % steps_per_epoch == 0:  # the reference steps its schedulers once per epoch
-                for scheduler in schedulers:
-                    scheduler.step()
-            logs = {k: v.item() for k, v in {**logs, **parts}.items()} | {"lr": opt_g.param_groups[0]["lr"]}
-            progress.update(1)
-            progress.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
-            accelerator.log(logs, step=global_step)
-            if global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                log_grid(accelerator, generator, val_set, args, global_step)
-            if global_step >= max_steps:
-                break
-    progress.close()
-    seconds = time.time() - start_time
-    accelerator.wait_for_everyone()
-
-    if args.rank_report:
-        write_rank_report(accelerator, generator, seen, output_dir)
-
-    if accelerator.is_main_process:
-        g = accelerator.unwrap_model(generator).eval()
-        pipe = Pix2PixPipeline(generator=g, image_size=args.crop_size, direction=args.direction,
-                               color_space="lab" if layout == "colorization" else "rgb")
-        d = None if args.no_gan else accelerator.unwrap_model(d_pair).discriminator
-        metrics = run_timing(global_step, start_step, seconds)
-        card_args = (args, dataset_desc, val_desc, pipe, d, global_step, global_step / steps_per_epoch, seconds,
-                     accelerator.num_processes)
-        save_outputs(output_dir, pipe, d, model_card(*card_args, metrics))
-        logger.info(f"pipeline saved to {output_dir}")
-        log_grid(accelerator, generator, val_set, args, global_step)
-        metrics |= validation_metrics(g, val_set, args.max_validation_samples, accelerator.device, global_step)
-        record_validation(accelerator, output_dir, metrics, global_step)
-        card = model_card(*card_args, metrics)
-        (output_dir / "README.md").write_text(card)
-        logger.info(f"validation {metrics}")
-        if args.push_to_hub:
-            pipe.push_to_hub(args.hub_model_id, token=args.hub_token, model_card=card,
-                             commit_message=f"pix2pix, {global_step} steps")
-            logger.info(f"pushed to {args.hub_model_id}")
-    accelerator.end_training()
-
-
-def log_grid(accelerator, generator, val_set, args, step):
-    grid = validation_grid(accelerator.unwrap_model(generator), val_set, args.num_validation_images, accelerator.device,
-                           step)
-    save_grid(accelerator, grid, Path(args.output_dir), step)
+    train_loop(accelerator, args, Pix2PixTrainer(accelerator, args))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ with --instance_feat) plus `discriminator/`, checkpoints, validation grids and a
 
 import argparse
 import json
-import math
-import time
 from itertools import chain
 from pathlib import Path
 
@@ -23,37 +21,6 @@ import numpy as np
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from common import (
-    RealFakeDiscriminator,
-    add_common_args,
-    card_metadata,
-    check_common_args,
-    command_line,
-    dataset_label,
-    init_trackers,
-    label_colors,
-    make_accelerator,
-    mean_scores,
-    public_config,
-    readable,
-    record_validation,
-    resume,
-    run_timing,
-    save_checkpoint,
-    save_grid,
-    save_outputs,
-    score,
-    skip_bad_examples,
-    to_uint8_grid,
-    train_loader,
-    validation_section,
-    wall_time,
-    warn_skipped,
-    write_rank_report,
-)
-from data import LabelImageDataset, load_label_splits, train_val_split
-from encode_features import build_style_bank
-from tqdm.auto import tqdm
 
 from p2p_models import (
     FeatureEncoder,
@@ -69,6 +36,30 @@ from p2p_models import (
 )
 from p2p_models.labels import instance_boundaries, one_hot
 from p2p_models.pipelines.hub import PIX2PIXHD_TAGS, make_card, public_path, usage
+from train.common import (
+    RealFakeDiscriminator,
+    add_common_args,
+    add_flip_args,
+    card_metadata,
+    check_common_args,
+    command_line,
+    dataset_label,
+    label_colors,
+    make_accelerator,
+    mean_scores,
+    public_config,
+    readable,
+    score,
+    skip_bad_examples,
+    to_uint8_grid,
+    train_loader,
+    validation_section,
+    wall_time,
+    warn_skipped,
+)
+from train.data import LabelImageDataset, load_label_splits, train_val_split
+from train.encode_features import build_style_bank
+from train.loop import GANTrainer, train_loop
 
 logger = get_logger(__name__)
 
@@ -88,9 +79,10 @@ def parse_args(argv=None):
                         "(an approximation; stored with the pipeline, which does the same at inference)")
     g.add_argument("--label_info", default=None,
                    help='JSON {"names": [...], "colors": [[r, g, b], ...]} stored with the pipeline')
-    g.add_argument("--load_size", type=int, default=1024, help="resize to this width (aspect kept)")
+    g.add_argument("--load_size", "--resolution", type=int, default=1024,
+                   help="resize to this width (aspect kept) = the model's working width")
     g.add_argument("--crop_size", type=int, default=None, help="random square crop for training")
-    g.add_argument("--no_flip", action="store_true")
+    add_flip_args(g)
 
     g = p.add_argument_group("model")
     g.add_argument("--netG", choices=["global", "local"], default="global")
@@ -187,189 +179,165 @@ def validate(generator, encoder, inputs, dataset, n_grid, limit, palette, device
     return to_uint8_grid(rows) if rows else None, mean_scores(scores, skipped)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    output_dir = Path(args.output_dir)
-    accelerator = make_accelerator(args)
-    set_seed(args.seed, device_specific=True)
+class Pix2PixHDTrainer(GANTrainer):
+    """pix2pixHD's half of the training loop: G (and the encoder) on GAN + feature matching + VGG
+    through the current D, then D on the real and detached fake pairs (the reference's order), with
+    G1 held fixed for the first --niter_fix_global epochs of a local-enhancer run."""
 
-    vgg_loss = None if args.no_vgg_loss else VGGLoss(load_vgg19(args.vgg_weights)).to(accelerator.device)
-    info = json.loads(Path(args.label_info).read_text()) if args.label_info else {}
-    classes = args.label_nc + int(args.contain_dontcare_label)
-    palette = np.asarray(info.get("colors") or np.random.default_rng(0).integers(0, 256, (classes, 3)), np.uint8)
+    title = "pix2pixHD"
 
-    # Data
-    with accelerator.main_process_first():
-        splits = load_label_splits(args.dataset, cache_dir=args.cache_dir)
-    train_hf, val_hf, val_desc = train_val_split(
-        splits, args.train_split, args.validation_split, args.validation_fraction, args.seed
-    )
-    if args.max_train_samples:
-        train_hf = train_hf.select(range(min(args.max_train_samples, len(train_hf))))
-    factor = 2 ** (args.n_downsample_global + (args.n_local_enhancers if args.netG == "local" else 0))
-    instance_column = None if args.no_instance or args.instance_column == "none" else args.instance_column
-    if instance_column and instance_column not in train_hf.column_names:
-        if not args.countable_classes:
-            raise ValueError(f"no {instance_column!r} column in {args.dataset}: pass --no_instance, "
-                             "--instance_column or --countable_classes")
-        instance_column = None
-    common = dict(label_column=args.label_column, image_column=args.image_column, instance_column=instance_column,
-                  load_size=args.load_size, flip=not args.no_flip, seed=args.seed, size_factor=factor,
-                  countable=args.countable_classes, label_nc=args.label_nc,
-                  contain_dontcare_label=args.contain_dontcare_label)
-    train_set = LabelImageDataset(train_hf, crop_size=args.crop_size, train=True, **common)
-    val_set = LabelImageDataset(val_hf, train=False, **common)
-    if args.skip_bad_images:
-        skip_bad_examples(args, training=train_set, validation=val_set)
-    loader = train_loader(train_set, args)
+    def __init__(self, accelerator, args):
+        self.accelerator, self.args = accelerator, args
+        self.vgg_loss = None if args.no_vgg_loss else VGGLoss(load_vgg19(args.vgg_weights)).to(accelerator.device)
+        self.info = json.loads(Path(args.label_info).read_text()) if args.label_info else {}
+        self.classes = args.label_nc + int(args.contain_dontcare_label)
+        self.palette = np.asarray(self.info.get("colors") or
+                                  np.random.default_rng(0).integers(0, 256, (self.classes, 3)), np.uint8)
 
-    # Models
-    inputs = Inputs(args)
-    use_features = args.instance_feat or args.label_feat
-    g_in = classes + int(not args.no_instance) + (args.feat_num if use_features else 0)
-    if args.netG == "global":
-        generator = GlobalGenerator(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global, args.norm)
-    else:
-        generator = LocalEnhancer(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global,
-                                  args.n_local_enhancers, args.n_blocks_local, args.norm)
-        if args.load_pretrain:
-            source = Path(args.load_pretrain)
-            g1 = GlobalGenerator.from_pretrained(source / "generator" if (source / "generator").is_dir() else source)
-            generator.load_global(g1)
-            logger.info(f"G1 weights loaded from {source}")
-    encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
-    discriminator = MultiscaleDiscriminator(classes + int(not args.no_instance) + 3, args.ndf, args.n_layers_D,
-                                            args.num_D, args.norm)
-    d_pair = RealFakeDiscriminator(discriminator)
-    g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
-    betas = (args.adam_beta1, args.adam_beta2)
-    opt_g = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
-    decay = hd_linear_decay(args.num_epochs, args.num_epochs_decay)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, decay)
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, decay)
-    models = [generator, d_pair] + ([encoder] if encoder is not None else [])
-    prepared = accelerator.prepare(*models, opt_g, opt_d, sched_g, sched_d, loader)
-    generator, d_pair = prepared[0], prepared[1]
-    encoder = prepared[2] if encoder is not None else None
-    opt_g, opt_d, sched_g, sched_d, loader = prepared[len(models):]
-    unwrapped_d = accelerator.unwrap_model(d_pair).discriminator
-    global_params = (list(accelerator.unwrap_model(generator).global_layers.parameters())
-                     if args.netG == "local" else [])
-    gan_loss = GANLoss("vanilla" if args.no_lsgan else "lsgan")
+        # Data
+        with accelerator.main_process_first():
+            splits = load_label_splits(args.dataset, cache_dir=args.cache_dir)
+        self.train_hf, val_hf, self.val_desc = train_val_split(
+            splits, args.train_split, args.validation_split, args.validation_fraction, args.seed
+        )
+        if args.max_train_samples:
+            self.train_hf = self.train_hf.select(range(min(args.max_train_samples, len(self.train_hf))))
+        factor = 2 ** (args.n_downsample_global + (args.n_local_enhancers if args.netG == "local" else 0))
+        instance_column = None if args.no_instance or args.instance_column == "none" else args.instance_column
+        if instance_column and instance_column not in self.train_hf.column_names:
+            if not args.countable_classes:
+                raise ValueError(f"no {instance_column!r} column in {args.dataset}: pass --no_instance, "
+                                 "--instance_column or --countable_classes")
+            instance_column = None
+        self.common = dict(label_column=args.label_column, image_column=args.image_column,
+                           instance_column=instance_column, load_size=args.load_size, flip=not args.no_flip,
+                           seed=args.seed, size_factor=factor, countable=args.countable_classes,
+                           label_nc=args.label_nc, contain_dontcare_label=args.contain_dontcare_label)
+        self.train_set = LabelImageDataset(self.train_hf, crop_size=args.crop_size, train=True, **self.common)
+        self.val_set = LabelImageDataset(val_hf, train=False, **self.common)
+        if args.skip_bad_images:
+            skip_bad_examples(args, training=self.train_set, validation=self.val_set)
+        loader = train_loader(self.train_set, args)
 
-    steps_per_epoch = len(loader)
-    total_epochs = args.num_epochs + args.num_epochs_decay
-    max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
-    init_trackers(accelerator, "pix2pixhd", args)
-    global_step = resume(accelerator, args, [sched_g, sched_d])
-    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
-    logger.info(f"{len(train_set)} training examples, {len(val_set)} validation; {steps_per_epoch} steps/epoch x "
-                f"{accelerator.num_processes} processes; {max_steps} steps; G input {g_in} channels")
+        # Models
+        self.inputs = Inputs(args)
+        use_features = args.instance_feat or args.label_feat
+        g_in = self.classes + int(not args.no_instance) + (args.feat_num if use_features else 0)
+        if args.netG == "global":
+            generator = GlobalGenerator(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global, args.norm)
+        else:
+            generator = LocalEnhancer(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global,
+                                      args.n_local_enhancers, args.n_blocks_local, args.norm)
+            if args.load_pretrain:
+                source = Path(args.load_pretrain)
+                g1 = GlobalGenerator.from_pretrained(source / "generator" if (source / "generator").is_dir()
+                                                     else source)
+                generator.load_global(g1)
+                logger.info(f"G1 weights loaded from {source}")
+        encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
+        discriminator = MultiscaleDiscriminator(self.classes + int(not args.no_instance) + 3, args.ndf,
+                                                args.n_layers_D, args.num_D, args.norm)
+        g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
+        betas = (args.adam_beta1, args.adam_beta2)
+        opt_g = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+        decay = hd_linear_decay(args.num_epochs, args.num_epochs_decay)
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, decay)
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, decay)
+        models = [generator, RealFakeDiscriminator(discriminator)] + ([encoder] if encoder is not None else [])
+        prepared = accelerator.prepare(*models, opt_g, opt_d, sched_g, sched_d, loader)
+        self.generator, self.d_pair = prepared[0], prepared[1]
+        self.encoder = prepared[2] if encoder is not None else None
+        opt_g, opt_d, sched_g, sched_d, self.loader = prepared[len(models):]
+        self.optimizers, self.schedulers = [opt_g, opt_d], [sched_g, sched_d]
+        self.discriminator = accelerator.unwrap_model(self.d_pair).discriminator
+        self.global_params = (list(accelerator.unwrap_model(self.generator).global_layers.parameters())
+                              if args.netG == "local" else [])
+        self.gan_loss = GANLoss("vanilla" if args.no_lsgan else "lsgan")
+        self.fix_global = False
+        logger.info(f"G input {g_in} channels")
 
-    seen = []
-    progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="steps")
-    start_time, start_step = time.time(), global_step
-    for epoch in range(first_epoch, total_epochs):
-        if global_step >= max_steps:
-            break
-        train_set.set_epoch(epoch)
-        loader.set_epoch(epoch)
-        fix_global = epoch < args.niter_fix_global
-        batches = accelerator.skip_first_batches(loader, resume_batches) if epoch == first_epoch and resume_batches \
-            else loader
-        for batch in batches:
-            seen += batch["index"].tolist()
-            real = batch["image"]
-            with accelerator.autocast():
-                condition = inputs.condition(batch)
-                g_input = condition
-                if encoder is not None:
-                    g_input = torch.cat([condition, encoder(real, inputs.regions(batch))], 1)
-                fake = generator(g_input)
-                # D on real and (detached) fake pairs, with the current D (loss applied after G's step)
-                unwrapped_d.requires_grad_(True)
-                pred_real, pred_fake_d = d_pair(condition, real, fake.detach())
-                loss_d_real = multiscale_gan_loss(gan_loss, pred_real, True)
-                loss_d_fake = multiscale_gan_loss(gan_loss, pred_fake_d, False)
-                # G: GAN + feature matching + VGG, through a frozen D
-                unwrapped_d.requires_grad_(False)
-                pred_fake = unwrapped_d(torch.cat([condition, fake], 1))
-                losses = {"g_gan": multiscale_gan_loss(gan_loss, pred_fake, True, for_discriminator=False)}
-                if not args.no_ganFeat_loss:
-                    losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, args.lambda_feat)
-                if vgg_loss is not None:
-                    losses["g_vgg"] = vgg_loss(fake.float(), real.float()) * args.lambda_feat
-                loss_g = sum(losses.values())
-            opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(loss_g)
-            if fix_global:  # coarse-to-fine: G1 stays as loaded for the first --niter_fix_global epochs
-                for p in global_params:
-                    p.grad = None
-            opt_g.step()
-            unwrapped_d.requires_grad_(True)
-            loss_d = 0.5 * (loss_d_real + loss_d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(loss_d)
-            opt_d.step()
-            global_step += 1
-            if global_step % steps_per_epoch == 0:
-                sched_g.step()
-                sched_d.step()
-            logs = {k: v.item() for k, v in losses.items()} | {"d_real": loss_d_real.item(),
-                                                               "d_fake": loss_d_fake.item(),
-                                                               "lr": opt_g.param_groups[0]["lr"]}
-            progress.update(1)
-            progress.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
-            accelerator.log(logs, step=global_step)
-            if global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                grid, _ = validate(accelerator.unwrap_model(generator), encoder and accelerator.unwrap_model(encoder),
-                                   inputs, val_set, args.num_validation_images, args.num_validation_images, palette,
-                                   accelerator.device, global_step)
-                save_grid(accelerator, grid, output_dir, global_step)
-            if global_step >= max_steps:
-                break
-    progress.close()
-    seconds = time.time() - start_time
-    accelerator.wait_for_everyone()
-    if args.rank_report:
-        write_rank_report(accelerator, generator, seen, output_dir)
+    def start_epoch(self, epoch):
+        self.fix_global = epoch < self.args.niter_fix_global
 
-    if accelerator.is_main_process:
-        g = accelerator.unwrap_model(generator).eval()
-        e = accelerator.unwrap_model(encoder).eval() if encoder is not None else None
-        bank_set = LabelImageDataset(train_hf, train=False, **common)
-        bank_set.indices = train_set.indices  # without the examples --skip_bad_images dropped
+    def training_step(self, batch):
+        accelerator, args, inputs = self.accelerator, self.args, self.inputs
+        opt_g, opt_d = self.optimizers
+        real = batch["image"]
+        with accelerator.autocast():
+            condition = inputs.condition(batch)
+            g_input = condition
+            if self.encoder is not None:
+                g_input = torch.cat([condition, self.encoder(real, inputs.regions(batch))], 1)
+            fake = self.generator(g_input)
+            # D on real and (detached) fake pairs, with the current D (loss applied after G's step)
+            self.discriminator.requires_grad_(True)
+            pred_real, pred_fake_d = self.d_pair(condition, real, fake.detach())
+            loss_d_real = multiscale_gan_loss(self.gan_loss, pred_real, True)
+            loss_d_fake = multiscale_gan_loss(self.gan_loss, pred_fake_d, False)
+            # G: GAN + feature matching + VGG, through a frozen D
+            self.discriminator.requires_grad_(False)
+            pred_fake = self.discriminator(torch.cat([condition, fake], 1))
+            losses = {"g_gan": multiscale_gan_loss(self.gan_loss, pred_fake, True, for_discriminator=False)}
+            if not args.no_ganFeat_loss:
+                losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, args.lambda_feat)
+            if self.vgg_loss is not None:
+                losses["g_vgg"] = self.vgg_loss(fake.float(), real.float()) * args.lambda_feat
+            loss_g = sum(losses.values())
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(loss_g)
+        if self.fix_global:  # coarse-to-fine: G1 stays as loaded for the first --niter_fix_global epochs
+            for p in self.global_params:
+                p.grad = None
+        opt_g.step()
+        self.discriminator.requires_grad_(True)
+        loss_d = 0.5 * (loss_d_real + loss_d_fake)
+        opt_d.zero_grad(set_to_none=True)
+        accelerator.backward(loss_d)
+        opt_d.step()
+        return {**losses, "d_real": loss_d_real, "d_fake": loss_d_fake}
+
+    def _validate(self, limit, step):
+        unwrap = self.accelerator.unwrap_model
+        return validate(unwrap(self.generator), self.encoder and unwrap(self.encoder), self.inputs, self.val_set,
+                        self.args.num_validation_images, limit, self.palette, self.accelerator.device, step)
+
+    def validation_grid(self, step):
+        return self._validate(self.args.num_validation_images, step)[0]
+
+    def final_pipeline(self):
+        args, unwrap = self.args, self.accelerator.unwrap_model
+        g = unwrap(self.generator).eval()
+        e = unwrap(self.encoder).eval() if self.encoder is not None else None
+        bank_set = LabelImageDataset(self.train_hf, train=False, **self.common)
+        bank_set.indices = self.train_set.indices  # without the examples --skip_bad_images dropped
         bank = None
         if e is not None:
-            bank = build_style_bank(e, bank_set, classes, args.n_clusters, args.label_feat, args.seed,
-                                    accelerator.device)
+            bank = build_style_bank(e, bank_set, self.classes, args.n_clusters, args.label_feat, args.seed,
+                                    self.accelerator.device)
         # the working size: the full-size shape of a readable example (validation, else training)
-        sample = next(chain(readable(val_set, range(len(val_set)), []), readable(bank_set, range(len(bank_set)), [])))
+        sample = next(chain(readable(self.val_set, range(len(self.val_set)), []),
+                            readable(bank_set, range(len(bank_set)), [])))
         pipe = Pix2PixHDPipeline(generator=g, encoder=e, style_bank=bank, label_nc=args.label_nc,
                                  contain_dontcare_label=args.contain_dontcare_label,
                                  use_instance=not args.no_instance, image_size=list(sample["label"].shape[-2:]),
-                                 palette=palette.tolist(), class_names=info.get("names"),
+                                 palette=self.palette.tolist(), class_names=self.info.get("names"),
                                  countable_classes=args.countable_classes)
-        metrics = run_timing(global_step, start_step, seconds)
-        card_args = (args, pipe, unwrapped_d, val_desc, len(train_set), global_step, global_step / steps_per_epoch,
-                     seconds, accelerator.num_processes)
-        save_outputs(output_dir, pipe, unwrapped_d, model_card(*card_args, metrics))
-        logger.info(f"pipeline saved to {output_dir}")
-        grid, scores = validate(g, e, inputs, val_set, args.num_validation_images, args.max_validation_samples,
-                                palette, accelerator.device, global_step)
-        save_grid(accelerator, grid, output_dir, global_step)
-        metrics |= scores
-        record_validation(accelerator, output_dir, metrics, global_step)
-        card = model_card(*card_args, metrics)
-        (output_dir / "README.md").write_text(card)
-        logger.info(f"validation {metrics}")
-        if args.push_to_hub:
-            pipe.push_to_hub(args.hub_model_id, token=args.hub_token, model_card=card,
-                             commit_message=f"pix2pixHD, {global_step} steps")
-    accelerator.end_training()
+        return pipe, self.discriminator
+
+    def validate(self, step):
+        return self._validate(self.args.max_validation_samples, step)
+
+    def model_card(self, pipe, discriminator, run, metrics):
+        return model_card(self.args, pipe, discriminator, self.val_desc, len(self.train_set), run.steps, run.epochs,
+                          run.seconds, run.num_processes, metrics)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = make_accelerator(args)
+    set_seed(args.seed, device_specific=True)
+    train_loop(accelerator, args, Pix2PixHDTrainer(accelerator, args))
 
 
 def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):

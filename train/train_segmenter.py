@@ -20,27 +20,34 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from common import dataset_label
-from data import LabelImageDataset, PairedImageDataset, load_label_splits, load_splits, recover_palette, train_val_split
-from segmenter import Segmenter
 from tqdm.auto import tqdm
 
 from p2p_models import UNetGenerator
+from train.common import dataset_label
+from train.data import (
+    LabelImageDataset,
+    PairedImageDataset,
+    load_label_splits,
+    load_splits,
+    recover_palette,
+    train_val_split,
+)
+from train.segmenter import Segmenter
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset_name", "--dataset", dest="dataset", required=True, help="Hub dataset id or local path")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--num_classes", type=int, required=True)
     p.add_argument("--label_maps", action="store_true", help="label-id maps + photos (else aligned colour labels)")
     p.add_argument("--photo_side", choices=["A", "B"], default="A", help="aligned data: which half is the photo")
-    p.add_argument("--size", type=int, default=256, help="training size (width for label maps)")
+    p.add_argument("--size", "--resolution", type=int, default=256, help="training size (width for label maps)")
     p.add_argument("--num_downs", type=int, default=8)
     p.add_argument("--ngf", type=int, default=32)
-    p.add_argument("--num_epochs", type=int, default=30)
+    p.add_argument("--num_train_epochs", "--num_epochs", dest="num_epochs", type=int, default=30)
     p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--train_batch_size", "--batch_size", dest="batch_size", type=int, default=4)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--validation_fraction", type=float, default=0.1)
     p.add_argument("--max_train_samples", type=int, default=None)
