@@ -72,7 +72,8 @@ def test_native_and_tiled_outputs_keep_the_input_size(deterministic):
 def test_native_at_the_working_size_is_the_resize_path_and_differs_elsewhere():
     pipe = lively_pipe()
     image = photo(64, 64)
-    assert np.array_equal(arr(pipe(image, deterministic=True, size_mode="native").images[0]), arr(pipe(image, deterministic=True).images[0]))
+    native = pipe(image, deterministic=True, size_mode="native").images[0]
+    assert np.array_equal(arr(native), arr(pipe(image, deterministic=True).images[0]))
     big = photo(256, 192)
     native, resized = (arr(pipe(big, deterministic=True, size_mode=m).images[0]) for m in ("native", "resize"))
     assert np.abs(native - resized).mean() > 1  # not resized through 64x64

@@ -239,7 +239,7 @@ class P2PPipeline(DiffusionPipeline):
                 continue
             model_class = getattr(importlib.import_module(entry[0]), entry[1])
             component_dtype = dtype.get(component, dtype.get("default")) if isinstance(dtype, dict) else dtype
-            kwargs[component] = model_class.from_pretrained(folder, subfolder=component, torch_dtype=component_dtype,
+            kwargs[component] = model_class.from_pretrained(folder, subfolder=component, dtype=component_dtype,
                                                             **shared)
         pipe = super(P2PPipeline, target).from_pretrained(folder, **kwargs)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
