@@ -24,8 +24,7 @@ import yaml
 from huggingface_hub import constants
 from PIL import Image
 
-from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
-from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, check_image
+from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image
 
 try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
     import spaces
@@ -73,19 +72,22 @@ def hub_reachable() -> bool:
 def load_pipeline(tab: str, model: str | None = None):
     """A tab's pipeline (its first model unless `model` names another): from the Hub, else from
     the local folder, on CUDA in float16 when there is one, else on the CPU with the fast backend
-    (`optimize_for_inference`). Loaded on first use, then cached."""
+    (`optimize_for_inference`), without progress bars. Loaded on first use, then cached."""
     models = CONFIG["tabs"][tab]["models"]
     spec = models[model or next(iter(models))]
-    cls = Pix2PixHDPipeline if tab == "hd" else Pix2PixPipeline
     errors = []
+    pipe = None
     if hub_reachable():
         try:
-            return cls.from_pretrained(spec["hub_id"]).optimize_for_inference()
+            pipe = P2PPipeline.from_pretrained(spec["hub_id"])
         except Exception as e:  # missing repo, network trouble: fall back to the local copy
             errors.append(f"{spec['hub_id']}: {type(e).__name__}")
     local = ROOT / spec["local"]
-    if (local / "model_index.json").exists():
-        return cls.from_pretrained(local).optimize_for_inference()
+    if pipe is None and (local / "model_index.json").exists():
+        pipe = P2PPipeline.from_pretrained(local)
+    if pipe is not None:
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.optimize_for_inference()
     errors.append(f"{spec['local']}: no pipeline folder")
     raise gr.Error(f"No weights for {CONFIG['tabs'][tab]['title']} ({'; '.join(errors)}).")
 
@@ -281,7 +283,7 @@ def colorize(image, seed: float = 0, deterministic: bool = False):
     grey = checked(image, "colorization", "photo").convert("L")
     pipe = load_pipeline("colorization")
     start = time.perf_counter()
-    out = run(pipe, grey, seed=seed_value(seed), deterministic=deterministic)
+    out = run(pipe, grey, seed=seed_value(seed), deterministic=deterministic).images[0]
     return grey, out, timing(start, pipe)
 
 
@@ -301,7 +303,7 @@ def translate_map(image, direction: str, seed: float = 0, deterministic: bool = 
         gr.Warning("This looks like an aerial photo rather than a map tile: for a photo, choose \"Aerial -> map\".")
     pipe = load_pipeline("maps", direction)
     start = time.perf_counter()
-    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic)
+    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic).images[0]
     return out, timing(start, pipe)
 
 
@@ -312,7 +314,7 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
     image = checked(editor_image(label_map, pipe.config.palette[0]), "facades", "label map")
     snapped = run(pipe.label_processor.snap, image, "The label map")
     start = time.perf_counter()
-    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic)  # the pipeline snaps it too
+    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic).images[0]  # the pipeline snaps it too
     return snapped, out, timing(start, pipe)
 
 
@@ -386,7 +388,7 @@ def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *clas
     labels, instances = run(pipe.label_and_instance_ids, *hd_maps(label_map, instance_map))
     styles, per_instance = hd_styles(list(class_styles), instance_styles, labels, instances)
     start = time.perf_counter()
-    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=seed_value(seed))
+    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=seed_value(seed)).images[0]
     restyled = f"; restyled instances {per_instance}" if per_instance else ""
     return pipe.label_image(labels), out, timing(start, pipe) + restyled
 

@@ -184,8 +184,9 @@ def build(name, variant, batch, quick, device):
     if name == "pix2pix_pipeline":
         pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64),
                                image_size=256 // s).to(device)
+        pipe.set_progress_bar_config(disable=True)
         image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (512 // s, 512 // s, 3), dtype=np.uint8))
-        return lambda: pipe(image, seed=0)
+        return lambda: pipe(image, seed=0).images[0]
     if name == "pix2pix_train_step":
         return pix2pix_step(quick, device)
     if name == "hd_global_train_step":

@@ -53,8 +53,8 @@ def main():
     pipe = Pix2PixHDPipeline.from_pretrained(ROOT / "pretrained" / "camvid_hd")
     labels, instances = load_maps()
     colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[labels])
-    resized = pipe(labels, instances, seed=0)
-    native = pipe(labels, instances, seed=0, size_mode="native")
+    resized = pipe(labels, instances, seed=0).images[0]
+    native = pipe(labels, instances, seed=0, size_mode="native").images[0]
     panels = [panel(colours, "label map, 1024x768"), panel(resized, "resize to 512x384 and back (size_mode='resize')"),
               panel(native, "native 1024x768 (size_mode='native')")]
     figure = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), panels[0].height), "white")

@@ -38,15 +38,18 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32") -> P2
     try:
         index = Path(model) / "model_index.json" if os.path.isdir(model) else hf_hub_download(model, "model_index.json")
         name = json.loads(Path(index).read_text()).get("_class_name")
+        name = name[1] if isinstance(name, list) and len(name) == 2 else name  # [module, class], as diffusers writes
     except Exception as e:
         raise CommandError(f"--model {model}: not a pipeline folder or a reachable Hub repo with a model_index.json "
                            f"({type(e).__name__}: {e})") from e
     if name not in PIPELINES:
         raise CommandError(f"--model {model}: its model_index.json names {name!r}; expected one of {sorted(PIPELINES)}")
     try:
-        return PIPELINES[name].from_pretrained(model, dtype=DTYPES[dtype]).to(device)
+        pipe = PIPELINES[name].from_pretrained(model, dtype=DTYPES[dtype]).to(device)
     except (RuntimeError, ValueError, OSError) as e:
         raise CommandError(f"--model {model}: could not be loaded on {device} as {dtype} ({e})") from e
+    pipe.set_progress_bar_config(disable=True)  # `translate` shows its own, over all files
+    return pipe
 
 
 def image_files(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -100,9 +103,10 @@ class Translator:
         if isinstance(self.pipe, Pix2PixHDPipeline):
             (file,) = files
             instance_map = Image.open(instance_for(file, self.instances)) if self.instances is not None else None
-            return [self.pipe(Image.open(file), instance_map, seed=self.args.seed, **self.options)]
+            return self.pipe(Image.open(file), instance_map, seed=self.args.seed, **self.options).images
         images = [Image.open(file) for file in files]
-        return self.pipe(images, seed=self.args.seed, deterministic=self.args.deterministic, **self.options)
+        seeds = None if self.args.seed is None else [self.args.seed] * len(images)  # each file as if alone
+        return self.pipe(images, seed=seeds, deterministic=self.args.deterministic, **self.options).images
 
     def run(self, files: list[Path], outputs: dict[Path, Path], progress) -> list[tuple[str, str]]:
         failed = []

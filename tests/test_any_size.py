@@ -62,22 +62,23 @@ def test_native_and_tiled_outputs_keep_the_input_size(deterministic):
     pipe = make_pipe()
     image = photo(150, 97)
     for mode in ("native", "tiled"):
-        out = pipe(image, seed=3, deterministic=deterministic, size_mode=mode)
+        out = pipe(image, seed=3, deterministic=deterministic, size_mode=mode).images[0]
         assert out.size == (150, 97)
-        assert np.array_equal(arr(out), arr(pipe(image, seed=3, deterministic=deterministic, size_mode=mode)))
-    outs = pipe([image, photo(40, 300, seed=1)], seed=[1, 2], deterministic=deterministic, size_mode="native")
+        assert np.array_equal(arr(out), arr(pipe(image, seed=3, deterministic=deterministic, size_mode=mode).images[0]))
+    outs = pipe([image, photo(40, 300, seed=1)], seed=[1, 2], deterministic=deterministic, size_mode="native").images
     assert [o.size for o in outs] == [(150, 97), (40, 300)]
 
 
 def test_native_at_the_working_size_is_the_resize_path_and_differs_elsewhere():
     pipe = lively_pipe()
     image = photo(64, 64)
-    assert np.array_equal(arr(pipe(image, deterministic=True, size_mode="native")), arr(pipe(image, deterministic=True)))
+    native = pipe(image, deterministic=True, size_mode="native").images[0]
+    assert np.array_equal(arr(native), arr(pipe(image, deterministic=True).images[0]))
     big = photo(256, 192)
-    native, resized = (arr(pipe(big, deterministic=True, size_mode=m)) for m in ("native", "resize"))
+    native, resized = (arr(pipe(big, deterministic=True, size_mode=m).images[0]) for m in ("native", "resize"))
     assert np.abs(native - resized).mean() > 1  # not resized through 64x64
-    single_tile = pipe(image, deterministic=True, size_mode="tiled", tile_size=128)
-    assert np.array_equal(arr(single_tile), arr(pipe(image, deterministic=True, size_mode="native")))
+    single_tile = pipe(image, deterministic=True, size_mode="tiled", tile_size=128).images[0]
+    assert np.array_equal(arr(single_tile), arr(pipe(image, deterministic=True, size_mode="native").images[0]))
 
 
 def test_tiled_output_agrees_with_native_on_the_shipped_maps_model():
@@ -85,9 +86,9 @@ def test_tiled_output_agrees_with_native_on_the_shipped_maps_model():
     agree with the whole-image output to about a grey level, while resize-and-back differs more."""
     pipe = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "maps_aerial2map")
     aerial = Image.open(ROOT / "examples" / "maps" / "aerial_100.jpg").convert("RGB").resize((512, 512), Image.BICUBIC)
-    native = arr(pipe(aerial, deterministic=True, size_mode="native"))
-    tiled = arr(pipe(aerial, deterministic=True, size_mode="tiled", tile_size=256, tile_overlap=64))
-    resized = arr(pipe(aerial, deterministic=True))
+    native = arr(pipe(aerial, deterministic=True, size_mode="native").images[0])
+    tiled = arr(pipe(aerial, deterministic=True, size_mode="tiled", tile_size=256, tile_overlap=64).images[0])
+    resized = arr(pipe(aerial, deterministic=True).images[0])
     assert np.abs(tiled - native).mean() < 3 < np.abs(resized - native).mean()
 
 
@@ -110,13 +111,13 @@ def test_hd_native_and_tiled_at_the_label_maps_size():
     labels, inst = scene()
     big_labels, big_inst = (np.kron(a, np.ones((3, 2), np.int64)) for a in (labels, inst))  # 192x512
     for mode in ("native", "tiled"):
-        out = pipe(big_labels, big_inst, seed=0, size_mode=mode)
+        out = pipe(big_labels, big_inst, seed=0, size_mode=mode).images[0]
         assert out.size == (512, 192)
-    native = np.asarray(pipe(labels, inst, seed=0, size_mode="native")).astype(int)
-    assert np.array_equal(native, np.asarray(pipe(labels, inst, seed=0)))  # at the working size: the same
+    native = np.asarray(pipe(labels, inst, seed=0, size_mode="native").images[0]).astype(int)
+    assert np.array_equal(native, np.asarray(pipe(labels, inst, seed=0).images[0]))  # at the working size: the same
     photo_style = pipe(big_labels[:150, :301], big_inst[:150, :301], seed=0, size_mode="native",
                        style_image=Image.fromarray(np.zeros((40, 40, 3), np.uint8)))
-    assert photo_style.size == (301, 150)
+    assert photo_style.images[0].size == (301, 150)
     pipe.max_pixels = 1000
     with pytest.raises(ValueError, match="label_map: 512x192 is 98,304 pixels"):
         pipe(big_labels, size_mode="tiled")

@@ -55,7 +55,7 @@ def test_translate_folders_and_files_bad_ones_named_others_done(model, tmp_path)
     assert "missing.png: no such file or folder" in done.stderr
     assert "translated 3 of 5 images" in done.stderr and "2 failed" in done.stderr
     assert "100%" in done.stderr  # the progress bar
-    expected = Pix2PixPipeline.from_pretrained(model)(Image.open(inputs / "a.png"), seed=3)
+    expected = Pix2PixPipeline.from_pretrained(model)(Image.open(inputs / "a.png"), seed=3).images[0]
     assert np.abs(np.asarray(Image.open(out / "a.png")).astype(int) - np.asarray(expected)).max() <= 1  # fast path
 
 
@@ -64,7 +64,7 @@ def test_translate_native_deterministic_and_command_errors(model, tmp_path):
     ok = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
              "--size_mode", "native", "--deterministic", "--backend", "torch")
     assert ok.returncode == 0, ok.stderr
-    expected = Pix2PixPipeline.from_pretrained(model)(photo(150, 97), deterministic=True, size_mode="native")
+    expected = Pix2PixPipeline.from_pretrained(model)(photo(150, 97), deterministic=True, size_mode="native").images[0]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "x.png")), np.asarray(expected))
     (tmp_path / "sub").mkdir()
     photo().save(tmp_path / "sub" / "x.jpg")
@@ -91,7 +91,7 @@ def test_translate_hd_label_maps_with_instance_maps_matched_by_name(tmp_path):
                "--output", tmp_path / "out", "--seed", "1")
     assert done.returncode == 1
     assert "b.png: no instance map named b or b_instances among --instances" in done.stderr
-    expected = np.asarray(pipe(labels, inst, seed=1)).astype(int)
+    expected = np.asarray(pipe(labels, inst, seed=1).images[0]).astype(int)
     assert np.abs(np.asarray(Image.open(tmp_path / "out" / "a_gtFine_labelIds.png")).astype(int) - expected).max() <= 1
 
 
@@ -120,7 +120,7 @@ def test_export_onnx_prints_parity_and_translate_runs_it(model, tmp_path):
               "--tile_size", "64", "--tile_overlap", "16")
     assert ran.returncode == 0, ran.stderr
     expected = Pix2PixPipeline.from_pretrained(model)(photo(150, 97), deterministic=True, size_mode="tiled",
-                                                      tile_size=64, tile_overlap=16)
+                                                      tile_size=64, tile_overlap=16).images[0]
     assert np.abs(np.asarray(Image.open(tmp_path / "o" / "x.png")).astype(int) - np.asarray(expected)).max() <= 1
     hd = tmp_path / "hd"
     hd_pipe().save_pretrained(hd)

@@ -96,7 +96,7 @@ def test_cli_writes_a_loadable_pipeline(tmp_path):
     image = pipe.postprocess(x)[0]
     with torch.no_grad():
         expected = pipe.postprocess(ref_g(pipe.preprocess([image])))[0]
-    assert np.array_equal(np.asarray(pipe(image, deterministic=True)), np.asarray(expected))
+    assert np.array_equal(np.asarray(pipe(image, deterministic=True).images[0]), np.asarray(expected))
     loaded_d = PatchDiscriminator.from_pretrained(out / "discriminator")
     y = torch.randn(1, 6, 64, 64)
     with torch.no_grad():
@@ -213,8 +213,8 @@ def test_hd_cli_writes_an_editable_pipeline(tmp_path):
     labels[16:, 10:30] = 26
     instances = labels.copy()
     instances[16:, 10:30] = 26001
-    a = np.asarray(pipe(labels, instances, styles={26: 0}))
-    b = np.asarray(pipe(labels, instances, styles={26: 9}))
+    a = np.asarray(pipe(labels, instances, styles={26: 0}).images[0])
+    b = np.asarray(pipe(labels, instances, styles={26: 9}).images[0])
     assert a.shape == (32, 64, 3) and not np.array_equal(a, b)
 
 

@@ -49,12 +49,12 @@ def test_fast_copy_matches_the_plain_generator_deterministic_and_sampling():
 def test_pipeline_fast_backend_matches_torch(deterministic):
     pipe = make_pipe()
     images = [photo(90, 50), photo(200, 130, seed=1)]
-    expected = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic)]
-    native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native"))
+    expected = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic).images]
+    native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native").images[0])
     pipe.set_backend("fast")
-    got = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic)]
+    got = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic).images]
     assert all(np.abs(a - b).max() <= 1 for a, b in zip(got, expected))
-    fast_native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native"))
+    fast_native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native").images[0])
     assert np.abs(fast_native - native).max() <= 1
 
 
@@ -62,31 +62,31 @@ def test_fast_backend_follows_weight_changes():
     pipe = make_pipe()
     pipe.set_backend("fast")
     image = photo()
-    before = arr(pipe(image, deterministic=True))
+    before = arr(pipe(image, deterministic=True).images[0])
     with torch.no_grad():
         pipe.generator.up_blocks[0].conv.bias.add_(0.5)  # in place, as an optimizer step
-    after = arr(pipe(image, deterministic=True))
+    after = arr(pipe(image, deterministic=True).images[0])
     pipe.set_backend("torch")
     assert np.abs(after - before).max() > 10
-    assert np.abs(after - arr(pipe(image, deterministic=True))).max() <= 1
+    assert np.abs(after - arr(pipe(image, deterministic=True).images[0])).max() <= 1
 
 
 def test_hd_fast_backend_matches_torch():
     pipe = hd_pipe()
     labels, inst = scene()
-    expected = np.asarray(pipe(labels, inst, seed=0)).astype(int)
+    expected = np.asarray(pipe(labels, inst, seed=0).images[0]).astype(int)
     pipe.set_backend("fast")
-    assert np.abs(np.asarray(pipe(labels, inst, seed=0)).astype(int) - expected).max() <= 1
+    assert np.abs(np.asarray(pipe(labels, inst, seed=0).images[0]).astype(int) - expected).max() <= 1
 
 
 def test_onnxruntime_backend_matches_torch_and_is_deterministic_only(tmp_path):
     pipe = make_pipe()
     image = photo(150, 97)
-    expected = arr(pipe(image, deterministic=True))
-    expected_native = arr(pipe(image, deterministic=True, size_mode="native"))
+    expected = arr(pipe(image, deterministic=True).images[0])
+    expected_native = arr(pipe(image, deterministic=True, size_mode="native").images[0])
     pipe.set_backend("onnxruntime")
-    assert np.abs(arr(pipe(image, deterministic=True)) - expected).max() <= 1
-    assert np.abs(arr(pipe(image, deterministic=True, size_mode="native")) - expected_native).max() <= 1
+    assert np.abs(arr(pipe(image, deterministic=True).images[0]) - expected).max() <= 1
+    assert np.abs(arr(pipe(image, deterministic=True, size_mode="native").images[0]) - expected_native).max() <= 1
     with pytest.raises(ValueError, match="onnxruntime backend runs the exported eval-mode generator"):
         pipe(image, seed=0)
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -29,11 +29,11 @@ def test_from_pretrained_a_hub_id(olah_hub, tmp_path):
         "pipe = Pix2PixPipeline.from_pretrained('p2p-test/facades-tiny')\n"
         "assert pipe.config._name_or_path == 'p2p-test/facades-tiny', pipe.config._name_or_path\n"
         "assert pipe.config.direction == 'BtoA' and not pipe.generator.training\n"
-        "pipe(Image.open('in.png'), seed=4).save('out.png')\n"
+        "pipe(Image.open('in.png'), seed=4).images[0].save('out.png')\n"
     )
     env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
     run_python(code, env, cwd=tmp_path)
-    expected = tiny_pipe()(image, seed=4)
+    expected = tiny_pipe()(image, seed=4).images[0]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(expected))
     # now cached: loads with the Hub switched off
     run_python(code, {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}, cwd=tmp_path)
@@ -62,4 +62,4 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(upload_hub, tmp_path):
     assert card.startswith("---\n") and 'from_pretrained("someone/p2p-facades")' in card
     pulled = Pix2PixPipeline.from_pretrained(repo)
     image = Image.new("RGB", (30, 20), (200, 30, 90))
-    assert np.array_equal(np.asarray(pulled(image, seed=1)), np.asarray(tiny_pipe()(image, seed=1)))
+    assert np.array_equal(np.asarray(pulled(image, seed=1).images[0]), np.asarray(tiny_pipe()(image, seed=1).images[0]))

@@ -34,16 +34,16 @@ def arr(image):
 
 
 def test_pil_in_pil_out_at_the_input_size(pipe):
-    out = pipe(photo(90, 50), seed=0)
+    out = pipe(photo(90, 50), seed=0).images[0]
     assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (90, 50)
-    assert pipe(photo(90, 50), seed=0, keep_size=False).size == (64, 64)
-    batch = pipe([photo(90, 50), photo(33, 120, seed=1)], seed=0)
+    assert pipe(photo(90, 50), seed=0, keep_size=False).images[0].size == (64, 64)
+    batch = pipe([photo(90, 50), photo(33, 120, seed=1)], seed=0).images
     assert [im.size for im in batch] == [(90, 50), (33, 120)]
 
 
 def test_same_seed_same_output_different_seed_different_output(pipe):
     image = photo()
-    a, b, c = pipe(image, seed=1), pipe(image, seed=1), pipe(image, seed=2)
+    a, b, c = pipe(image, seed=1).images[0], pipe(image, seed=1).images[0], pipe(image, seed=2).images[0]
     assert np.array_equal(arr(a), arr(b))
     assert np.abs(arr(a) - arr(c)).mean() > 1.0
 
@@ -52,7 +52,7 @@ def test_default_is_the_reference_test_behaviour(pipe):
     """Default sampling equals running the generator in train mode (dropout on, BatchNorm on the
     image's own statistics), as the reference's test script does without --eval."""
     image = photo()
-    out = pipe(image, seed=5, keep_size=False)
+    out = pipe(image, seed=5, keep_size=False).images[0]
     reference = copy.deepcopy(pipe.generator).train()
     torch.manual_seed(5)
     with torch.no_grad():
@@ -62,12 +62,13 @@ def test_default_is_the_reference_test_behaviour(pipe):
 
 def test_deterministic_is_eval_mode_and_ignores_seeds(pipe):
     image = photo()
-    a, b = pipe(image, seed=1, deterministic=True), pipe(image, seed=2, deterministic=True)
+    a, b = pipe(image, seed=1, deterministic=True).images[0], pipe(image, seed=2, deterministic=True).images[0]
     assert np.array_equal(arr(a), arr(b))
     with torch.no_grad():
         expected = pipe.generator.eval()(pipe.preprocess([image]))
-    assert np.array_equal(arr(pipe(image, deterministic=True, keep_size=False)), arr(pipe.postprocess(expected)[0]))
-    assert np.abs(arr(a) - arr(pipe(image, seed=1))).mean() > 1.0  # differs from the sampled output
+    out = pipe(image, deterministic=True, keep_size=False).images[0]
+    assert np.array_equal(arr(out), arr(pipe.postprocess(expected)[0]))
+    assert np.abs(arr(a) - arr(pipe(image, seed=1).images[0])).mean() > 1.0  # differs from the sampled output
 
 
 def test_sampling_leaves_the_model_and_global_rng_untouched(pipe):
@@ -85,27 +86,27 @@ def test_sampling_leaves_the_model_and_global_rng_untouched(pipe):
 
 def test_a_batch_gives_what_single_calls_give(pipe):
     images = [photo(seed=i) for i in range(3)]
-    batch = pipe(images, seed=[4, 5, 6])
+    batch = pipe(images, seed=[4, 5, 6]).images
     for image, seed, out in zip(images, [4, 5, 6], batch):
-        assert np.array_equal(arr(out), arr(pipe(image, seed=seed)))
-    det = pipe(images, deterministic=True)
+        assert np.array_equal(arr(out), arr(pipe(image, seed=seed).images[0]))
+    det = pipe(images, deterministic=True).images
     for image, out in zip(images, det):
-        assert np.abs(arr(out) - arr(pipe(image, deterministic=True))).max() <= 1  # batched conv rounding
+        assert np.abs(arr(out) - arr(pipe(image, deterministic=True).images[0])).max() <= 1  # batched conv rounding
 
 
 def test_without_dropout_or_batchnorm_seeds_do_not_matter():
     pipe = make_pipe(norm="instance", use_dropout=False)
     image = photo()
-    assert np.array_equal(arr(pipe(image, seed=1)), arr(pipe(image, seed=2)))
-    assert np.array_equal(arr(pipe(image, seed=1)), arr(pipe(image, deterministic=True)))
+    assert np.array_equal(arr(pipe(image, seed=1).images[0]), arr(pipe(image, seed=2).images[0]))
+    assert np.array_equal(arr(pipe(image, seed=1).images[0]), arr(pipe(image, deterministic=True).images[0]))
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "1", "YCbCr"])
 def test_other_8bit_modes_are_converted(pipe, mode):
     image = photo().convert(mode)
-    out = pipe(image, seed=0)
+    out = pipe(image, seed=0).images[0]
     assert out.mode == "RGB" and out.size == image.size
-    assert np.array_equal(arr(out), arr(pipe(image.convert("RGB"), seed=0)))
+    assert np.array_equal(arr(out), arr(pipe(image.convert("RGB"), seed=0).images[0]))
 
 
 def test_transparent_images_are_rejected(pipe):
@@ -120,8 +121,13 @@ def test_transparent_images_are_rejected(pipe):
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    (np.zeros((8, 8, 3), np.uint8), TypeError, "image 0: expected a PIL.Image.Image, got ndarray"),
-    ("cat.png", TypeError, "got str"),
+    (np.zeros((8, 8, 4), np.uint8), ValueError, "image 0: an array must be .H, W, C. or .B, H, W, C. with C = 1 or 3"),
+    (np.zeros((2, 8, 8, 3), np.int32), ValueError, "image 0: an array must be uint8, or float in .0, 1., got int32"),
+    (np.full((8, 8, 3), 1.5, np.float32), ValueError, "image 0: float pixel values must be finite and in \\[0, 1\\]"),
+    ([photo(), torch.zeros(3, 8, 8, dtype=torch.uint8)], ValueError,
+     "image 1: a tensor must be .C, H, W. or .B, C, H, W. floats in .0, 1."),
+    (torch.zeros(8, 8), ValueError, "a tensor must be"),
+    ("cat.png", TypeError, "image 0: expected a PIL image, a numpy array or a torch tensor, got str"),
     (Image.new("I;16", (8, 8)), ValueError, "mode 'I;16' .16-bit or float. is not supported"),
     (Image.new("F", (8, 8)), ValueError, "mode 'F'"),
     (Image.new("RGB", (0, 5)), ValueError, "is empty"),
@@ -140,9 +146,9 @@ def test_seed_list_must_match(pipe):
 def test_single_channel_generators_take_and_give_grey_images():
     generator = UNetGenerator(in_channels=1, out_channels=1, num_downs=5, ngf=8)
     pipe = Pix2PixPipeline(generator=generator, image_size=[32, 64])
-    out = pipe(photo(70, 30), seed=0)
+    out = pipe(photo(70, 30), seed=0).images[0]
     assert out.mode == "L" and out.size == (70, 30)
-    assert pipe(photo(70, 30), keep_size=False).size == (64, 32)
+    assert pipe(photo(70, 30), keep_size=False).images[0].size == (64, 32)
 
 
 def test_invalid_pipeline_configs():
@@ -161,7 +167,9 @@ def test_save_and_from_pretrained_offline(pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == "Pix2PixPipeline"
+    assert index["_class_name"] == ["pipeline_p2p", "Pix2PixPipeline"]  # diffusers' form for a custom class
+    assert "import_module(\"p2p_models\").Pix2PixPipeline" in (tmp_path / "pipeline_p2p.py").read_text()
+    assert "UNetGenerator" in (tmp_path / "generator" / "p2p_models.pix2pix.py").read_text()
     assert index["generator"] == ["p2p_models.pix2pix", "UNetGenerator"]
     assert (index["image_size"], index["direction"], index["resample"]) == (64, "BtoA", "bicubic")
     assert (tmp_path / "generator" / "diffusion_pytorch_model.safetensors").exists()
@@ -171,8 +179,9 @@ def test_save_and_from_pretrained_offline(pipe, tmp_path, monkeypatch):
     assert not loaded.generator.training
     assert loaded.working_size == (64, 64) and loaded.config.direction == "BtoA"
     image = photo()
-    assert np.array_equal(arr(loaded(image, seed=3)), arr(pipe(image, seed=3)))
-    assert np.array_equal(arr(loaded(image, deterministic=True)), arr(pipe(image, deterministic=True)))
+    assert np.array_equal(arr(loaded(image, seed=3).images[0]), arr(pipe(image, seed=3).images[0]))
+    out = loaded(image, deterministic=True).images[0]
+    assert np.array_equal(arr(out), arr(pipe(image, deterministic=True).images[0]))
 
 
 def test_rectangular_working_size_round_trips(tmp_path):
@@ -180,7 +189,7 @@ def test_rectangular_working_size_round_trips(tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = Pix2PixPipeline.from_pretrained(tmp_path)
     assert loaded.working_size == (32, 96)
-    assert loaded(photo(), keep_size=False).size == (96, 32)
+    assert loaded(photo(), keep_size=False).images[0].size == (96, 32)
 
 
 def test_corrupt_pipeline_weights_name_the_file(pipe, tmp_path):
@@ -197,14 +206,14 @@ def test_colorization_recombines_ab_with_the_full_resolution_L():
     generator = UNetGenerator(in_channels=1, out_channels=2, num_downs=5, ngf=8)
     pipe = Pix2PixPipeline(generator=generator, image_size=32, color_space="lab")
     image = photo(90, 50)
-    out = pipe(image, seed=0)
+    out = pipe(image, seed=0).images[0]
     assert out.mode == "RGB" and out.size == (90, 50)
     lab_in = rgb_to_lab(torch.from_numpy(np.asarray(image, np.float32).transpose(2, 0, 1) / 255))
     lab_out = rgb_to_lab(torch.from_numpy(np.asarray(out, np.float32).transpose(2, 0, 1) / 255))
     # lightness is the input's own, pixel for pixel (up to 8-bit rounding and gamut clipping)
     assert (lab_out[0] - lab_in[0]).abs().median() < 1.0
     assert not np.array_equal(np.asarray(out), np.asarray(image.convert("L").convert("RGB")))  # it has colour
-    assert pipe(image, keep_size=False).size == (32, 32)
+    assert pipe(image, keep_size=False).images[0].size == (32, 32)
     with pytest.raises(ValueError, match="color_space 'lab' needs a generator with 1 input and 2 output"):
         Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32, color_space="lab")
 
@@ -226,9 +235,9 @@ def test_max_pixels_refuses_large_inputs_before_decoding(pipe, bomb_png):
     pipe.max_pixels = 40 * 40
     with pytest.raises(ValueError, match="image 1: 90x50"):
         pipe([photo(30, 30), photo(90, 50)])
-    assert pipe(photo(40, 40), seed=0).size == (40, 40)
+    assert pipe(photo(40, 40), seed=0).images[0].size == (40, 40)
     pipe.max_pixels = None
-    assert pipe(photo(90, 50), seed=0).size == (90, 50)
+    assert pipe(photo(90, 50), seed=0).images[0].size == (90, 50)
 
 
 def test_a_config_with_a_huge_working_size_is_refused_at_load(pipe, tmp_path):
@@ -246,8 +255,8 @@ def test_bad_seeds_get_a_clear_error(pipe, seed):
 
 
 def test_seeds_at_both_ends_of_the_range_work(pipe):
-    assert pipe(photo(), seed=0).size == pipe(photo(), seed=2**64 - 1).size == (90, 50)
-    assert pipe(photo(), seed=np.int64(7)).tobytes() == pipe(photo(), seed=7).tobytes()
+    assert pipe(photo(), seed=0).images[0].size == pipe(photo(), seed=2**64 - 1).images[0].size == (90, 50)
+    assert pipe(photo(), seed=np.int64(7)).images[0].tobytes() == pipe(photo(), seed=7).images[0].tobytes()
 
 
 def test_nan_weights_give_an_error_not_a_black_image(pipe):

@@ -174,14 +174,14 @@ def scene():
 def test_style_edit_changes_only_that_instance():
     pipe = hd_pipe()
     labels, inst = scene()
-    base = np.asarray(pipe(labels, inst, seed=0)).astype(int)
-    assert np.array_equal(base, np.asarray(pipe(labels, inst, seed=0)))  # same seed, same choices
-    edited = np.asarray(pipe(labels, inst, seed=0, instance_styles={1: [9.0, -9.0, 9.0]})).astype(int)
+    base = np.asarray(pipe(labels, inst, seed=0).images[0]).astype(int)
+    assert np.array_equal(base, np.asarray(pipe(labels, inst, seed=0).images[0]))  # same seed, same choices
+    edited = np.asarray(pipe(labels, inst, seed=0, instance_styles={1: [9.0, -9.0, 9.0]}).images[0]).astype(int)
     changes = np.abs(edited - base).sum(-1) > 0
     assert changes[44:60, 8:40].any()
     # BatchNorm in eval mode makes G local: nothing changes farther than its receptive field from car 1
     assert not changes[:, 100:].any()
-    only_right = np.asarray(pipe(labels, inst, seed=0, instance_styles={11: [9.0, -9.0, 9.0]})).astype(int)
+    only_right = np.asarray(pipe(labels, inst, seed=0, instance_styles={11: [9.0, -9.0, 9.0]}).images[0]).astype(int)
     diff = np.abs(only_right - base).sum(-1) > 0
     assert diff[44:60, 200:240].any() and not diff[:, :120].any()
 
@@ -189,12 +189,12 @@ def test_style_edit_changes_only_that_instance():
 def test_class_styles_and_seeds():
     pipe = hd_pipe()
     labels, inst = scene()
-    a = np.asarray(pipe(labels, inst, styles={2: 0}, seed=0))
-    b = np.asarray(pipe(labels, inst, styles={2: 1}, seed=0))
+    a = np.asarray(pipe(labels, inst, styles={2: 0}, seed=0).images[0])
+    b = np.asarray(pipe(labels, inst, styles={2: 1}, seed=0).images[0])
     assert not np.array_equal(a, b)
     with pytest.raises(ValueError, match="style cluster 7 for class 2"):
         pipe(labels, inst, styles={2: 7})
-    seeds = {tuple(np.asarray(pipe(labels, inst, seed=s)).ravel()[:2000]) for s in range(4)}
+    seeds = {tuple(np.asarray(pipe(labels, inst, seed=s).images[0]).ravel()[:2000]) for s in range(4)}
     assert len(seeds) > 1  # random clusters differ between seeds
 
 
@@ -204,8 +204,9 @@ def test_colour_label_maps_and_errors(tmp_path):
     pipe = hd_pipe(norm="instance")
     labels, inst = scene()
     colour = Image.fromarray(np.asarray(pipe.config.palette, np.uint8)[labels])
-    assert np.array_equal(np.asarray(pipe(colour, inst, seed=3)), np.asarray(pipe(labels, inst, seed=3)))
-    assert pipe(labels, seed=0).size == (256, 64)
+    from_colours = pipe(colour, inst, seed=3).images[0]
+    assert np.array_equal(np.asarray(from_colours), np.asarray(pipe(labels, inst, seed=3).images[0]))
+    assert pipe(labels, seed=0).images[0].size == (256, 64)
     with pytest.raises(ValueError, match="ids must lie in \\[0, 4\\)"):
         pipe(labels + 4)
     with pytest.raises(ValueError, match="instance_map is"):
@@ -215,9 +216,10 @@ def test_colour_label_maps_and_errors(tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = Pix2PixHDPipeline.from_pretrained(tmp_path)
     assert loaded.config.palette == pipe.config.palette and loaded.config.class_names[1] == "car"
-    assert np.array_equal(np.asarray(loaded(labels, inst, seed=5)), np.asarray(pipe(labels, inst, seed=5)))
+    out = loaded(labels, inst, seed=5).images[0]
+    assert np.array_equal(np.asarray(out), np.asarray(pipe(labels, inst, seed=5).images[0]))
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 256, 3), dtype=np.uint8))
-    assert loaded(labels, inst, style_image=photo).size == (256, 64)
+    assert loaded(labels, inst, style_image=photo).images[0].size == (256, 64)
 
 
 def test_pipeline_checks_channels():
@@ -295,7 +297,7 @@ def test_photos_are_not_label_maps():
     label_map = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png")
     buffer = io.BytesIO()
     label_map.save(buffer, "JPEG", quality=75)
-    assert pipe(Image.open(buffer), seed=0).size == label_map.size
+    assert pipe(Image.open(buffer), seed=0).images[0].size == label_map.size
 
 
 def test_more_than_1000_regions_of_a_class_do_not_collide_with_the_next_class():
@@ -363,5 +365,5 @@ def test_styles_for_classes_or_instances_the_map_lacks_are_errors_not_ignored():
     with pytest.raises(ValueError, match="instance id\\(s\\) \\[26001\\] are not in these maps; their instances are "
                                          "0, 3, 8000"):
         pipe(labels, instance_styles={26001: 5})
-    styled = pipe(labels, styles={3: 1, 7: "random"}, instance_styles={8000: 2}, seed=0)  # present ids work
-    assert not np.array_equal(np.asarray(styled), np.asarray(pipe(labels, seed=0)))
+    styled = pipe(labels, styles={3: 1, 7: "random"}, instance_styles={8000: 2}, seed=0).images[0]  # present ids work
+    assert not np.array_equal(np.asarray(styled), np.asarray(pipe(labels, seed=0).images[0]))

@@ -50,7 +50,8 @@ def test_the_readme_has_the_blocks_this_test_runs():
 def test_python_block_runs_as_written(index, clone, upload_hub, tmp_path_factory):
     code = PYTHON[index]
     endpoint, uploaded = upload_hub
-    env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_readme_test", "HF_HUB_OFFLINE": "0"}
+    env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_readme_test", "HF_HUB_OFFLINE": "0",
+           "HF_MODULES_CACHE": str(tmp_path_factory.mktemp("hf_modules"))}  # DiffusionPipeline's code copies
     if "gradio_client" not in code:
         done = run([sys.executable, "-c", code], clone, env)
         assert done.returncode == 0, f"README block {index} failed:\n{code}\n{done.stderr[-3000:]}"

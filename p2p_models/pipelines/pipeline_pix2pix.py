@@ -4,15 +4,24 @@ import contextlib
 
 import numpy as np
 import torch
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from ..color import model_lab_to_rgb, rgb_to_model_lab
 from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
 from .hub import pix2pix_card
-from .image_processor import RESAMPLE, check_image, to_array, to_pil
+from .image_processor import (
+    RESAMPLE,
+    batch_outputs,
+    check_image,
+    check_output_type,
+    image_list,
+    output_image,
+    to_array,
+)
 from .label_processor import LabelMapProcessor
-from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
+from .pipeline_utils import P2PPipeline, check_finite, check_working_size, prepare_generators, size_rule
 
 
 class Pix2PixPipeline(P2PPipeline):
@@ -101,10 +110,12 @@ class Pix2PixPipeline(P2PPipeline):
         return x.to(self.device, self.generator.dtype)
 
     def postprocess(
-        self, output: torch.Tensor, images: list[Image.Image] | None = None, keep_size: bool = True
-    ) -> list[Image.Image]:
-        """Generator output (B, C, H, W) -> PIL images, resized to the `images`' sizes if `keep_size`.
-        In `lab` mode the `images` give the L channel (at full resolution if `keep_size`)."""
+        self, output: torch.Tensor, images: list[Image.Image] | None = None, keep_size: bool = True,
+        output_type: str = "pil",
+    ) -> list:
+        """Generator output (B, C, H, W) -> a list of `output_type` images (see `output_image`), resized to
+        the `images`' sizes if `keep_size`. In `lab` mode the `images` give the L channel (at full
+        resolution if `keep_size`)."""
         output = output.float().cpu()
         if self.config.color_space == "lab":
             out = []
@@ -115,36 +126,41 @@ class Pix2PixPipeline(P2PPipeline):
                 L = rgb_to_model_lab(torch.from_numpy(to_array(rgb)))[0]
                 if ab.shape[-2:] != L.shape[-2:]:
                     ab = torch.nn.functional.interpolate(ab[None], size=L.shape[-2:], mode="bicubic")[0]
-                out.append(to_pil(model_lab_to_rgb(L, ab.clamp(-1, 1))))
+                out.append(output_image(model_lab_to_rgb(L, ab.clamp(-1, 1)), None, output_type))
             return out
-        out = [to_pil((y + 1) / 2) for y in output]
-        if keep_size and images is not None:
-            out = [o if o.size == im.size else o.resize(im.size, Image.BICUBIC) for o, im in zip(out, images)]
-        return out
+        sizes = [im.size for im in images] if keep_size and images is not None else [None] * len(output)
+        return [output_image((y + 1) / 2, size, output_type) for y, size in zip(output, sizes)]
 
     @torch.no_grad()
     def __call__(
         self,
-        image: Image.Image | list[Image.Image],
-        seed: int | list[int] | None = None,
+        image,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         deterministic: bool = False,
         keep_size: bool = True,
         size_mode: str = "resize",
         tile_size: int | tuple[int, int] | None = None,
         tile_overlap: int | None = None,
-    ) -> Image.Image | list[Image.Image]:
-        """Translate one image or a list of images.
+        output_type: str = "pil",
+        return_dict: bool = True,
+        seed: int | list[int] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        """Translate one image or a batch.
 
         Args:
-            image: a PIL image or a list of them (RGB, L, P or CMYK, or RGBA/LA without transparent
-                pixels), any size.
-            seed: seeds the dropout noise; one int for every image, or one per image. `None` draws
-                from torch's global RNG. An image's output depends only on it and its seed, not on
-                the other images in the list.
+            image: a PIL image (RGB, L, P or CMYK, or RGBA/LA without transparent pixels), a numpy
+                array (H, W, C) or (B, H, W, C) (uint8, or float in [0, 1]), a torch tensor (C, H, W)
+                or (B, C, H, W) (float in [0, 1]), or a list of these; C = 1 or 3; any size. Arrays and
+                tensors are taken as 8-bit images.
+            generator: draws the dropout noise: a `torch.Generator` (shared by the images in turn) or
+                a list of one per image; the same generator state gives the same output. An image's
+                output depends only on it and its generator. A generator on the pipeline's device is
+                used directly; one on another device seeds it with a number drawn from it. `None`
+                draws from torch's global RNG.
             deterministic: `False` (default) samples as the paper and the reference test script do:
-                dropout on and BatchNorm using the test image's own statistics, so different seeds
-                give different plausible outputs. `True` runs in eval mode (dropout off, running
-                statistics): one output, the same for every seed.
+                dropout on and BatchNorm using the test image's own statistics, so different
+                generators give different plausible outputs. `True` runs in eval mode (dropout off,
+                running statistics): one output, whatever the generator.
             keep_size: resize each output back to its input's size (default), else return the
                 working size (`size_mode="resize"` only).
             size_mode: `resize` (default): at the working size, resized back. `native`: at the
@@ -152,43 +168,54 @@ class Pix2PixPipeline(P2PPipeline):
                 back (memory grows with the image). `tiled`: at the input's resolution, tile by tile
                 (`tile_size`, default the working size; a multiple of 2**num_downs), tiles
                 overlapping by `tile_overlap` pixels (default a quarter tile) blended linearly;
-                memory of one tile. `native` and `tiled` run one image at a time.
+                memory of one tile. Sampling runs one image at a time, `deterministic` resizing as
+                one batch.
+            output_type: `pil` (a list of PIL images), `np` (float32 (B, H, W, C) in [0, 1]) or `pt`
+                (float32 (B, C, H, W) in [0, 1], on the CPU); arrays and tensors of different sizes
+                (`keep_size` with inputs of different sizes) come as a list.
+            return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
+            seed: shorthand for `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
+                a list of one per image), an integer in [0, 2**64).
 
         Returns:
-            A PIL image, or a list of them if `image` was a list.
+            `ImagePipelineOutput` with `.images`, or `(images,)`.
         """
-        single = not isinstance(image, (list, tuple))
-        images = [image] if single else list(image)
-        if not images:
-            raise ValueError("image: got an empty list")
-        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(images)
-        if len(seeds) != len(images):
-            raise ValueError(f"seed: got {len(seeds)} seeds for {len(images)} images")
-        seeds = [check_seed(s) for s in seeds]
+        images = image_list(image)
+        check_output_type(output_type)
         check_size_mode(size_mode)
-        if size_mode == "resize":
-            output = check_finite(self.generate(self.preprocess(images), seeds, deterministic))
-            out = self.postprocess(output, images, keep_size)
-        else:
+        generators = prepare_generators(generator, seed, len(images), self.device)
+        for i, im in enumerate(images):
+            check_image(im, i, self.max_pixels)
+        resize = size_mode == "resize"
+        tile = overlap = None
+        if not resize:
             tile = tile_pair(tile_size, self.working_size)
             overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
-            out = []
-            for i, (image, seed_i) in enumerate(zip(images, seeds)):
-                check_image(image, i, self.max_pixels)
-                x = self.preprocess([image], resize=False)
-                output = self.generate(x, [seed_i], deterministic, size_mode, tile, overlap)
-                out += self.postprocess(check_finite(output), [image])
-        return out[0] if single else out
+        batches = [list(range(len(images)))] if resize and deterministic else [[i] for i in range(len(images))]
+        out = []
+        with self.progress_bar(total=len(batches)) as progress:
+            for batch in batches:
+                chunk = [images[i] for i in batch]
+                x = self.preprocess(chunk, resize=resize)
+                y = self.generate(x, None, deterministic, size_mode, tile, overlap, [generators[i] for i in batch])
+                out += self.postprocess(check_finite(y), chunk, keep_size or not resize, output_type)
+                progress.update()
+        out = batch_outputs(out, output_type)
+        return ImagePipelineOutput(images=out) if return_dict else (out,)
 
     @torch.no_grad()
     def generate(self, x: torch.Tensor, seeds: list[int | None] | None = None, deterministic: bool = False,
-                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0) -> torch.Tensor:
+                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0,
+                 generator: list[torch.Generator | None] | None = None) -> torch.Tensor:
         """The generator on preprocessed input: (B, C_in, H, W) -> (B, C_out, H, W), in the sampling
-        mode `__call__` documents (one image at a time, image i seeded with `seeds[i]`). H and W are
-        multiples of 2**num_downs for `size_mode="resize"`, any size for `native` and `tiled` (tiles
-        of `tile` (height, width) overlapping by `overlap`)."""
+        mode `__call__` documents (one image at a time, image i drawing from `generator[i]`, or from
+        `torch.Generator(device).manual_seed(seeds[i])`). H and W are multiples of 2**num_downs for
+        `size_mode="resize"`, any size for `native` and `tiled` (tiles of `tile` (height, width)
+        overlapping by `overlap`)."""
         factor, minimum = size_rule(self.generator)
         tile = tile or self.working_size
+        if seeds is not None:
+            generator = [None if s is None else torch.Generator(self.device).manual_seed(s) for s in seeds]
 
         def run(net, t):
             return run_at_size(net, t, size_mode, factor, tile, overlap, minimum)
@@ -197,21 +224,34 @@ class Pix2PixPipeline(P2PPipeline):
             if deterministic:
                 return run(net, x)
             outputs = []
-            for xi, si in zip(x, seeds if seeds is not None else [None] * len(x)):
-                with self._seeded(si):
+            for xi, gi in zip(x, generator if generator is not None else [None] * len(x)):
+                with self._global_rng_from(gi):
                     outputs.append(run(net, xi[None]))
         return torch.cat(outputs)
 
     @contextlib.contextmanager
-    def _seeded(self, seed: int | None):
-        if seed is None:
+    def _global_rng_from(self, generator: torch.Generator | None):
+        """Run with torch's global RNG for the pipeline's device (dropout draws from it) set to
+        `generator`'s state, then advance `generator` past what was drawn, so a reused generator gives
+        new noise; the global RNG is restored. A generator on another device seeds it instead."""
+        if generator is None:
             yield
             return
         device = self.device
-        devices = [] if device.type == "cpu" else [device.index or 0]
-        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-            torch.manual_seed(seed)
-            yield
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        same = generator.device.type == device.type and (generator.device.index or 0) == (device.index or 0)
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            if not same or device.type not in ("cpu", "cuda"):
+                torch.manual_seed(int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device)))
+                yield
+            elif cuda:
+                torch.cuda.set_rng_state(generator.get_state(), cuda[0])
+                yield
+                generator.set_state(torch.cuda.get_rng_state(cuda[0]))
+            else:
+                torch.set_rng_state(generator.get_state())
+                yield
+                generator.set_state(torch.get_rng_state())
 
     def model_card(self, repo_id: str | None = None) -> str:
         """A Hub model card (README.md) describing this pipeline."""

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from ..labels import instance_boundaries, one_hot
@@ -9,9 +10,16 @@ from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
 from .hub import pix2pixhd_card
-from .image_processor import check_image, to_array, to_pil
+from .image_processor import (
+    batch_outputs,
+    check_image,
+    check_output_type,
+    map_list,
+    output_image,
+    to_array,
+)
 from .label_processor import LabelMapProcessor
-from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, size_rule
+from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators, size_rule
 
 
 class Pix2PixHDPipeline(P2PPipeline):
@@ -161,18 +169,24 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     @torch.no_grad()
     def __call__(self, label_map, instance_map=None, styles: dict | None = None, instance_styles: dict | None = None,
-                 style_image: Image.Image | None = None, seed: int | None = None, keep_size: bool = True,
-                 size_mode: str = "resize", tile_size: int | tuple[int, int] | None = None,
-                 tile_overlap: int | None = None):
-        """Synthesise one image.
+                 style_image: Image.Image | None = None, generator: torch.Generator | list | None = None,
+                 keep_size: bool = True, size_mode: str = "resize", tile_size: int | tuple[int, int] | None = None,
+                 tile_overlap: int | None = None, output_type: str = "pil", return_dict: bool = True,
+                 seed: int | list[int] | None = None) -> ImagePipelineOutput | tuple:
+        """Synthesise an image per label map (one map at a time: each has its own instances).
 
         Args:
-            label_map: class ids (L/P/I image or (H, W) integer array) or an RGB image in the palette.
-            instance_map: instance ids (non-negative), same size (optional).
-            styles: {class id: cluster index or "random"} from the style bank.
+            label_map: class ids (L/P/I image, or (H, W) integer array or tensor) or an RGB image in
+                the palette; or a batch: a list of these, or a (B, H, W) / (B, 1, H, W) integer array
+                or tensor.
+            instance_map: instance ids (non-negative), the label map's size (optional): one per label
+                map, batched the same way.
+            styles: {class id: cluster index or "random"} from the style bank (for every map).
             instance_styles: {instance id: cluster index, or a feature vector} for single instances.
             style_image: a photo whose encoded per-instance features set the styles.
-            seed: draws the random clusters (an integer in [0, 2**64)); same seed and choices, same image.
+            generator: draws the random clusters: a `torch.Generator` (shared by the maps in turn, one
+                draw each) or a list of one per map; same generator state and choices, same image.
+                `None`: random.
             keep_size: resize the output to the label map's size (default) instead of the working size
                 (`size_mode="resize"` only).
             size_mode: `resize` (default): maps resized to the working size, the output resized back.
@@ -180,17 +194,33 @@ class Pix2PixHDPipeline(P2PPipeline):
                 and cropped back. `tiled`: at its own size, tile by tile (`tile_size`, default the
                 working size, tiles overlapping by `tile_overlap`, default a quarter tile, blended
                 linearly); styles are drawn once for the whole map, so tiles agree.
+            output_type: `pil`, `np` (float32 (B, H, W, C) in [0, 1]) or `pt` (float32 (B, C, H, W)
+                in [0, 1], on the CPU); arrays and tensors of different sizes come as a list.
+            return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
+            seed: shorthand for `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
+                one per map), an integer in [0, 2**64).
         """
-        seed = check_seed(seed)
+        check_output_type(output_type)
         check_size_mode(size_mode)
+        label_maps = map_list(label_map, "label_map")
+        instance_maps = [None] * len(label_maps) if instance_map is None else map_list(instance_map, "instance_map")
+        if len(instance_maps) != len(label_maps):
+            raise ValueError(f"instance_map: got {len(instance_maps)} instance maps for {len(label_maps)} label maps "
+                             "(one per label map)")
+        generators = prepare_generators(generator, seed, len(label_maps))
         tile = tile_pair(tile_size, self.working_size)
         overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
-        labels, instances = self.prepare_maps(label_map, instance_map, resize=size_mode == "resize")
-        y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, seed, size_mode,
-                                       tile, overlap))
-        out = to_pil(((y[0].float().cpu() + 1) / 2))
-        size = (label_map.shape[1], label_map.shape[0]) if isinstance(label_map, np.ndarray) else label_map.size
-        return out.resize(size, Image.BICUBIC) if keep_size and out.size != size else out
+        out = []
+        for labels_in, instances_in, g in zip(self.progress_bar(label_maps), instance_maps, generators):
+            labels, instances = self.prepare_maps(labels_in, instances_in, resize=size_mode == "resize")
+            # the clusters are drawn with numpy from an integer seed: one draw from the generator
+            map_seed = None if g is None else int(torch.randint(0, 2**63 - 1, (1,), generator=g, device=g.device))
+            y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, map_seed,
+                                           size_mode, tile, overlap))
+            size = labels_in.size if isinstance(labels_in, Image.Image) else labels_in.shape[::-1]
+            out.append(output_image((y[0] + 1) / 2, tuple(size) if keep_size else None, output_type))
+        out = batch_outputs(out, output_type)
+        return ImagePipelineOutput(images=out) if return_dict else (out,)
 
     @torch.no_grad()
     def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None,

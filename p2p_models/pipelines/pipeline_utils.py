@@ -1,6 +1,8 @@
 """`P2PPipeline`: the Hub plumbing, backends and run modes the p2p pipelines share."""
 
 import contextlib
+import importlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +19,23 @@ from ..pix2pixhd import LocalEnhancer
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
+LOADER = "pipeline_p2p"  # the module model_index.json's `_class_name` names, for diffusers' DiffusionPipeline
+# What `save_pretrained` writes beside a p2p class: diffusers' `trust_remote_code` loading imports it (from
+# the installed p2p package). `import_module` rather than an import statement: diffusers scans those and
+# would tell a user without p2p to `pip install p2p_models`, a package that doesn't exist.
+LOADER_CODE = '''"""Lets `diffusers.DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` load this p2p
+folder: {name} comes from the installed p2p package."""
+
+from importlib import import_module
+
+try:
+    {name} = import_module("{module}").{name}
+except ImportError as e:
+    raise ImportError(
+        "this is a p2p pipeline (pix2pix / pix2pixHD): loading it needs the p2p package (its `p2p_models` "
+        "module) installed: `pip install -e .` in a checkout of p2p"
+    ) from e
+'''
 BACKENDS = ("torch", "fast", "onnxruntime")
 MAX_SEED = 2**64  # seeds lie in [0, MAX_SEED): what both torch and numpy accept
 
@@ -62,6 +81,28 @@ def check_seed(seed) -> int | None:
     if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     return int(seed)
+
+
+def prepare_generators(generator, seed, count: int, device: str | torch.device = "cpu") -> list:
+    """One `torch.Generator` (or None: torch's global RNG) per image: `generator` (one, shared by the
+    images in turn, or a list of one per image), or `seed` (an int or one per image, shorthand for
+    `torch.Generator(device).manual_seed(seed)`)."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass generator or seed, not both (seed=s is shorthand for a generator seeded with s)")
+    if seed is not None:
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != count:
+                raise ValueError(f"seed: got {len(seed)} seeds for {count} images")
+            generator = [torch.Generator(device).manual_seed(check_seed(s)) for s in seed]
+        else:
+            generator = torch.Generator(device).manual_seed(check_seed(seed))
+    generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * count
+    if len(generators) != count:
+        raise ValueError(f"generator: got a list of {len(generators)} generators for {count} images (one per image)")
+    for g in generators:
+        if g is not None and not isinstance(g, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or a list of them, got {type(g).__name__}")
+    return generators
 
 
 def check_finite(output: torch.Tensor) -> torch.Tensor:
@@ -171,21 +212,54 @@ class P2PPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load from a local folder or a Hub repo id (downloaded with `snapshot_download`:
-        `revision`, `cache_dir`, `token`, `local_files_only` and `force_download` are passed on)."""
-        if os.path.isdir(pretrained_model_name_or_path):
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        # diffusers' own download step rejects components from libraries it doesn't know.
-        names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
-        download = {k: kwargs.pop(k) for k in names if k in kwargs}
-        folder = snapshot_download(str(pretrained_model_name_or_path), allow_patterns=HUB_FILES, **download)
-        pipe = super().from_pretrained(folder, **kwargs)
+        """Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
+        downloaded with `snapshot_download`: `revision`, `cache_dir`, `token`, `local_files_only` and
+        `force_download` are passed on; its .py files are neither downloaded nor run). `torch_dtype`
+        (or `dtype`), `variant` and `use_safetensors` apply to every component."""
+        folder = str(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            # diffusers' own download step rejects components from libraries it doesn't know.
+            names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+            download = {k: kwargs.pop(k) for k in names if k in kwargs}
+            folder = snapshot_download(folder, allow_patterns=HUB_FILES, **download)
+        index = cls.load_config(folder)
+        name = index.get("_class_name")
+        target = getattr(importlib.import_module("p2p_models.pipelines"), str(name), None)
+        if not (isinstance(target, type) and issubclass(target, P2PPipeline)):
+            raise ValueError(f"{pretrained_model_name_or_path}: model_index.json names {name!r}, which is not a p2p "
+                             "pipeline (Pix2PixPipeline or Pix2PixHDPipeline)")
+        if issubclass(cls, target):  # a subclass of the folder's class loads as itself
+            target = cls
+        # p2p components are loaded here: DiffusionPipeline would run the folder's `<component>/<module>.py`.
+        dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
+        shared = {k: kwargs[k] for k in ("variant", "use_safetensors") if k in kwargs}
+        for component, entry in index.items():
+            if component in kwargs or not isinstance(entry, list) or len(entry) != 2 or not \
+                    isinstance(entry[0], str) or not entry[0].startswith("p2p_models."):
+                continue
+            model_class = getattr(importlib.import_module(entry[0]), entry[1])
+            component_dtype = dtype.get(component, dtype.get("default")) if isinstance(dtype, dict) else dtype
+            kwargs[component] = model_class.from_pretrained(folder, subfolder=component, dtype=component_dtype,
+                                                            **shared)
+        pipe = super(P2PPipeline, target).from_pretrained(folder, **kwargs)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe
 
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """`ConfigMixin.load_config`, reading model_index.json's `_class_name` [module, class] as the class."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][1]
+        return out
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none."""
+        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none, and
+        the files `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs (see
+        `write_loader_code`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
+        write_loader_code(save_directory)
         card = Path(save_directory) / "README.md"
         if not card.exists():
             card.write_text(self.model_card())
@@ -214,3 +288,23 @@ class P2PPipeline(DiffusionPipeline):
                 commit_message=commit_message or f"Upload {type(self).__name__}",
                 create_pr=create_pr,
             )
+
+
+def write_loader_code(folder: str | os.PathLike) -> None:
+    """Make a saved p2p pipeline folder loadable by `diffusers.DiffusionPipeline.from_pretrained(folder
+    or Hub id, trust_remote_code=True)` with p2p installed: model_index.json's `_class_name` becomes
+    [`pipeline_p2p`, class], as diffusers names a custom pipeline class, and each p2p class gets a
+    module that imports it from the installed package: `pipeline_p2p.py` for the pipeline, and
+    `<component>/<library>.py` for each component (diffusers' Hub download refuses a component from a
+    library outside diffusers and transformers without one). The weights and configs are untouched."""
+    folder = Path(folder)
+    path = folder / "model_index.json"
+    index = json.loads(path.read_text())
+    name = index["_class_name"][1] if isinstance(index["_class_name"], list) else index["_class_name"]
+    index["_class_name"] = [LOADER, name]
+    path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    (folder / f"{LOADER}.py").write_text(LOADER_CODE.format(module="p2p_models", name=name))
+    for component, entry in index.items():
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and \
+                entry[0].startswith("p2p_models.") and (folder / component).is_dir():
+            (folder / component / f"{entry[0]}.py").write_text(LOADER_CODE.format(module=entry[0], name=entry[1]))
