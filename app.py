@@ -366,7 +366,7 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
 def hd_styles(class_styles: list[str], instance_styles: dict | None, labels: np.ndarray,
               instances: np.ndarray) -> tuple[dict, dict]:
     """The chosen styles for the classes and instances this map has; a warning names the others."""
-    names = load_pipeline("hd").config.class_names
+    names = load_pipeline("hd").label_processor.class_names
     chosen = {c: s for c, s in enumerate(class_styles) if s not in (None, "", "random")}
     per_instance = {int(i): s for i, s in (instance_styles or {}).items()}
     classes, ids = set(np.unique(labels).tolist()), set(np.unique(instances).tolist())
@@ -424,8 +424,8 @@ def legend(names: list[str], palette: list[list[int]]) -> str:
 
 def class_colours(tab: str) -> tuple[list[list[int]], list[str]]:
     """(palette, class names) of a label-map tab's pipeline."""
-    config = load_pipeline(tab).config
-    return config.palette, config.class_names or [str(c) for c in range(len(config.palette))]
+    processor = load_pipeline(tab).label_processor
+    return processor.palette, processor.class_names or [str(c) for c in range(len(processor.palette))]
 
 
 def swatch_names() -> str:

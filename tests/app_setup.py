@@ -13,8 +13,15 @@ import torch
 import yaml
 from conftest import ROOT, free_port, wait_for_port
 
-from p2p_models import (FeatureEncoder, GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, StyleBank,
-                        UNetGenerator, camvid)
+from p2p_models import (
+    FeatureEncoder,
+    GlobalGenerator,
+    Pix2PixHDPipeline,
+    Pix2PixPipeline,
+    StyleBank,
+    UNetGenerator,
+    camvid,
+)
 
 
 def small_pipelines(folder: Path) -> dict[tuple[str, str], Path]:
@@ -37,11 +44,11 @@ def small_pipelines(folder: Path) -> dict[tuple[str, str], Path]:
                 pipe = Pix2PixHDPipeline(
                     generator=GlobalGenerator(12 + 1 + 3, 3, ngf=8, n_downsampling=2, n_blocks=1),
                     encoder=FeatureEncoder(3, 3, nef=8, n_downsampling=2), style_bank=bank, label_nc=12,
-                    image_size=[48, 64], palette=camvid.COLORS, class_names=camvid.CLASS_NAMES,
+                    image_size=[48, 64], palette=camvid.COLORS, id2label=dict(enumerate(camvid.CLASS_NAMES)),
                     countable_classes=list(camvid.COUNTABLE), label_mappings=camvid_hd["label_mappings"])
             elif tab == "facades":  # the shipped pipeline's classes: colour label maps snapped to them
                 pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64, direction="BtoA",
-                                       palette=facades["palette"], class_names=facades["class_names"])
+                                       palette=facades["palette"], id2label=facades["id2label"])
             else:
                 pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64,
                                        direction="BtoA" if "Map ->" in model else "AtoB")

@@ -142,7 +142,7 @@ def test_facade_swatches_are_named_after_their_classes(page):
     panel = page.locator("[role=tabpanel]:visible")
     panel.get_by_role("button", name="Brush", exact=True).click()
     panel.get_by_role("button", name="Color").click()
-    for name in json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())["class_names"]:
+    for name in json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())["id2label"].values():
         expect(panel.locator(f"button.color[title='{name}']")).to_have_count(1)
     panel.get_by_role("button", name="Color").click()
 

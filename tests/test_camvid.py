@@ -77,7 +77,7 @@ def test_training_on_camvid_without_instance_maps(tmp_path):
                       "--validation_steps", "1000", "--output_dir", str(out)])
     pipe = Pix2PixHDPipeline.from_pretrained(out)
     assert pipe.config.countable_classes == list(camvid.COUNTABLE)
-    assert pipe.config.class_names == camvid.CLASS_NAMES and pipe.working_size == (96, 128)
+    assert pipe.label_processor.class_names == camvid.CLASS_NAMES and pipe.working_size == (96, 128)
     label_map = Image.open(sorted((FIXTURE / "valannot").iterdir())[0])
-    out_image = pipe(label_map, seed=0)
+    out_image = pipe(label_map, seed=0).images[0]
     assert out_image.size == label_map.size

@@ -24,7 +24,7 @@ CAMVID_INDEX = json.loads((ROOT / "pretrained" / "camvid_hd" / "model_index.json
 def hd_pipe(**config):
     """A tiny pipeline with the shipped CamVid model's label config (palette, classes, mapping)."""
     torch.manual_seed(0)
-    label_config = {k: CAMVID_INDEX[k] for k in ("palette", "class_names", "countable_classes", "label_mappings")}
+    label_config = {k: CAMVID_INDEX[k] for k in ("palette", "id2label", "countable_classes", "label_mappings")}
     return Pix2PixHDPipeline(generator=GlobalGenerator(12 + 1, 3, ngf=4, n_downsampling=2, n_blocks=1).eval(),
                              label_nc=12, image_size=[48, 64], **{**label_config, **config})
 
@@ -32,7 +32,7 @@ def hd_pipe(**config):
 def facades_pipe(**config):
     torch.manual_seed(0)
     return Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=64, direction="BtoA",
-                           palette=FACADES_INDEX["palette"], class_names=FACADES_INDEX["class_names"], **config)
+                           palette=FACADES_INDEX["palette"], id2label=FACADES_INDEX["id2label"], **config)
 
 
 def facade_halves() -> tuple[Image.Image, Image.Image]:
@@ -95,14 +95,14 @@ def test_the_facades_pipeline_snaps_its_inputs_to_its_palette():
     photo, label = facade_halves()
     pipe = facades_pipe()
     snapped = pipe.label_processor.snap(label)
-    assert np.array_equal(np.asarray(pipe(label, seed=1)), np.asarray(pipe(snapped, seed=1)))
+    assert np.array_equal(pipe(label, seed=1).images[0], pipe(snapped, seed=1).images[0])
     unsnapped = Pix2PixPipeline(generator=pipe.generator, image_size=64, direction="BtoA")
     assert unsnapped.label_processor is None
-    assert not np.array_equal(np.asarray(unsnapped(label, seed=1)), np.asarray(pipe(label, seed=1)))
+    assert not np.array_equal(unsnapped(label, seed=1).images[0], pipe(label, seed=1).images[0])
     with pytest.raises(ValueError, match="image 1: \\d+% of its pixels are far from every class colour"):
         pipe([label, photo], seed=0)
     shipped = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades")
-    assert shipped.config.palette == FACADES_INDEX["palette"] and len(shipped.config.class_names) == 12
+    assert shipped.config.palette == FACADES_INDEX["palette"] and len(shipped.label_processor.class_names) == 12
     assert shipped.label_processor.palette == shipped.config.palette
 
 
@@ -127,7 +127,7 @@ def test_cityscapes_ids_are_mapped_by_the_shipped_config():
     labels, instances = pipe.label_and_instance_ids(label)
     assert np.array_equal(instances, camvid.from_cityscapes(city)[1])
     # the pipeline synthesises from Cityscapes ids as from the mapped CamVid ids
-    assert np.array_equal(np.asarray(pipe(label, instance, seed=0)), np.asarray(pipe(*expected, seed=0)))
+    assert np.array_equal(pipe(label, instance, seed=0).images[0], pipe(*expected, seed=0).images[0])
     # ids that fit neither the model nor a mapping
     with pytest.raises(ValueError, match="ids must lie in \\[0, 12\\) \\(the model's classes\\) or \\[0, 34\\) "
                                          "\\(cityscapes ids, mapped to these classes\\); found ids up to 40"):
@@ -215,11 +215,11 @@ def test_facades_config_round_trips_and_bad_ones_are_refused_at_load(tmp_path):
     facades_pipe().save_pretrained(tmp_path)
     loaded = Pix2PixPipeline.from_pretrained(tmp_path)
     assert loaded.config.palette == FACADES_INDEX["palette"]
-    assert loaded.config.class_names == FACADES_INDEX["class_names"]
+    assert loaded.config.id2label == FACADES_INDEX["id2label"]
     index = json.loads((tmp_path / "model_index.json").read_text())
     for change, message in (({"palette": [[0, 0, 0], [0, 0, 256]]}, "three integers in \\[0, 255\\]"),
-                            ({"class_names": ["background"]}, "class_names has 1 names for 12 classes"),
-                            ({"palette": None}, "class_names name the classes of a palette, and this pipeline has")):
+                            ({"id2label": {"0": "background"}}, r"id2label has no name for class id\(s\) \[1, 2"),
+                            ({"palette": None}, "id2label names the classes of a palette, and this pipeline has")):
         (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
         with pytest.raises(ValueError, match=message):
             Pix2PixPipeline.from_pretrained(tmp_path)

@@ -157,7 +157,7 @@ def hd_pipe(norm="batch", use_bank=True):
     enc = FeatureEncoder(3, feat, nef=4, n_downsampling=2, norm=norm) if use_bank else None
     palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
     return Pix2PixHDPipeline(generator=g.eval(), encoder=enc, style_bank=bank, label_nc=classes,
-                             image_size=[64, 256], palette=palette, class_names=["bg", "car", "road", "sky"])
+                             image_size=[64, 256], palette=palette, id2label={0: "bg", 1: "car", 2: "road", 3: "sky"})
 
 
 def scene():
@@ -215,7 +215,7 @@ def test_colour_label_maps_and_errors(tmp_path):
         pipe("labels.png")
     pipe.save_pretrained(tmp_path)
     loaded = Pix2PixHDPipeline.from_pretrained(tmp_path)
-    assert loaded.config.palette == pipe.config.palette and loaded.config.class_names[1] == "car"
+    assert loaded.config.palette == pipe.config.palette and loaded.config.id2label["1"] == "car"
     out = loaded(labels, inst, seed=5).images[0]
     assert np.array_equal(np.asarray(out), np.asarray(pipe(labels, inst, seed=5).images[0]))
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 256, 3), dtype=np.uint8))
@@ -251,7 +251,8 @@ def camvid_like_pipe(**kwargs):
     bank.counts.fill_(4)
     return Pix2PixHDPipeline(generator=GlobalGenerator(12 + 1 + 3, 3, ngf=4, n_downsampling=2, n_blocks=1).eval(),
                              style_bank=bank, label_nc=12, image_size=[48, 64], palette=camvid.COLORS,
-                             class_names=camvid.CLASS_NAMES, countable_classes=list(camvid.COUNTABLE), **kwargs)
+                             id2label=dict(enumerate(camvid.CLASS_NAMES)),
+                             countable_classes=list(camvid.COUNTABLE), **kwargs)
 
 
 def test_random_label_maps_are_refused_fast_not_synthesised_per_instance():
@@ -348,7 +349,7 @@ def test_invalid_hd_configs_are_refused_at_load(tmp_path):
                             ({"image_size": [50, 64]}, "divisible by the generator's downsampling factor = 4"),
                             ({"palette": [[0, 0, 0]] * 11 + [[0, 0, 300]]}, "three integers in \\[0, 255\\]"),
                             ({"countable_classes": [2, 12]}, "must be class ids in \\[0, 12\\)"),
-                            ({"class_names": ["sky"]}, "1 names for 12 classes")):
+                            ({"id2label": {"0": "sky"}}, r"no name for class id\(s\) \[1, 2")):
         (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
         with pytest.raises(ValueError, match=message):
             Pix2PixHDPipeline.from_pretrained(tmp_path)

@@ -81,7 +81,7 @@ def test_colorization_pipeline_keeps_the_lightness_and_size():
 
 def test_camvid_hd_pipeline_synthesises_camvid_and_cityscapes_examples():
     pipe = Pix2PixHDPipeline.from_pretrained(ROOT / "pretrained" / "camvid_hd")
-    assert pipe.config.class_names == camvid.CLASS_NAMES and pipe.config.palette == camvid.COLORS
+    assert pipe.label_processor.class_names == camvid.CLASS_NAMES and pipe.config.palette == camvid.COLORS
     assert pipe.config.countable_classes == list(camvid.COUNTABLE) and pipe.style_bank is not None
     assert type(pipe.generator).__name__ == "LocalEnhancer" and pipe.working_size >= (352, 480)  # coarse to fine
     assert next(pipe.generator.parameters()).dtype == torch.float32  # stored in fp16, loaded in the working dtype

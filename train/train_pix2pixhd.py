@@ -318,10 +318,11 @@ class Pix2PixHDTrainer(GANTrainer):
         # the working size: the full-size shape of a readable example (validation, else training)
         sample = next(chain(readable(self.val_set, range(len(self.val_set)), []),
                             readable(bank_set, range(len(bank_set)), [])))
+        names = self.info.get("names")
         pipe = Pix2PixHDPipeline(generator=g, encoder=e, style_bank=bank, label_nc=args.label_nc,
                                  contain_dontcare_label=args.contain_dontcare_label,
                                  use_instance=not args.no_instance, image_size=list(sample["label"].shape[-2:]),
-                                 palette=self.palette.tolist(), class_names=self.info.get("names"),
+                                 palette=self.palette.tolist(), id2label=dict(enumerate(names)) if names else None,
                                  countable_classes=args.countable_classes)
         return pipe, self.discriminator
 

@@ -12,6 +12,22 @@ from .image_processor import MAX_PIXELS, check_size
 ID_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")  # PIL modes whose pixel values are ids
 
 
+
+def class_names_of(id2label: dict | None, num_classes: int) -> list[str] | None:
+    """A config's `id2label` ({class id: name}, keys as ints or their strings, as transformers'
+    configs store them) -> one name per class, or None; a clear error for missing ids or bad names."""
+    if id2label is None:
+        return None
+    try:
+        names = {int(k): v for k, v in id2label.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"id2label must map class ids to names, e.g. {{\"0\": \"sky\"}}, got {id2label!r}") from None
+    missing = [c for c in range(num_classes) if not isinstance(names.get(c), str)]
+    if missing:
+        raise ValueError(f"id2label has no name for class id(s) {missing[:10]} of {num_classes} classes")
+    return [names[c] for c in range(num_classes)]
+
+
 class LabelMapProcessor:
     """Label-map pre- and post-processing for a pipeline whose input is a semantic label map.
 

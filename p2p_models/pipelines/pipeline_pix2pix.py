@@ -20,7 +20,7 @@ from .image_processor import (
     output_image,
     to_array,
 )
-from .label_processor import LabelMapProcessor
+from .label_processor import LabelMapProcessor, class_names_of
 from .pipeline_utils import P2PPipeline, check_finite, check_working_size, prepare_generators, size_rule
 
 
@@ -33,7 +33,8 @@ class Pix2PixPipeline(P2PPipeline):
     reference only), `resample` (filter used to resize inputs to the working size) and
     `color_space`: `rgb` (1 or 3 channels in and out, pixel values mapped to [-1, 1] as in training)
     or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110)).
-    For label-map inputs (facades), `palette` (an RGB colour per class) and `class_names`: inputs
+    For label-map inputs (facades), `palette` (an RGB colour per class) and `id2label` ({class id:
+    name}, as in transformers' configs): inputs
     are then colour-coded label maps, snapped to the palette by `label_processor` (a
     `LabelMapProcessor`; more than 30% of pixels over 80 RGB levels from every class colour is a
     photo, refused) before translation. None (default) for photo inputs.
@@ -55,7 +56,7 @@ class Pix2PixPipeline(P2PPipeline):
         resample: str = "bicubic",
         color_space: str = "rgb",
         palette: list[list[int]] | None = None,
-        class_names: list[str] | None = None,
+        id2label: dict[str, str] | None = None,
     ):
         super().__init__()
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
@@ -74,16 +75,17 @@ class Pix2PixPipeline(P2PPipeline):
                     raise ValueError(f"Pix2PixPipeline needs a generator with 1 or 3 {name}, got {n}")
         else:
             raise ValueError(f"color_space must be 'rgb' or 'lab', got {color_space!r}")
-        if palette is None and class_names is not None:
-            raise ValueError("class_names name the classes of a palette, and this pipeline has none")
+        if palette is None and id2label is not None:
+            raise ValueError("id2label names the classes of a palette, and this pipeline has none")
         if palette is not None and color_space != "rgb":
             raise ValueError(f"a palette (colour-coded label-map inputs) needs color_space 'rgb', got {color_space!r}")
         self.label_processor = None if palette is None else LabelMapProcessor(
-            len(palette), palette, class_names, off_palette_distance=80, max_off_palette=0.3,
+            len(palette), palette, class_names_of(id2label, len(palette)), off_palette_distance=80, max_off_palette=0.3,
             max_boundary_fraction=None)
         self.register_modules(generator=generator)
         self.register_to_config(image_size=image_size, direction=direction, resample=resample, color_space=color_space,
-                                palette=palette, class_names=class_names)
+                                palette=palette,
+                                id2label=None if id2label is None else {str(k): v for k, v in id2label.items()})
 
     @property
     def working_size(self) -> tuple[int, int]:
@@ -93,17 +95,13 @@ class Pix2PixPipeline(P2PPipeline):
 
     def preprocess(self, images: list[Image.Image], resize: bool = True) -> torch.Tensor:
         """PIL images -> (B, C, H, W) generator input, at the working size if `resize` (else at the
-        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1. With a
-        `palette`, each image is first snapped to it (`label_processor.snap`)."""
+        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1."""
         lab = self.config.color_space == "lab"
         mode = "L" if self.generator.config.in_channels == 1 and not lab else "RGB"
         h, w = self.working_size
         arrays = []
         for i, image in enumerate(images):
-            image = check_image(image, i, self.max_pixels)
-            if self.label_processor is not None:  # a colour-coded label map: snapped to the palette
-                image = self.label_processor.snap(image.convert("RGB"), f"image {i}")
-            image = image.convert(mode)
+            image = check_image(image, i, self.max_pixels).convert(mode)
             arrays.append(to_array(image.resize((w, h), RESAMPLE[self.config.resample]) if resize else image))
         x = torch.from_numpy(np.stack(arrays))
         x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1
@@ -186,6 +184,8 @@ class Pix2PixPipeline(P2PPipeline):
         generators = prepare_generators(generator, seed, len(images), self.device)
         for i, im in enumerate(images):
             check_image(im, i, self.max_pixels)
+        if self.label_processor is not None:  # colour-coded label maps: snapped to the palette
+            images = [self.label_processor.snap(im.convert("RGB"), f"image {i}") for i, im in enumerate(images)]
         resize = size_mode == "resize"
         tile = overlap = None
         if not resize:

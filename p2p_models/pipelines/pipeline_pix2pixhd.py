@@ -18,7 +18,7 @@ from .image_processor import (
     output_image,
     to_array,
 )
-from .label_processor import LabelMapProcessor
+from .label_processor import LabelMapProcessor, class_names_of
 from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators, size_rule
 
 
@@ -29,7 +29,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     (`FeatureEncoder`) and `style_bank` (`StyleBank`) for style control.
     Config: `label_nc` (classes), `contain_dontcare_label` (id 255 becomes class `label_nc`),
     `use_instance` (boundary map channel), `image_size` ([height, width]), `palette` (RGB per class,
-    for colour-coded label maps), `class_names`, `countable_classes` and `label_mappings` (see
+    for colour-coded label maps), `id2label` ({class id: name}), `countable_classes` and `label_mappings` (see
     `LabelMapProcessor`).
 
     The generator's input is one-hot labels, the instance boundary map, and (with a style bank)
@@ -54,7 +54,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         use_instance: bool = True,
         image_size: list[int] = (512, 1024),
         palette: list[list[int]] | None = None,
-        class_names: list[str] | None = None,
+        id2label: dict[str, str] | None = None,
         countable_classes: list[int] | None = None,
         label_mappings: dict[str, list[int]] | None = None,
     ):
@@ -72,12 +72,13 @@ class Pix2PixHDPipeline(P2PPipeline):
             )
         check_working_size(list(image_size), size_rule(generator)[0], "the generator's downsampling factor")
         self.label_processor = LabelMapProcessor(
-            classes, palette, class_names, countable_classes, label_nc if contain_dontcare_label else None,
-            label_mappings)
+            classes, palette, class_names_of(id2label, classes), countable_classes,
+            label_nc if contain_dontcare_label else None, label_mappings)
         self.register_modules(generator=generator, encoder=encoder, style_bank=style_bank)
         self.register_to_config(label_nc=label_nc, contain_dontcare_label=contain_dontcare_label,
                                 use_instance=use_instance, image_size=list(image_size), palette=palette,
-                                class_names=class_names, countable_classes=countable_classes,
+                                id2label=None if id2label is None else {str(k): v for k, v in id2label.items()},
+                                countable_classes=countable_classes,
                                 label_mappings=label_mappings)
 
     @property
@@ -153,7 +154,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     def check_style_ids(self, styles: dict, instance_styles: dict, classes: list[int], instances: list[int]) -> None:
         """A ValueError, listing what the map holds, for a style given to a class with no instance in
         it (`styles`, "random" excepted) or to an instance id it doesn't have (`instance_styles`)."""
-        names = self.config.class_names or [str(c) for c in range(self.num_classes)]
+        names = self.label_processor.class_names or [str(c) for c in range(self.num_classes)]
         present = sorted(set(classes))
         absent = [c for c, choice in styles.items() if choice != "random" and c not in present]
         if absent:
