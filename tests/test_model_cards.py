@@ -10,9 +10,11 @@ import pytest
 import torch
 from conftest import ROOT, environment
 from huggingface_hub import EvalResult, ModelCard
+from PIL import Image
 
 from p2p_models import GlobalGenerator, MultiscaleDiscriminator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator
 from p2p_models.pipelines.hub import hub_dataset_id, public_command, public_path
+from train import evaluate, train_pix2pix, train_pix2pixhd
 
 PRETRAINED = ROOT / "pretrained"
 PIPELINES = sorted(p.parent for p in PRETRAINED.glob("*/model_index.json"))
@@ -47,7 +49,7 @@ def test_every_shipped_folder_is_free_of_local_paths():
 @pytest.mark.parametrize("folder", PIPELINES, ids=lambda p: p.name)
 def test_shipped_card_metadata_and_eval_results(folder):
     card = ModelCard.load(folder / "README.md")
-    hd = json.loads((folder / "model_index.json").read_text())["_class_name"] == "Pix2PixHDPipeline"
+    hd = json.loads((folder / "model_index.json").read_text())["_class_name"][-1] == "Pix2PixHDPipeline"
     check_card(card, "pix2pixhd" if hd else "pix2pix")
     results = card.data.eval_results
     assert card.data.model_name and len(results) >= 4
@@ -58,6 +60,34 @@ def test_shipped_card_metadata_and_eval_results(folder):
         assert f"| {r.metric_name} | {r.metric_value:.4f} |" in evaluation, r.metric_type
         if card.data.datasets:
             assert r.dataset_type in card.data.datasets
+
+
+EXAMPLES = ROOT / "examples"
+CARD_INPUTS = {  # the inputs each shipped card's snippet names, from the demo's examples
+    "colorization": {"photo": EXAMPLES / "colorization" / "101085.jpg"},
+    "maps_aerial2map": {"aerial_photo": EXAMPLES / "maps" / "aerial_100.jpg"},
+    "maps_map2aerial": {"map_tile": EXAMPLES / "maps" / "map_1002.png"},
+    "facades": {"image": EXAMPLES / "facades" / "103.png"},
+    "camvid_hd": {"label_map": EXAMPLES / "hd" / "camvid_0016E5_07997.png"},
+}
+
+
+@pytest.mark.parametrize("folder", PIPELINES, ids=lambda p: p.name)
+def test_shipped_card_snippets_run(folder):
+    """Each card's code, as a Hub user would run it, with its Hub id pointing at the shipped folder."""
+    text = (folder / "README.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
+    repos = set(re.findall(r'from_pretrained\("([^"]+)"', text))
+    (repo,) = repos
+    assert repo.startswith("p2p-models/"), repo
+    code = code.replace(repo, str(folder))
+    scope = {name: Image.open(path).convert("RGB") for name, path in CARD_INPUTS[folder.name].items()}
+    exec(code, scope)
+    outputs = set(re.findall(r"^(\w+) = pipe\(", code, re.M))
+    (given,) = [scope[name] for name in CARD_INPUTS[folder.name]]
+    assert outputs
+    for name in outputs:
+        assert isinstance(scope[name], Image.Image) and scope[name].size == given.size, name
 
 
 def test_shipped_cards_name_the_hub_datasets_they_come_from():
@@ -100,8 +130,6 @@ def card_args(script, *extra):
 
 @pytest.mark.parametrize("dataset, hub_ids", [("huggan/facades", ["huggan/facades"]), (str(FACADES), None)])
 def test_training_cards(monkeypatch, dataset, hub_ids):
-    from train import train_pix2pix
-    from train import train_pix2pixhd
 
     monkeypatch.setattr(sys, "argv", ["train.py", "--dataset", dataset, "--output_dir", "/tmp/somewhere/facades-run"])
     metrics = {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1, "num_samples": 3, "num_skipped": 0,
@@ -146,7 +174,6 @@ def test_a_trained_pipeline_card(tmp_path):
 
 
 def test_evaluation_results_merge_into_the_card(tmp_path):
-    from train import evaluate
 
     torch.manual_seed(0)
     folder = tmp_path / "model"
