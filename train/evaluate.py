@@ -10,9 +10,9 @@ The pipeline is called as a user calls it (`output_type="pt"`, a generator per i
 the working size (bicubic, as in training) and translated (as 8-bit RGB images; a pipeline with a
 palette snaps these label maps to it, a colorization pipeline keeps their L); outputs are compared
 with the targets at that size. pix2pixHD pipelines: label (+ instance) maps are resized
-nearest-neighbour to the working width and synthesised at that size with style-bank styles. `--split validation` uses the dataset's
-validation split or, where it has none, the same held-out part of train the training script used
-(same `--validation_fraction` and `--seed`).
+nearest-neighbour to the working width and synthesised at that size with style-bank styles.
+`--split validation` uses the dataset's validation split or, where it has none, the same held-out
+part of train the training script used (same `--validation_fraction` and `--seed`).
 """
 
 import argparse
