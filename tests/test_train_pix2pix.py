@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from p2p_models import Pix2PixPipeline
 from train.common import linear_decay
+from train.evaluate import main as evaluate
 from train.train_pix2pix import parse_args
 
 FACADES = ROOT / "tests" / "fixtures" / "facades"
@@ -211,6 +212,14 @@ def test_colorization_run_gives_a_lab_pipeline(tmp_path):
     result = pipe(photo, seed=0).images[0]
     assert result.mode == "RGB" and result.size == photo.size
     assert Image.open(sorted((out / "samples").glob("*.png"))[-1]).size == (3 * 64, 64)  # L | colourised | real
+    # the run's validation called the pipeline as evaluate.py does: the same scores on the same held-out pair
+    evaluate(["--model", str(out), "--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--split", "validation",
+              "--no_fid", "--diversity_seeds", "0", "--out", str(tmp_path / "eval.json")])
+    measured = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    recorded = json.loads((out / "validation_metrics.json").read_text())
+    assert measured["num_samples"] == recorded["num_samples"] == 1
+    for name in ("l1", "psnr", "ssim"):
+        assert measured[name] == pytest.approx(recorded[name], rel=1e-6), name
 
 
 def test_resume_follows_a_changed_schedule(tmp_path):

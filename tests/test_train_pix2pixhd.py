@@ -14,7 +14,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline
+from p2p_models.pipelines.image_processor import to_pil
 from p2p_models.vgg import VGG19Features
+from train.common import score
+from train.data import LabelImageDataset, load_label_splits, train_val_split
 from train.train_pix2pixhd import hd_linear_decay
 
 FIXTURE = ROOT / "tests" / "fixtures" / "cityscapes"
@@ -66,6 +69,16 @@ def test_global_run_gives_an_editable_pipeline(global_run):
     assert type(pipe.generator).__name__ == "GlobalGenerator" and pipe.encoder is not None
     assert pipe.label_processor.class_names[3] == "class3" and pipe.working_size == (64, 128)
     assert int(pipe.style_bank.counts.sum()) > 0
+    # validation reconstructed the held-out example through the pipeline: called as a user would, with
+    # its photo as the style image, the saved pipeline gives the recorded score
+    held_out = train_val_split(load_label_splits(str(FIXTURE)), "train", None, 0.25, 0)[1]
+    item = LabelImageDataset(held_out, load_size=128, train=False, size_factor=4)[0]
+    real = (item["image"][None] + 1) / 2
+    fake = pipe(item["label"], item["instance"], style_image=to_pil(real[0]), size_mode="native",
+                output_type="pt").images
+    scores = {}
+    score(fake, real, scores)
+    assert scores["l1"][0] == pytest.approx(json.loads((out / "validation_metrics.json").read_text())["l1"], rel=1e-5)
     name = sorted((FIXTURE / "train_label").iterdir())[0].name
     labels, instances = Image.open(FIXTURE / "train_label" / name), Image.open(FIXTURE / "train_inst" / name)
     a = np.asarray(pipe(labels, instances, seed=0).images[0])

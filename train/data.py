@@ -237,12 +237,11 @@ class PairedImageDataset(torch.utils.data.Dataset):
         return (1, 2) if self.layout == "colorization" else (3, 3)
 
     def to_rgb(self, A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:
-        """Batch tensors -> RGB in [0, 1] for viewing: A alone, or B (real or generated) given its A."""
+        """Batch tensors -> RGB in [0, 1]: A alone (the image a pipeline takes; colorization: the grey
+        photo whose L is A), or B (real or generated) given its A."""
         if self.layout != "colorization":
             return ((B if B is not None else A) + 1) / 2
-        if B is None:
-            return ((A + 1) / 2).expand(-1, 3, -1, -1)
-        return model_lab_to_rgb(A, B)
+        return model_lab_to_rgb(A, torch.zeros_like(A).expand(-1, 2, -1, -1) if B is None else B)
 
 
 def load_label_splits(source: str, cache_dir: str | None = None) -> datasets.DatasetDict:

@@ -5,12 +5,14 @@ accuracy of colour classes (`--colour_classes K`).
     python train/evaluate.py --model runs/facades --dataset ../shared/datasets/facades \
         --split validation --out metrics.json [--segmenter runs/facades_segmenter] [--update_model_card]
 
-pix2pix pipelines: the split's A (or B, by the pipeline's direction) images are resized to the
-working size (bicubic, as in training) and translated; outputs are compared with the targets at that
-size. pix2pixHD pipelines: label (+ instance) maps are resized nearest-neighbour to the working size
-and synthesised with style-bank styles drawn from `--seed`. `--split validation` uses the dataset's
-validation split or, where it has none, the same held-out part of train the training script used
-(same `--validation_fraction` and `--seed`).
+The pipeline is called as a user calls it (`output_type="pt"`, a generator per image seeded from
+`--seed`). pix2pix pipelines: the split's A (or B, by the pipeline's direction) images are resized to
+the working size (bicubic, as in training) and translated (as 8-bit RGB images; a pipeline with a
+palette snaps these label maps to it, a colorization pipeline keeps their L); outputs are compared
+with the targets at that size. pix2pixHD pipelines: label (+ instance) maps are resized
+nearest-neighbour to the working width and synthesised at that size with style-bank styles.
+`--split validation` uses the dataset's validation split or, where it has none, the same held-out
+part of train the training script used (same `--validation_fraction` and `--seed`).
 """
 
 import argparse
@@ -23,7 +25,8 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from tqdm.auto import tqdm
 
-from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+from p2p_models import Pix2PixHDPipeline
+from p2p_models.pipelines import P2PPipeline
 from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
 from train.common import label_colors, score, to_uint8_grid
 from train.data import (
@@ -43,6 +46,7 @@ from train.metrics import (
     nearest_colour,
 )
 from train.segmenter import Segmenter
+from train.train_pix2pix import translate
 
 
 def parse_args(argv=None):
@@ -73,18 +77,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_pipeline(model: str):
-    index = Path(model) / "model_index.json"
-    name = json.loads(index.read_text())["_class_name"] if index.exists() else None
-    cls = Pix2PixHDPipeline if name == "Pix2PixHDPipeline" else Pix2PixPipeline
-    try:
-        return cls.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        if name is None and cls is Pix2PixPipeline:
-            return Pix2PixHDPipeline.from_pretrained(model)
-        raise e
-
-
 def split_of(args, splits):
     if args.split in ("validation", "val"):
         return train_val_split(splits, "train" if "train" in splits else list(splits)[0], None,
@@ -106,15 +98,13 @@ class Batches:
         return n if self.args.max_samples is None else min(n, self.args.max_samples)
 
     def generate(self, items, seed):
-        """Fake RGB in [0, 1] for `items`, with `seed` (per image: seed + position)."""
-        pipe, device = self.pipe, self.pipe.device
-        if self.hd:
-            outs = [pipe.generate(it["label"][None].to(device), it["instance"][None].to(device), seed=seed + i)
-                    for i, it in enumerate(items)]
-            return (torch.cat(outs).float().cpu() + 1) / 2
-        a = torch.stack([it["A"] for it in items]).to(device, pipe.generator.dtype)
-        fake = pipe.generate(a, seeds=[seed + i for i in range(len(items))]).float().cpu()
-        return self.dataset.to_rgb(a.cpu().float(), fake)
+        """The pipeline's outputs for `items`, RGB (B, 3, H, W) in [0, 1], image i drawing from a
+        generator seeded with seed + i (pix2pix: its dropout noise; pix2pixHD: its style-bank styles)."""
+        if not self.hd:
+            return translate(self.pipe, self.dataset, torch.stack([it["A"] for it in items]), seed)
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(items))]
+        return self.pipe([it["label"] for it in items], instance_map=[it["instance"] for it in items],
+                         generator=generators, size_mode="native", output_type="pt").images
 
     def __iter__(self):
         n, size = len(self), self.args.batch_size
@@ -138,7 +128,8 @@ def main(argv=None):
             fid = InceptionFeatures(args.device)
         except ImportError:
             raise SystemExit(FID_MISSING)
-    pipe = load_pipeline(args.model).to(args.device)
+    pipe = P2PPipeline.from_pretrained(args.model).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
     hd = isinstance(pipe, Pix2PixHDPipeline)
     h, w = pipe.working_size
     if hd:

@@ -89,14 +89,15 @@ def parse_args(argv=None):
     return args
 
 
-def sample(generator, a: torch.Tensor, seed: int) -> torch.Tensor:
-    """G's outputs as the pipeline samples them (dropout on, per-image BatchNorm statistics)."""
-    pipe = Pix2PixPipeline(generator=generator, image_size=list(a.shape[-2:]), color_space="lab"
-                           if generator.config.out_channels == 2 else "rgb")
-    return pipe.generate(a, seeds=[seed + i for i in range(len(a))])
+def translate(pipe: Pix2PixPipeline, dataset: PairedImageDataset, a: torch.Tensor, seed: int) -> torch.Tensor:
+    """The pipeline's sampled outputs (dropout on, per-image BatchNorm statistics) for a batch of
+    model-space inputs `a` (B, C, H, W): the inputs as RGB images (`dataset.to_rgb`), image i drawing
+    from a generator seeded with seed + i -> (B, C_out, H, W) RGB in [0, 1] on the CPU."""
+    generators = [torch.Generator(pipe.device).manual_seed(seed + i) for i in range(len(a))]
+    return pipe(dataset.to_rgb(a), generator=generators, output_type="pt").images
 
 
-def validation_grid(generator, dataset: PairedImageDataset, n: int, device, step: int) -> np.ndarray | None:
+def validation_grid(pipe: Pix2PixPipeline, dataset: PairedImageDataset, n: int, step: int) -> np.ndarray | None:
     """input | output | target rows for the first `n` validation examples, unreadable ones left out:
     (H, W, 3) uint8, or None if none could be read."""
     skipped = []
@@ -104,25 +105,25 @@ def validation_grid(generator, dataset: PairedImageDataset, n: int, device, step
     warn_skipped(skipped, step)
     if not items:
         return None
-    a = torch.stack([it["A"] for it in items]).to(device)
-    b = torch.stack([it["B"] for it in items]).to(device)
-    fake = sample(generator, a, seed=0).float()
-    return to_uint8_grid([[dataset.to_rgb(a[i:i + 1]), dataset.to_rgb(a[i:i + 1], fake[i:i + 1]),
-                           dataset.to_rgb(a[i:i + 1], b[i:i + 1])] for i in range(len(items))])
+    a = torch.stack([it["A"] for it in items])
+    b = torch.stack([it["B"] for it in items])
+    fake = translate(pipe, dataset, a, seed=0)
+    return to_uint8_grid([[dataset.to_rgb(a[i:i + 1]), fake[i:i + 1], dataset.to_rgb(a[i:i + 1], b[i:i + 1])]
+                          for i in range(len(items))])
 
 
-def validation_metrics(generator, dataset: PairedImageDataset, limit: int | None, device, step: int) -> dict:
-    """Mean L1 / PSNR / SSIM of sampled outputs vs targets, in RGB [0, 1] at the working size, over
-    the readable examples among the first `limit`."""
+def validation_metrics(pipe: Pix2PixPipeline, dataset: PairedImageDataset, limit: int | None, step: int) -> dict:
+    """Mean L1 / PSNR / SSIM of the pipeline's sampled outputs vs targets, in RGB [0, 1] at the
+    working size, over the readable examples among the first `limit`."""
     scores, skipped = {}, []
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, n, 8):
         items = list(readable(dataset, range(start, min(start + 8, n)), skipped))
         if not items:
             continue
-        a = torch.stack([it["A"] for it in items]).to(device)
-        b = torch.stack([it["B"] for it in items]).to(device)
-        score(dataset.to_rgb(a, sample(generator, a, seed=start).float()), dataset.to_rgb(a, b), scores)
+        a = torch.stack([it["A"] for it in items])
+        b = torch.stack([it["B"] for it in items])
+        score(translate(pipe, dataset, a, seed=start), dataset.to_rgb(a, b), scores)
     warn_skipped(skipped, step)
     return mean_scores(scores, skipped)
 
@@ -239,20 +240,24 @@ class Pix2PixTrainer(GANTrainer):
         opt_g.step()
         return {**logs, **parts}
 
+    def pipeline(self, generator: UNetGenerator) -> Pix2PixPipeline:
+        """A pipeline around `generator` (validation: the one being trained; at the end: the result)."""
+        pipe = Pix2PixPipeline(generator=generator, image_size=self.args.crop_size, direction=self.args.direction,
+                               color_space="lab" if self.layout == "colorization" else "rgb")
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     def validation_grid(self, step):
-        return validation_grid(self.accelerator.unwrap_model(self.generator), self.val_set,
-                               self.args.num_validation_images, self.accelerator.device, step)
+        pipe = self.pipeline(self.accelerator.unwrap_model(self.generator))
+        return validation_grid(pipe, self.val_set, self.args.num_validation_images, step)
 
     def final_pipeline(self):
-        g = self.accelerator.unwrap_model(self.generator).eval()
-        pipe = Pix2PixPipeline(generator=g, image_size=self.args.crop_size, direction=self.args.direction,
-                               color_space="lab" if self.layout == "colorization" else "rgb")
-        return pipe, self.discriminator
+        return self.pipeline(self.accelerator.unwrap_model(self.generator).eval()), self.discriminator
 
     def validate(self, step):
-        g = self.accelerator.unwrap_model(self.generator)
-        return self.validation_grid(step), validation_metrics(g, self.val_set, self.args.max_validation_samples,
-                                                              self.accelerator.device, step)
+        pipe = self.pipeline(self.accelerator.unwrap_model(self.generator))
+        return (validation_grid(pipe, self.val_set, self.args.num_validation_images, step),
+                validation_metrics(pipe, self.val_set, self.args.max_validation_samples, step))
 
     def model_card(self, pipe, discriminator, run, metrics):
         return model_card(self.args, self.dataset_desc, self.val_desc, pipe, discriminator, run.steps, run.epochs,

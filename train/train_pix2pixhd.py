@@ -36,6 +36,7 @@ from p2p_models import (
 )
 from p2p_models.labels import instance_boundaries, one_hot
 from p2p_models.pipelines.hub import PIX2PIXHD_TAGS, make_card, public_path, usage
+from p2p_models.pipelines.image_processor import to_pil
 from train.common import (
     RealFakeDiscriminator,
     add_common_args,
@@ -147,34 +148,34 @@ class Inputs:
 
 
 @torch.no_grad()
-def run_generator(generator, encoder, inputs: Inputs, batch, device):
-    condition = inputs.condition(batch).to(device)
-    if encoder is not None:
-        features = encoder(batch["image"].to(device), inputs.regions(batch).to(device))
-        condition = torch.cat([condition, features], 1)
-    return generator(condition)
-
-
-@torch.no_grad()
-def validate(generator, encoder, inputs, dataset, n_grid, limit, palette, device, step):
+def validate(pipeline, inputs: Inputs, dataset, n_grid, limit, palette, step):
     """(grid (H, W, 3) uint8 of label | output | target rows or None, metrics) over the readable
-    examples among the first `limit`. Encoder features come from the target photo (reconstruction,
-    as the reference's test)."""
-    modules = [m for m in (generator, encoder) if m is not None]
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
+    examples among the first `limit`, each synthesised in eval mode by `pipeline(image_size)` (a
+    `Pix2PixHDPipeline` around the modules being trained) at its own size (`size_mode="native"`).
+    With an encoder, the target photo is the `style_image` (reconstruction, as the reference's test),
+    its features pooled over the training's regions (`inputs.regions`: the instances, or with
+    --label_feat the label regions, which then also give the boundary map)."""
     rows, scores, skipped = [], {}, []
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    for item in readable(dataset, range(n), skipped):
-        batch = {k: v[None] for k, v in item.items() if k != "index"}
-        fake = (run_generator(generator, encoder, inputs, batch, device).float().cpu() + 1) / 2
-        real = (batch["image"] + 1) / 2
-        score(fake, real, scores)
-        if len(rows) < n_grid:
-            rows.append([label_colors(inputs.labels(batch), palette), fake, real])
-    for m, mode in zip(modules, modes):
-        m.train(mode)
+    items = readable(dataset, range(n), skipped)
+    first = next(items, None)
+    if first is not None:
+        pipe = pipeline(list(first["label"].shape[-2:]))
+        modules = [m for m in (pipe.generator, pipe.encoder) if m is not None]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        for item in chain([first], items):
+            batch = {k: v[None] for k, v in item.items() if k != "index"}
+            real = (batch["image"] + 1) / 2
+            style = to_pil(real[0]) if pipe.encoder is not None else None
+            fake = pipe(item["label"], instance_map=inputs.regions(batch), style_image=style, size_mode="native",
+                        output_type="pt").images
+            score(fake, real, scores)
+            if len(rows) < n_grid:
+                rows.append([label_colors(inputs.labels(batch), palette), fake, real])
+        for m, mode in zip(modules, modes):
+            m.train(mode)
     warn_skipped(skipped, step)
     return to_uint8_grid(rows) if rows else None, mean_scores(scores, skipped)
 
@@ -297,10 +298,20 @@ class Pix2PixHDTrainer(GANTrainer):
         opt_d.step()
         return {**losses, "d_real": loss_d_real, "d_fake": loss_d_fake}
 
+    def validation_pipeline(self, image_size: list[int]) -> Pix2PixHDPipeline:
+        """A pipeline around the generator and encoder being trained (no style bank: validation
+        encodes the target photos)."""
+        args, unwrap = self.args, self.accelerator.unwrap_model
+        pipe = Pix2PixHDPipeline(generator=unwrap(self.generator), encoder=self.encoder and unwrap(self.encoder),
+                                 label_nc=args.label_nc, contain_dontcare_label=args.contain_dontcare_label,
+                                 use_instance=not args.no_instance, image_size=image_size,
+                                 countable_classes=args.countable_classes)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     def _validate(self, limit, step):
-        unwrap = self.accelerator.unwrap_model
-        return validate(unwrap(self.generator), self.encoder and unwrap(self.encoder), self.inputs, self.val_set,
-                        self.args.num_validation_images, limit, self.palette, self.accelerator.device, step)
+        return validate(self.validation_pipeline, self.inputs, self.val_set, self.args.num_validation_images, limit,
+                        self.palette, step)
 
     def validation_grid(self, step):
         return self._validate(self.args.num_validation_images, step)[0]

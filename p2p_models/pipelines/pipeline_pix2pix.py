@@ -197,25 +197,19 @@ class Pix2PixPipeline(P2PPipeline):
             for batch in batches:
                 chunk = [images[i] for i in batch]
                 x = self.preprocess(chunk, resize=resize)
-                y = self.generate(x, None, deterministic, size_mode, tile, overlap, [generators[i] for i in batch])
+                y = self._generate(x, [generators[i] for i in batch], deterministic, size_mode, tile, overlap)
                 out += self.postprocess(check_finite(y), chunk, keep_size or not resize, output_type)
                 progress.update()
         out = batch_outputs(out, output_type)
         return ImagePipelineOutput(images=out) if return_dict else (out,)
 
-    @torch.no_grad()
-    def generate(self, x: torch.Tensor, seeds: list[int | None] | None = None, deterministic: bool = False,
-                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0,
-                 generator: list[torch.Generator | None] | None = None) -> torch.Tensor:
+    def _generate(self, x: torch.Tensor, generators: list[torch.Generator | None], deterministic: bool,
+                  size_mode: str, tile: tuple[int, int] | None, overlap: int | None) -> torch.Tensor:
         """The generator on preprocessed input: (B, C_in, H, W) -> (B, C_out, H, W), in the sampling
-        mode `__call__` documents (one image at a time, image i drawing from `generator[i]`, or from
-        `torch.Generator(device).manual_seed(seeds[i])`). H and W are multiples of 2**num_downs for
-        `size_mode="resize"`, any size for `native` and `tiled` (tiles of `tile` (height, width)
-        overlapping by `overlap`)."""
+        mode `__call__` documents (one image at a time, image i drawing from `generators[i]`). H and W
+        are multiples of 2**num_downs for `size_mode="resize"`, any size for `native` and `tiled`
+        (`tiled`: tiles of `tile` (height, width) overlapping by `overlap`)."""
         factor, minimum = size_rule(self.generator)
-        tile = tile or self.working_size
-        if seeds is not None:
-            generator = [None if s is None else torch.Generator(self.device).manual_seed(s) for s in seeds]
 
         def run(net, t):
             return run_at_size(net, t, size_mode, factor, tile, overlap, minimum)
@@ -224,7 +218,7 @@ class Pix2PixPipeline(P2PPipeline):
             if deterministic:
                 return run(net, x)
             outputs = []
-            for xi, gi in zip(x, generator if generator is not None else [None] * len(x)):
+            for xi, gi in zip(x, generators):
                 with self._global_rng_from(gi):
                     outputs.append(run(net, xi[None]))
         return torch.cat(outputs)

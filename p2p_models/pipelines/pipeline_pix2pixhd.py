@@ -216,16 +216,15 @@ class Pix2PixHDPipeline(P2PPipeline):
             labels, instances = self.prepare_maps(labels_in, instances_in, resize=size_mode == "resize")
             # the clusters are drawn with numpy from an integer seed: one draw from the generator
             map_seed = None if g is None else int(torch.randint(0, 2**63 - 1, (1,), generator=g, device=g.device))
-            y = check_finite(self.generate(labels, instances, styles, instance_styles, style_image, map_seed,
-                                           size_mode, tile, overlap))
+            y = check_finite(self._generate(labels, instances, styles, instance_styles, style_image, map_seed,
+                                            size_mode, tile, overlap))
             size = labels_in.size if isinstance(labels_in, Image.Image) else labels_in.shape[::-1]
             out.append(output_image((y[0] + 1) / 2, tuple(size) if keep_size else None, output_type))
         out = batch_outputs(out, output_type)
         return ImagePipelineOutput(images=out) if return_dict else (out,)
 
-    @torch.no_grad()
-    def generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None,
-                 size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0):
+    def _generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None,
+                  size_mode: str = "resize", tile: tuple[int, int] | None = None, overlap: int = 0):
         """The generator on prepared maps ((1, 1, H, W) ids, see `prepare_maps`; at the working size
         for `size_mode="resize"`, any size for `native` and `tiled`): one-hot labels, boundary map
         and style features in -> (1, 3, H, W) in [-1, 1]."""
