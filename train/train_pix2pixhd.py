@@ -298,19 +298,19 @@ class Pix2PixHDTrainer(GANTrainer):
         opt_d.step()
         return {**losses, "d_real": loss_d_real, "d_fake": loss_d_fake}
 
-    def validation_pipeline(self, image_size: list[int]) -> Pix2PixHDPipeline:
-        """A pipeline around the generator and encoder being trained (no style bank: validation
-        encodes the target photos)."""
+    def pipeline(self, image_size: list[int], **config) -> Pix2PixHDPipeline:
+        """A pipeline around the generator and encoder being trained (validation encodes the target
+        photos, so no style bank unless `config` gives one, as the final pipeline does)."""
         args, unwrap = self.args, self.accelerator.unwrap_model
         pipe = Pix2PixHDPipeline(generator=unwrap(self.generator), encoder=self.encoder and unwrap(self.encoder),
                                  label_nc=args.label_nc, contain_dontcare_label=args.contain_dontcare_label,
                                  use_instance=not args.no_instance, image_size=image_size,
-                                 countable_classes=args.countable_classes)
+                                 countable_classes=args.countable_classes, **config)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def _validate(self, limit, step):
-        return validate(self.validation_pipeline, self.inputs, self.val_set, self.args.num_validation_images, limit,
+        return validate(self.pipeline, self.inputs, self.val_set, self.args.num_validation_images, limit,
                         self.palette, step)
 
     def validation_grid(self, step):
@@ -318,7 +318,7 @@ class Pix2PixHDTrainer(GANTrainer):
 
     def final_pipeline(self):
         args, unwrap = self.args, self.accelerator.unwrap_model
-        g = unwrap(self.generator).eval()
+        unwrap(self.generator).eval()
         e = unwrap(self.encoder).eval() if self.encoder is not None else None
         bank_set = LabelImageDataset(self.train_hf, train=False, **self.common)
         bank_set.indices = self.train_set.indices  # without the examples --skip_bad_images dropped
@@ -330,11 +330,9 @@ class Pix2PixHDTrainer(GANTrainer):
         sample = next(chain(readable(self.val_set, range(len(self.val_set)), []),
                             readable(bank_set, range(len(bank_set)), [])))
         names = self.info.get("names")
-        pipe = Pix2PixHDPipeline(generator=g, encoder=e, style_bank=bank, label_nc=args.label_nc,
-                                 contain_dontcare_label=args.contain_dontcare_label,
-                                 use_instance=not args.no_instance, image_size=list(sample["label"].shape[-2:]),
-                                 palette=self.palette.tolist(), id2label=dict(enumerate(names)) if names else None,
-                                 countable_classes=args.countable_classes)
+        pipe = self.pipeline(list(sample["label"].shape[-2:]), style_bank=bank,
+                                        palette=self.palette.tolist(),
+                                        id2label=dict(enumerate(names)) if names else None)
         return pipe, self.discriminator
 
     def validate(self, step):
