@@ -1,7 +1,7 @@
 """p2p: pix2pix and pix2pixHD for the Hugging Face stack."""
 
 from .losses import GANLoss, discriminator_loss, feature_matching_loss, multiscale_gan_loss, pix2pix_generator_loss
-from .pipelines import Pix2PixHDPipeline, Pix2PixPipeline
+from .pipelines import LabelMapProcessor, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
 from .pix2pix import PatchDiscriminator, UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
 from .style_bank import StyleBank
@@ -11,8 +11,10 @@ __all__ = [
     "FeatureEncoder",
     "GANLoss",
     "GlobalGenerator",
+    "LabelMapProcessor",
     "LocalEnhancer",
     "MultiscaleDiscriminator",
+    "P2PPipeline",
     "PatchDiscriminator",
     "Pix2PixHDPipeline",
     "Pix2PixPipeline",

@@ -12,7 +12,14 @@ from conftest import ROOT, environment
 from huggingface_hub import EvalResult, ModelCard
 from PIL import Image
 
-from p2p_models import GlobalGenerator, MultiscaleDiscriminator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator
+from p2p_models import (
+    GlobalGenerator,
+    MultiscaleDiscriminator,
+    P2PPipeline,
+    Pix2PixHDPipeline,
+    Pix2PixPipeline,
+    UNetGenerator,
+)
 from p2p_models.pipelines.hub import hub_dataset_id, public_command, public_path
 from train import evaluate, train_pix2pix, train_pix2pixhd
 
@@ -112,6 +119,16 @@ def test_pipelines_write_cards_on_save(tmp_path):
     card = ModelCard.load(tmp_path / "hd" / "README.md")
     check_card(card, "pix2pixhd")
     assert "`GlobalGenerator`; 35 label classes; working size 128x64" in card.text
+
+
+@pytest.mark.parametrize("folder", PIPELINES, ids=lambda p: p.name)
+def test_a_loaded_and_saved_pipeline_names_no_local_path(folder, tmp_path):
+    """from_pretrained records the folder in `_name_or_path`; save_pretrained leaves it out."""
+    pipe = P2PPipeline.from_pretrained(folder)
+    assert pipe.config._name_or_path == str(folder)
+    pipe.save_pretrained(tmp_path / "saved")
+    for f in (tmp_path / "saved").rglob("*.json"):
+        assert str(folder) not in f.read_text() and "_name_or_path" not in json.loads(f.read_text()), f
 
 
 def test_public_paths_hide_the_machine_layout():

@@ -260,6 +260,7 @@ class P2PPipeline(DiffusionPipeline):
         `write_loader_code`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
         write_loader_code(save_directory)
+        drop_local_paths(save_directory)
         card = Path(save_directory) / "README.md"
         if not card.exists():
             card.write_text(self.model_card())
@@ -288,6 +289,20 @@ class P2PPipeline(DiffusionPipeline):
                 commit_message=commit_message or f"Upload {type(self).__name__}",
                 create_pr=create_pr,
             )
+
+
+def drop_local_paths(folder: str | os.PathLike) -> None:
+    """Remove `_name_or_path` from a saved folder's model_index.json and component configs where it
+    is a local path (the folder a pipeline was loaded from): a shipped or pushed folder names no
+    path on the machine that wrote it. Hub ids stay."""
+    for path in [Path(folder) / "model_index.json", *Path(folder).glob("*/config.json")]:
+        config = json.loads(path.read_text())
+        source = config.get("_name_or_path")
+        local = isinstance(source, str) and (os.path.isabs(source) or source.startswith((".", "~"))
+                                             or os.path.exists(source))
+        if local:
+            del config["_name_or_path"]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def write_loader_code(folder: str | os.PathLike) -> None:
