@@ -5,6 +5,7 @@ import os
 import struct
 from pathlib import Path
 
+import torch
 from diffusers import ModelMixin
 from torch import nn
 
@@ -21,6 +22,14 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
     if norm == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+class OutputTanh(nn.Tanh):
+    """The generators' final Tanh, computed in fp32 under autocast (in bf16 the image would be
+    rounded to 8 significant bits before the losses see it)."""
+
+    def forward(self, x):
+        return torch.tanh(x.float() if torch.is_autocast_enabled(x.device.type) else x)
 
 
 def conv_bias(norm: str) -> bool:

@@ -25,6 +25,7 @@ class GANLoss(nn.Module):
         self.fake_label = fake_label
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        prediction = prediction.float()  # losses in fp32, also under bf16 autocast
         if self.mode == "hinge":
             if not for_discriminator:
                 if not target_is_real:
@@ -41,12 +42,12 @@ class GANLoss(nn.Module):
 def pix2pix_generator_loss(
     gan_loss: GANLoss, d_fake: torch.Tensor, fake: torch.Tensor, target: torch.Tensor, lambda_l1: float = 100.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """G's objective: GAN(D(A, G(A)) -> real) + lambda_l1 * |G(A) - B|_1.
+    """G's objective: GAN(D(A, G(A)) -> real) + lambda_l1 * |G(A) - B|_1, in fp32.
 
     Returns the total and its parts (`g_gan`, `g_l1`, detached) for logging. `lambda_l1=0` gives the
     GAN-only objective; pass `d_fake=None` for the L1-only baseline.
     """
-    l1 = F.l1_loss(fake, target)
+    l1 = F.l1_loss(fake.float(), target.float())
     gan = gan_loss(d_fake, True, for_discriminator=False) if d_fake is not None else torch.zeros_like(l1)
     return gan + lambda_l1 * l1, {"g_gan": gan.detach(), "g_l1": l1.detach()}
 
@@ -79,5 +80,5 @@ def feature_matching_loss(
     for fake_scale, real_scale in zip(fake, real):
         layer_weight = 4.0 / (len(fake_scale) - 1)  # n_layers + 2 maps per scale, so n_layers + 1 = len - 1
         for f, r in zip(fake_scale[:-1], real_scale[:-1]):
-            loss = loss + layer_weight / num_d * F.l1_loss(f, r.detach())
+            loss = loss + layer_weight / num_d * F.l1_loss(f.float(), r.detach().float())
     return loss * lambda_feat

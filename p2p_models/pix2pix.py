@@ -10,7 +10,7 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, P2PModelMixin, conv_bias, init_weights, norm_layer
+from .blocks import NORMS, OutputTanh, P2PModelMixin, conv_bias, init_weights, norm_layer
 
 
 class UNetDownBlock(nn.Module):
@@ -36,7 +36,7 @@ class UNetUpBlock(nn.Module):
         bias = True if outermost else conv_bias(norm)
         self.act = nn.ReLU()
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
-        self.norm = (nn.Tanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
+        self.norm = (OutputTanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
         self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
 
     def forward(self, x):

@@ -33,13 +33,16 @@ from train.common import (
     check_common_args,
     command_line,
     dataset_label,
+    decoded_once,
     linear_decay,
     make_accelerator,
     mean_scores,
     public_config,
     readable,
+    scaled_learning_rate,
     score,
     skip_bad_examples,
+    speed_setup,
     to_uint8_grid,
     train_loader,
     validation_section,
@@ -152,6 +155,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         f"- Generator: `UNetGenerator` {json.dumps(public_config(g))}.",
         f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public_config(d))}.",
         f"- Wall time: {wall_time(seconds, metrics)}.",
+        speed_setup(args, num_processes),
         f"- Command: `{command_line('train/train_pix2pix.py')}`", "",
         *validation_section(metrics, "Sampled outputs (dropout on, seed per image)",
                             f"at {args.crop_size}x{args.crop_size}, RGB in [0, 1]"),
@@ -183,19 +187,21 @@ class Pix2PixTrainer(GANTrainer):
         self.val_set = PairedImageDataset(val_hf, train=False, **common)
         if args.skip_bad_images:
             skip_bad_examples(args, training=self.train_set, validation=self.val_set)
+        decoded_once(accelerator, args, self.train_set, self.val_set)
         self.dataset_desc = f"{len(self.train_set)} training examples, layout {self.layout}"
         loader = train_loader(self.train_set, args)
 
         # Models, losses, optimisers
         in_ch, out_ch = self.train_set.channels
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
-                                  use_dropout=not args.no_dropout)
+                                  use_dropout=not args.no_dropout).to(memory_format=args.memory_format)
+        self.ema_modules = [generator]
         size_factor = 2**args.num_downs
         if args.crop_size % size_factor:
             raise ValueError(f"--crop_size {args.crop_size} must be divisible by 2**num_downs = {size_factor}")
         lr_lambda = linear_decay(args.num_epochs, args.num_epochs_decay)
-        betas = (args.adam_beta1, args.adam_beta2)
-        opt_g = torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=betas)
+        betas, lr = (args.adam_beta1, args.adam_beta2), scaled_learning_rate(args, accelerator.num_processes)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda)
         self.gan_loss = GANLoss(args.gan_mode)
         if args.no_gan:
@@ -204,8 +210,8 @@ class Pix2PixTrainer(GANTrainer):
             self.optimizers, self.schedulers = [opt_g], [sched_g]
         else:
             discriminator = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d,
-                                               norm=args.norm, pixel=args.pixel_d)
-            opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+                                               norm=args.norm, pixel=args.pixel_d).to(memory_format=args.memory_format)
+            opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
             sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)
             self.generator, self.d_pair, opt_g, opt_d, sched_g, sched_d, self.loader = accelerator.prepare(
                 generator, RealFakeDiscriminator(discriminator), opt_g, opt_d, sched_g, sched_d, loader

@@ -45,13 +45,16 @@ from train.common import (
     check_common_args,
     command_line,
     dataset_label,
+    decoded_once,
     label_colors,
     make_accelerator,
     mean_scores,
     public_config,
     readable,
+    scaled_learning_rate,
     score,
     skip_bad_examples,
+    speed_setup,
     to_uint8_grid,
     train_loader,
     validation_section,
@@ -218,6 +221,7 @@ class Pix2PixHDTrainer(GANTrainer):
         self.val_set = LabelImageDataset(val_hf, train=False, **self.common)
         if args.skip_bad_images:
             skip_bad_examples(args, training=self.train_set, validation=self.val_set)
+        decoded_once(accelerator, args, self.train_set, self.val_set)
         loader = train_loader(self.train_set, args)
 
         # Models
@@ -238,10 +242,13 @@ class Pix2PixHDTrainer(GANTrainer):
         encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
         discriminator = MultiscaleDiscriminator(self.classes + int(not args.no_instance) + 3, args.ndf,
                                                 args.n_layers_D, args.num_D, args.norm)
-        g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
-        betas = (args.adam_beta1, args.adam_beta2)
-        opt_g = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+        self.ema_modules = [generator] + ([encoder] if encoder is not None else [])
+        for network in self.ema_modules + [discriminator]:
+            network.to(memory_format=args.memory_format)
+        g_params = [p for network in self.ema_modules for p in network.parameters()]
+        betas, lr = (args.adam_beta1, args.adam_beta2), scaled_learning_rate(args, accelerator.num_processes)
+        opt_g = torch.optim.Adam(g_params, lr=lr, betas=betas)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
         decay = hd_linear_decay(args.num_epochs, args.num_epochs_decay)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, decay)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, decay)
@@ -380,6 +387,7 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         f"{'' if pipe.style_bank is None else f', k = {args.n_clusters} clusters per class'}.",
         f"- Batch size {args.train_batch_size} x {num_processes} process(es); seed {args.seed}; "
         f"wall time {wall_time(seconds, metrics)}.",
+        speed_setup(args, num_processes),
         f"- Command: `{command_line('train/train_pix2pixhd.py')}`", "",
         *validation_section(metrics, "Reconstructions (encoder features from the target photo)",
                             f"at {w}x{h}, RGB in [0, 1]"),
