@@ -207,6 +207,15 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
+def autocast_in_steps_only(accelerator: Accelerator, *models) -> None:
+    """Remove the autocast wrapper `accelerator.prepare` puts on each model's forward: the training
+    steps autocast explicitly (`accelerator.autocast()`), and validation then runs the pipeline in
+    fp32, as users will run the saved one."""
+    for model in models:
+        if model is not None:
+            accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+
+
 def skip_bad_examples(args, **splits) -> None:
     """--skip_bad_images: check every example of each named dataset (one with `check_all`), drop the
     bad ones and warn with their count and an example."""

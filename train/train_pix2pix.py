@@ -29,6 +29,7 @@ from train.common import (
     RealFakeDiscriminator,
     add_common_args,
     add_flip_args,
+    autocast_in_steps_only,
     card_metadata,
     check_common_args,
     command_line,
@@ -218,6 +219,7 @@ class Pix2PixTrainer(GANTrainer):
             )
             self.discriminator = accelerator.unwrap_model(self.d_pair).discriminator
             self.optimizers, self.schedulers = [opt_g, opt_d], [sched_g, sched_d]
+        autocast_in_steps_only(accelerator, self.generator, self.d_pair)
 
     def start_epoch(self, epoch):
         self.generator.train()

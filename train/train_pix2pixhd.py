@@ -41,6 +41,7 @@ from train.common import (
     RealFakeDiscriminator,
     add_common_args,
     add_flip_args,
+    autocast_in_steps_only,
     card_metadata,
     check_common_args,
     command_line,
@@ -259,6 +260,7 @@ class Pix2PixHDTrainer(GANTrainer):
         opt_g, opt_d, sched_g, sched_d, self.loader = prepared[len(models):]
         self.optimizers, self.schedulers = [opt_g, opt_d], [sched_g, sched_d]
         self.discriminator = accelerator.unwrap_model(self.d_pair).discriminator
+        autocast_in_steps_only(accelerator, self.generator, self.d_pair, self.encoder)
         self.global_params = (list(accelerator.unwrap_model(self.generator).global_layers.parameters())
                               if args.netG == "local" else [])
         self.gan_loss = GANLoss("vanilla" if args.no_lsgan else "lsgan")
