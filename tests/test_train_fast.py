@@ -86,6 +86,21 @@ def test_the_decoded_cache_gives_the_same_batches_as_decoding(tmp_path, options)
     assert len(list(tmp_path.iterdir())) == 2
 
 
+def test_an_image_edited_in_place_is_decoded_again(tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(FACADES, photos)
+    split = load_splits(str(photos))["train"]
+    first = PairedImageDataset(split, load_size=72, crop_size=64, train=False)
+    first.use_cache(tmp_path / "cache")
+    i = [n for n in range(len(split)) if first.dataset[n]["image"]["path"].endswith("/4.jpg")][0]
+    Image.open(photos / "train" / "4.jpg").transpose(Image.FLIP_TOP_BOTTOM).save(photos / "train" / "4.jpg")
+    again = PairedImageDataset(load_splits(str(photos))["train"], load_size=72, crop_size=64, train=False)
+    again.use_cache(tmp_path / "cache")
+    assert again.cache.folder != first.cache.folder
+    assert torch.equal(again[i]["A"], PairedImageDataset(split, load_size=72, crop_size=64, train=False)[i]["A"])
+    assert not torch.equal(again[i]["A"], first[i]["A"])
+
+
 def test_the_decoded_cache_for_label_maps_and_its_errors(tmp_path):
     split = load_label_splits(str(CITYSCAPES))["train"]
     for train in (True, False):

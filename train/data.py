@@ -22,7 +22,7 @@ from PIL import Image
 from p2p_models.color import model_lab_to_rgb, rgb_to_model_lab
 from p2p_models.labels import connected_instances
 from p2p_models.pipelines import LabelMapProcessor
-from train.image_cache import ArrayCache, cache_key
+from train.image_cache import ArrayCache, cache_key, file_stamps
 
 logger = logging.getLogger(__name__)
 LAYOUTS = ("aligned", "paired", "colorization")
@@ -223,7 +223,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
     def use_cache(self, root: str | Path) -> None:
         """Decode (and resize) every example once into a memory-mapped cache under `root` (built on
         first use, reused by later runs on the same data and sizes); items are unchanged."""
-        key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, self.layout, self.columns,
+        files = [file_stamps(self.dataset.select(self.indices)[c]) for c in self.columns]
+        key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, files, self.layout, self.columns,
                         self.direction, self.fixed_size())
         self.cache = None
         self.cache = ArrayCache.build(Path(root) / key, len(self.indices), self.decoded, BadImageError)
@@ -423,9 +424,10 @@ class LabelImageDataset(torch.utils.data.Dataset):
     def use_cache(self, root: str | Path) -> None:
         """Decode and resize every example once into a memory-mapped cache under `root` (built on
         first use, reused by later runs on the same data and sizes); items are unchanged."""
-        key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, self.label_column,
-                        self.image_column, self.instance_column, self.load_size, self.size_factor, self.countable,
-                        self.label_nc, self.dontcare)
+        columns = [c for c in (self.label_column, self.image_column, self.instance_column) if c is not None]
+        files = [file_stamps(self.dataset.select(self.indices)[c]) for c in columns]
+        key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, files, columns, self.load_size,
+                        self.size_factor, self.countable, self.label_nc, self.dontcare)
         self.cache = None
         self.cache = ArrayCache.build(Path(root) / key, len(self.indices), self.decoded, BadImageError)
 

@@ -26,6 +26,21 @@ def cache_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def file_stamps(values: list[dict]) -> list:
+    """(size, mtime) of each undecoded `datasets.Image` value read from a file, for the cache key: a
+    dataset's fingerprint covers its paths but not what the files hold, so an image edited in place
+    must change the key. Values holding their bytes (covered by the fingerprint) give None."""
+    stamps = []
+    for value in values:
+        path = value.get("path") if value.get("bytes") is None else None
+        try:
+            stat = os.stat(path) if path else None
+        except OSError:
+            stat = None  # unreadable: decoding names it
+        stamps.append(None if stat is None else (stat.st_size, stat.st_mtime_ns))
+    return stamps
+
+
 class ArrayCache:
     """Example i -> the tuple of numpy arrays `produce(i)` returned when the cache was built (read
     only, memory-mapped), or the `error_type` it raised, raised again with the same message."""
