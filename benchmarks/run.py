@@ -311,24 +311,47 @@ def main(argv=None):
                 json.dump({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "quick": args.quick, "rows": results}, f, indent=2)
     if args.train:
-        print(train_summary(results))
+        print(train_summary(results, "rows above"))
+        if not args.quick:
+            print(train_summary(interleaved([r for r in train_rows(False) if r[0].startswith("train_")], args),
+                                f"the unet rows again in one process, {args.repeats} interleaved rounds"))
     elif args.quick or args.only is None:
         print(compare(args) if args.quick else subprocess.run(
             [sys.executable, __file__, "--compare", "--device", args.device, "--repeats", str(args.repeats)],
             capture_output=True, text=True, check=True).stdout)
 
 
-def train_summary(results: list[dict]) -> str:
+def interleaved(rows: list[tuple[str, str, int]], args) -> list[dict]:
+    """`rows` timed in one process, one call of each per round (`--repeats` rounds after warm-up), so
+    that other load on the machine slows them alike: the rows' medians (no memory column)."""
+    device = torch.device(args.device)
+    fns = {row: build(*row, args.quick, device) for row in rows}
+    for fn in fns.values():
+        fn()
+    times = {row: [] for row in rows}
+    for _ in range(args.repeats):
+        for row, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[row].append((time.perf_counter() - start) * 1000)
+    return [{"name": n, "variant": v, "batch": b, "ms": statistics.median(times[(n, v, b)]),
+             "per_second": 1000 * b / statistics.median(times[(n, v, b)])} for n, v, b in rows]
+
+
+def train_summary(results: list[dict], source: str) -> str:
     """Ours against the reference's step, in images per second of the same run."""
     rate = {(r["name"], r["variant"], r["batch"]): r["per_second"] for r in results}
     mp, why = resolve_mixed_precision("auto", True)
-    lines = [f"\nours = {'bf16 autocast' if mp == 'bf16' else 'fp32'} ({why}) + channels_last:"]
+    lines = [f"\nFrom {source}: ours = {'bf16 autocast' if mp == 'bf16' else 'fp32'} ({why}) + channels_last:"]
     for name in sorted({n for n, _, _ in rate if n.startswith("train_")}):
         ref = rate.get((name, "reference", 1))
         best = max((b for n, v, b in rate if n == name and v == "ours"), key=lambda b: rate[(name, "ours", b)])
         lines.append(f"- {name}: ours {rate[(name, 'ours', best)]:.2f} img/s (batch {best}) = "
                      f"{rate[(name, 'ours', best)] / ref:.2f}x the reference's {ref:.2f} img/s; at batch 1 "
                      f"{rate[(name, 'ours', 1)] / ref:.2f}x")
+        if (name, "channels_last", 4) in rate:
+            lines.append(f"  - where the CPU has no bf16, ours is fp32 + channels_last: at batch 4 "
+                         f"{rate[(name, 'channels_last', 4)] / ref:.2f}x the reference")
     if ("facades_loader", "cached", 10) in rate:
         lines.append(f"- loader: cached {rate[('facades_loader', 'cached', 10)]:.0f} pairs/s vs decoding "
                      f"{rate[('facades_loader', 'decode', 10)]:.0f} pairs/s")
