@@ -98,9 +98,10 @@ class EfficientNetLite0(nn.Module):
     Inputs are RGB pixels scaled as (p - 127) / 128 (`normalize` takes [-1, 1] images).
     `forward`: (B, 3, H, W) -> (B, 1000) logits; `features`: the block outputs at 1/2 ... 1/32
     (`LEVEL_CHANNELS` = 16, 24, 40, 112, 320 channels, spatially ceil(H / 2**k)).
+    `include_top=False` leaves out the head and classifier (a feature network: `features` only).
     """
 
-    def __init__(self):
+    def __init__(self, include_top: bool = True):
         super().__init__()
         self.stem = ConvBN(3, 32, 3, stride=2)
         blocks, width = [], 32
@@ -109,8 +110,9 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(MBConv(width, out, kernel, stride if i == 0 else 1, expansion))
                 width = out
         self.blocks = nn.ModuleList(blocks)
-        self.head = ConvBN(width, 1280)
-        self.classifier = nn.Linear(1280, 1000)
+        if include_top:
+            self.head = ConvBN(width, 1280)
+            self.classifier = nn.Linear(1280, 1000)
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +182,7 @@ def load_imagenet_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def pretrained_efficientnet_lite0() -> EfficientNetLite0:
+def pretrained_efficientnet_lite0(include_top: bool = True) -> EfficientNetLite0:
     """EfficientNet-Lite0 with the ImageNet weights, frozen and in eval mode."""
-    model = load_imagenet_weights(EfficientNetLite0())
+    model = load_imagenet_weights(EfficientNetLite0(include_top))
     return model.requires_grad_(False).eval()
