@@ -30,16 +30,21 @@ LEVEL_BLOCKS = (0, 2, 4, 10, 15)
 LEVEL_CHANNELS = (16, 24, 40, 112, 320)
 
 
-class SameConv2d(nn.Conv2d):
-    """Conv2d padded as TensorFlow's "SAME" (the extra pixel of an odd total padding at the bottom
-    and right), so any H, W gives ceil(H / stride) x ceil(W / stride) as the checkpoint was trained."""
+class SamePad(nn.Module):
+    """Zero padding as TensorFlow's "SAME" for a `kernel_size` x `kernel_size` conv with `stride`
+    (the extra pixel of an odd total at the bottom and right): the conv after it then gives
+    ceil(H / stride) x ceil(W / stride) for any H, W, as the checkpoint was trained."""
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
         pads = []
-        for size, k, s in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+        for size in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel_size - size, 0)
             pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        return F.pad(x, pads)
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -64,12 +69,13 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class ConvBN(nn.Sequential):
-    """SameConv2d (no bias) -> FrozenBatchNorm2d -> ReLU6 (or nothing): (B, C_in, H, W) -> (B, C_out,
-    H / stride, W / stride)."""
+    """SamePad -> Conv2d (no bias) -> FrozenBatchNorm2d -> ReLU6 (or nothing): (B, C_in, H, W) ->
+    (B, C_out, ceil(H / stride), ceil(W / stride))."""
 
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, groups=1, act=True):
         super().__init__()
-        self.conv = SameConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=False)
+        self.pad = SamePad(kernel_size, stride)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=False)
         self.bn = FrozenBatchNorm2d(out_channels)
         self.act = nn.ReLU6() if act else nn.Identity()
 
@@ -138,7 +144,8 @@ class EfficientNetLite0(nn.Module):
 _KEY_RULES = (
     (r"^stem\.conv\.", "_conv_stem."), (r"^stem\.bn\.", "_bn0."),
     (r"^head\.conv\.", "_conv_head."), (r"^head\.bn\.", "_bn1."), (r"^classifier\.", "_fc."),
-    (r"^blocks\.(\d+)\.expand\.conv\.", r"_blocks.\1._expand_conv."), (r"^blocks\.(\d+)\.expand\.bn\.", r"_blocks.\1._bn0."),
+    (r"^blocks\.(\d+)\.expand\.conv\.", r"_blocks.\1._expand_conv."),
+    (r"^blocks\.(\d+)\.expand\.bn\.", r"_blocks.\1._bn0."),
     (r"^blocks\.(\d+)\.depthwise\.conv\.", r"_blocks.\1._depthwise_conv."),
     (r"^blocks\.(\d+)\.depthwise\.bn\.", r"_blocks.\1._bn1."),
     (r"^blocks\.(\d+)\.project\.conv\.", r"_blocks.\1._project_conv."),

@@ -56,7 +56,9 @@ class EfficientNetEncoder(nn.Module):
     def __init__(self, in_channels: int):
         super().__init__()
         if in_channels not in (1, 3):
-            raise ValueError(f"the efficientnet-lite0 encoder takes 1 (grey) or 3 (RGB) input channels, got {in_channels}")
+            raise ValueError(
+                f"the efficientnet-lite0 encoder takes 1 (grey) or 3 (RGB) input channels, got {in_channels}"
+            )
         self.network = EfficientNetLite0(include_top=False)
 
     def forward(self, x):

@@ -112,3 +112,14 @@ def test_pretrained_encoder_states_its_size_rule_and_input_channels():
         UNetGenerator(4, 3, encoder="efficientnet-lite0")
     with pytest.raises(ValueError, match="no pretrained encoder"):
         UNetGenerator(3, 3).load_imagenet_encoder()
+
+
+def test_pretrained_encoder_unet_on_the_fast_backend():
+    torch.manual_seed(0)
+    generator = UNetGenerator(3, 3, num_downs=6, ngf=8, encoder="efficientnet-lite0").load_imagenet_encoder().eval()
+    pipe = Pix2PixPipeline(generator=generator, image_size=64)
+    image = Image.open(PHOTOS / "bsds_106024.jpg").resize((64, 64))
+    plain = np.asarray(pipe(image, seed=1, output_type="np").images[0])
+    pipe.set_backend("fast")
+    fast = np.asarray(pipe(image, seed=1, output_type="np").images[0])
+    assert np.abs(plain - fast).max() < 1e-4
