@@ -79,9 +79,9 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
             (three for unet_256), pix2pix's only source of noise.
         output_activation: `tanh` (images in [-1, 1]) or `none` (logits, e.g. for a segmenter).
         encoder: `unet` (pix2pix's) or `efficientnet-lite0`: the first five levels are then the
-            ImageNet network's (`backbone`, an `EfficientNetEncoder`; 1 or 3 input channels; fine-tuned with
-            the rest), the levels below and the decoder ours, each decoder level concatenating
-            the encoder's output at its resolution. A new model has random encoder weights until
+            ImageNet network's (`backbone`, an `EfficientNetEncoder`; 1 or 3 input channels;
+            fine-tuned with the rest), the levels below and the decoder ours, each decoder level
+            concatenating the encoder's output at its resolution. A new model has random encoder weights until
             `load_imagenet_encoder()`; a saved one holds them. H and W must still be divisible by
             2**num_downs.
 

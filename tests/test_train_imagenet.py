@@ -80,5 +80,8 @@ def test_bad_option_values_fail_clearly(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--dataset", "x", "--output_dir", "y", "--diffaugment", "color,flip"])
     assert "--diffaugment: unknown ['flip']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", "x", "--output_dir", "y", "--no_gan", "--discriminator", "projected"])
+    assert "which --no_gan leaves out" in capsys.readouterr().err
     args = parse_args(["--dataset", "x", "--output_dir", "y", "--diffaugment", "cutout,color"])
     assert args.diffaugment == ["cutout", "color"] and args.discriminator == "patch" and args.lambda_perceptual == 0

@@ -309,7 +309,7 @@ def diffaugment(accelerator: Accelerator, args) -> DiffAugment | None:
 
 def imagenet_setup(args) -> str:
     """The model card's line on the ImageNet-feature and augmentation options."""
-    parts = [f"discriminator: {args.discriminator}"]
+    parts = [] if getattr(args, "no_gan", False) else [f"discriminator: {args.discriminator}"]
     if args.lambda_perceptual:
         parts.append(f"{args.lambda_perceptual:g} * EfficientNet-Lite0 perceptual loss")
     parts.append(f"DiffAugment {','.join(args.diffaugment)}" if args.diffaugment else "no DiffAugment")

@@ -102,6 +102,8 @@ def parse_args(argv=None):
         p.error("--image_column_a and --image_column_b go together")
     if args.colorization and args.image_column_a:
         p.error("--colorization takes one --image_column, not --image_column_a/b")
+    if args.no_gan and (args.diffaugment or args.discriminator != "patch"):
+        p.error("--diffaugment and --discriminator act on the discriminator, which --no_gan leaves out")
     return args
 
 
