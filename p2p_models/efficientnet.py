@@ -8,7 +8,6 @@ convolutions pad as TensorFlow's "SAME" and BatchNorm's epsilon is 1e-3). Its ke
 as `_blocks.3._expand_conv`; `checkpoint_key` maps ours onto them one to one.
 """
 
-import math
 import re
 from pathlib import Path
 
@@ -37,12 +36,17 @@ class SamePad(nn.Module):
 
     def __init__(self, kernel_size: int, stride: int):
         super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"kernel_size {kernel_size} < stride {stride}")
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
         pads = []
         for size in (x.shape[-1], x.shape[-2]):
-            total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel_size - size, 0)
+            # (ceil(size / stride) - 1) * stride + kernel - size, in integers (exportable with symbolic
+            # sizes); never negative, as kernel >= stride here
+            remainder = size % self.stride
+            total = self.kernel_size - (self.stride if remainder == 0 else remainder)
             pads += [total // 2, total - total // 2]
         return F.pad(x, pads)
 

@@ -18,6 +18,7 @@ from p2p_models.efficientnet import (
     pretrained_efficientnet_lite0,
     weights_path,
 )
+from p2p_models.onnx_export import OnnxGenerator, export_onnx, parity
 from p2p_models.perceptual import EfficientNetPerceptualLoss
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
@@ -123,3 +124,11 @@ def test_pretrained_encoder_unet_on_the_fast_backend():
     pipe.set_backend("fast")
     fast = np.asarray(pipe(image, seed=1, output_type="np").images[0])
     assert np.abs(plain - fast).max() < 1e-4
+
+
+def test_pretrained_encoder_unet_exports_to_onnx_with_symbolic_sizes(tmp_path):
+    torch.manual_seed(0)
+    generator = UNetGenerator(1, 2, num_downs=5, ngf=8, encoder="efficientnet-lite0").load_imagenet_encoder().eval()
+    export_onnx(generator, tmp_path / "g.onnx")
+    exported = OnnxGenerator(tmp_path / "g.onnx")
+    assert parity(generator, exported, 64, 96) < 1e-4 and parity(generator, exported, 160, 32) < 1e-4
