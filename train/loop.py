@@ -69,14 +69,14 @@ class GANTrainer:
         raise NotImplementedError
 
     def final_pipeline(self):
-        """The trained pipeline and the discriminator to save beside it (or None)."""
+        """The trained pipeline and the discriminators to save beside it ({folder name: model})."""
         raise NotImplementedError
 
     def validate(self, step: int) -> tuple[np.ndarray | None, dict]:
         """After `final_pipeline`: the validation grid and the scores (`mean_scores`)."""
         raise NotImplementedError
 
-    def model_card(self, pipe, discriminator, run: RunSummary, metrics: dict) -> str:
+    def model_card(self, pipe, discriminators: dict, run: RunSummary, metrics: dict) -> str:
         raise NotImplementedError
 
 
@@ -165,16 +165,16 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
             ema.copy_to(ema_params)  # the run ends here (a resumed run restores the trained weights)
         for module in trainer.ema_modules:
             module.to(memory_format=torch.contiguous_format)
-        pipe, discriminator = trainer.final_pipeline()
+        pipe, discriminators = trainer.final_pipeline()
         run = RunSummary(global_step, global_step / steps_per_epoch, seconds, accelerator.num_processes)
         metrics = run_timing(global_step, start_step, seconds, max_steps)
-        save_outputs(output_dir, pipe, discriminator, trainer.model_card(pipe, discriminator, run, metrics))
+        save_outputs(output_dir, pipe, discriminators, trainer.model_card(pipe, discriminators, run, metrics))
         logger.info(f"pipeline saved to {output_dir}")
         grid, scores = trainer.validate(global_step)
         save_grid(accelerator, grid, output_dir, global_step)
         metrics |= scores
         record_validation(accelerator, output_dir, metrics, global_step)
-        card = trainer.model_card(pipe, discriminator, run, metrics)
+        card = trainer.model_card(pipe, discriminators, run, metrics)
         (output_dir / "README.md").write_text(card)
         logger.info(f"validation {metrics}")
         if args.push_to_hub:
