@@ -1,10 +1,11 @@
-"""Building blocks shared by the generators and discriminators: norm factory, init, safe loading."""
+"""Building blocks shared by the generators and discriminators: norm factory, init, dropout, safe loading."""
 
 import json
 import os
 import struct
 from pathlib import Path
 
+import torch
 from diffusers import ModelMixin
 from torch import nn
 
@@ -39,6 +40,23 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` whose mask can come from a `torch.Generator` passed to `forward(x, generator)`:
+    (B, C, H, W) -> (B, C, H, W). With a generator (in training mode) nothing global is drawn from,
+    so concurrent calls don't share noise; the mask is drawn in (B, C, H, W) order whatever `x`'s memory
+    layout (packed convolutions return channels-last tensors), with the ops of torch's CPU dropout, so a
+    generator gives the mask the global RNG would in its state. Without one it is `nn.Dropout`
+    (torch's global RNG), as in training."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = x.contiguous()
+        if generator is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = 1 - self.p
+        mask = torch.empty_like(x).bernoulli_(keep, generator=generator)
+        return x * (mask.div_(keep) if keep else mask)
 
 
 def check_safetensors_file(path: str | os.PathLike) -> None:

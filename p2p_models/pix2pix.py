@@ -10,7 +10,7 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, P2PModelMixin, conv_bias, init_weights, norm_layer
+from .blocks import NORMS, Dropout, P2PModelMixin, conv_bias, init_weights, norm_layer
 
 
 class UNetDownBlock(nn.Module):
@@ -28,8 +28,9 @@ class UNetDownBlock(nn.Module):
 
 
 class UNetUpBlock(nn.Module):
-    """ReLU -> ConvTranspose 4x4 stride 2 -> norm (Tanh for the outermost) -> optional Dropout(0.5):
-    (B, C_in, H, W) -> (B, C_out, 2H, 2W). C_in counts the concatenated skip channels."""
+    """ReLU -> ConvTranspose 4x4 stride 2 -> norm (Tanh for the outermost) -> optional Dropout(0.5),
+    its mask drawn from `generator` if given: (B, C_in, H, W) -> (B, C_out, 2H, 2W). C_in counts the
+    concatenated skip channels."""
 
     def __init__(self, in_channels, out_channels, norm, outermost=False, dropout=False, tanh=True):
         super().__init__()
@@ -37,10 +38,11 @@ class UNetUpBlock(nn.Module):
         self.act = nn.ReLU()
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
         self.norm = (nn.Tanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
-        self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
+        self.dropout = Dropout(0.5) if dropout else None
 
-    def forward(self, x):
-        return self.dropout(self.norm(self.conv(self.act(x))))
+    def forward(self, x, generator=None):
+        h = self.norm(self.conv(self.act(x)))
+        return h if self.dropout is None else self.dropout(h, generator)
 
 
 class UNetGenerator(P2PModelMixin, ConfigMixin):
@@ -57,7 +59,8 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
             (three for unet_256), pix2pix's only source of noise.
         output_activation: `tanh` (images in [-1, 1]) or `none` (logits, e.g. for a segmenter).
 
-    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W).
+    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W); `generator` (a
+    `torch.Generator`, optional) draws the dropout masks in training mode, else torch's global RNG.
     """
 
     @register_to_config
@@ -100,7 +103,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         )
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         factor = 2**self.config.num_downs
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
@@ -111,9 +114,9 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         for down in self.down_blocks:
             h = down(h)
             skips.append(h)
-        h = self.up_blocks[-1](skips[-1])
+        h = self.up_blocks[-1](skips[-1], generator)
         for k in range(len(self.up_blocks) - 2, -1, -1):
-            h = self.up_blocks[k](torch.cat([skips[k], h], dim=1))
+            h = self.up_blocks[k](torch.cat([skips[k], h], dim=1), generator)
         return h
 
 

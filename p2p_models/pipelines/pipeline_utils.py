@@ -105,6 +105,15 @@ def prepare_generators(generator, seed, count: int, device: str | torch.device =
     return generators
 
 
+def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """`generator` if it is on `device` (or None), else a new generator there seeded with a number
+    drawn from it (so reusing `generator` still gives new noise)."""
+    if generator is None or (generator.device.type, generator.device.index or 0) == (device.type, device.index or 0):
+        return generator
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device).manual_seed(seed)
+
+
 def check_finite(output: torch.Tensor) -> torch.Tensor:
     """The generator's output, or an error if it holds NaN or infinite values (black images otherwise)."""
     if not torch.isfinite(output).all():
