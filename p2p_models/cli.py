@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import convert
-from .pipelines import BACKENDS, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline, size_rule
+from .pipelines import BACKENDS, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -193,7 +193,7 @@ def export_onnx(args: argparse.Namespace) -> int:
     from .onnx_export import export_onnx as export
 
     pipe = load_pipeline(args.model)
-    factor, minimum = size_rule(pipe.generator)
+    factor, minimum = pipe.generator.downsampling_factor, pipe.generator.min_size
     h, w = args.size or [max(s, minimum) for s in pipe.working_size]
     if h % factor or w % factor or min(h, w) < minimum:
         raise CommandError(f"--size {h} {w}: must be multiples of {factor}, at least {minimum}")

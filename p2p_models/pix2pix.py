@@ -103,8 +103,18 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         )
         init_weights(self)
 
+    @property
+    def downsampling_factor(self) -> int:
+        """Input height and width must be multiples of this (2**num_downs)."""
+        return 2**self.config.num_downs
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input height and width (one factor: the innermost level is 1x1)."""
+        return self.downsampling_factor
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        factor = 2**self.config.num_downs
+        factor = self.downsampling_factor
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
                 f"input size {tuple(x.shape[-2:])} must be divisible by 2**num_downs = {factor} in both dimensions"

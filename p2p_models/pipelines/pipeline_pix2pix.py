@@ -27,7 +27,6 @@ from .pipeline_utils import (
     check_working_size,
     generator_on,
     prepare_generators,
-    size_rule,
 )
 
 
@@ -67,7 +66,7 @@ class Pix2PixPipeline(P2PPipeline):
     ):
         super().__init__()
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
-        check_working_size(size, 2**generator.config.num_downs, "2**num_downs")
+        check_working_size(size, generator.downsampling_factor, "2**num_downs")
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
         if resample not in RESAMPLE:
@@ -216,7 +215,7 @@ class Pix2PixPipeline(P2PPipeline):
         mode `__call__` documents (one image at a time, image i drawing from `generators[i]`). H and W
         are multiples of 2**num_downs for `size_mode="resize"`, any size for `native` and `tiled`
         (`tiled`: tiles of `tile` (height, width) overlapping by `overlap`)."""
-        factor, minimum = size_rule(self.generator)
+        factor, minimum = self.generator.downsampling_factor, self.generator.min_size
 
         def run(net, t):
             return run_at_size(net, t, size_mode, factor, tile, overlap, minimum)

@@ -19,7 +19,7 @@ from .image_processor import (
     to_array,
 )
 from .label_processor import LabelMapProcessor, class_names_of
-from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators, size_rule
+from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators
 
 
 class Pix2PixHDPipeline(P2PPipeline):
@@ -70,7 +70,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                 f"the generator takes {generator.config.in_channels} channels, but {classes} classes + "
                 f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
-        check_working_size(list(image_size), size_rule(generator)[0], "the generator's downsampling factor")
+        check_working_size(list(image_size), generator.downsampling_factor, "the generator's downsampling factor")
         self.label_processor = LabelMapProcessor(
             classes, palette, class_names_of(id2label, classes), countable_classes,
             label_nc if contain_dontcare_label else None, label_mappings)
@@ -121,8 +121,7 @@ class Pix2PixHDPipeline(P2PPipeline):
             h, w = labels.shape[-2:]
             photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
             x = torch.from_numpy(to_array(photo))[None].to(self.device, self.encoder.dtype) * 2 - 1
-            factor = 2**self.encoder.config.n_downsampling
-            features = run_padded(self.encoder.layers, x, factor, 2 * factor).float()[0].flatten(1).T  # (HW, feat)
+            features = run_padded(self.encoder.layers, x, self.encoder.downsampling_factor, self.encoder.min_size).float()[0].flatten(1).T  # (HW, feat)
             sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
             encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
@@ -233,7 +232,7 @@ class Pix2PixHDPipeline(P2PPipeline):
             parts.append(instance_boundaries(instances))
         if self.style_bank is not None or self.encoder is not None:
             parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
-        factor, minimum = size_rule(self.generator)
+        factor, minimum = self.generator.downsampling_factor, self.generator.min_size
         with self.generator_runner() as net:
             return run_at_size(net, torch.cat(parts, 1).to(self.generator.dtype), size_mode, factor,
                                tile or self.working_size, overlap, minimum)

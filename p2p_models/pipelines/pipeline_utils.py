@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,6 @@ from huggingface_hub import HfApi, snapshot_download
 from torch import nn
 
 from ..optimize import fast_cpu_copy
-from ..pix2pix import UNetGenerator
-from ..pix2pixhd import LocalEnhancer
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -125,14 +124,10 @@ def check_finite(output: torch.Tensor) -> torch.Tensor:
 
 
 def size_rule(generator: nn.Module) -> tuple[int, int]:
-    """(factor, minimum): the generator's input height and width must be multiples of `factor` and
-    at least `minimum` (pix2pixHD's innermost reflection pads need 2 pixels, so 2 factors)."""
-    c = generator.config
-    if isinstance(generator, UNetGenerator):
-        return 2**c.num_downs, 2**c.num_downs
-    factor = 2 ** (c.n_downsample_global + c.n_local_enhancers) if isinstance(generator, LocalEnhancer) \
-        else 2**c.n_downsampling
-    return factor, 2 * factor
+    """Deprecated: `(generator.downsampling_factor, generator.min_size)`, which each model states."""
+    warnings.warn("size_rule(generator) is deprecated: use generator.downsampling_factor and generator.min_size",
+                  FutureWarning, stacklevel=2)
+    return generator.downsampling_factor, generator.min_size
 
 
 def check_working_size(size: list[int], factor: int, factor_name: str) -> list[int]:
