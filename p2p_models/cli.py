@@ -21,7 +21,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import convert
-from .pipelines import BACKENDS, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
+from .backends import BACKENDS
+from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
+from .pipelines.pipeline_utils import pipeline_class_name
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -37,8 +39,7 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32") -> P2
     """The pipeline in folder or Hub repo `model` (its class read from model_index.json)."""
     try:
         index = Path(model) / "model_index.json" if os.path.isdir(model) else hf_hub_download(model, "model_index.json")
-        name = json.loads(Path(index).read_text()).get("_class_name")
-        name = name[1] if isinstance(name, list) and len(name) == 2 else name  # [module, class], as diffusers writes
+        name = pipeline_class_name(json.loads(Path(index).read_text()))
     except Exception as e:
         raise CommandError(f"--model {model}: not a pipeline folder or a reachable Hub repo with a model_index.json "
                            f"({type(e).__name__}: {e})") from e

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .pipelines import eval_mode
+from .modes import eval_mode
 
 
 def require(*packages: str) -> None:

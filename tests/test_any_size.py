@@ -56,7 +56,8 @@ def test_tiled_and_padded_runs_equal_a_whole_run_for_a_pointwise_network():
 def test_each_model_states_its_sizes(model, factor, minimum):
     assert (model.downsampling_factor, model.min_size) == (factor, minimum)
     net = model.layers if isinstance(model, FeatureEncoder) else model
-    assert net(torch.zeros(1, model.config.in_channels, minimum, minimum + factor)).shape[-2:] == (minimum, minimum + factor)
+    size = (minimum, minimum + factor)
+    assert net(torch.zeros(1, model.config.in_channels, *size)).shape[-2:] == size
     with pytest.warns(FutureWarning, match="downsampling_factor"):
         assert size_rule(model) == (factor, minimum)
 

@@ -120,8 +120,10 @@ class Pix2PixHDPipeline(P2PPipeline):
                 raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
             h, w = labels.shape[-2:]
             photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
-            x = torch.from_numpy(to_array(photo))[None].to(self.device, self.encoder.dtype) * 2 - 1
-            features = run_padded(self.encoder.layers, x, self.encoder.downsampling_factor, self.encoder.min_size).float()[0].flatten(1).T  # (HW, feat)
+            encoder = self.encoder
+            x = torch.from_numpy(to_array(photo))[None].to(self.device, encoder.dtype) * 2 - 1
+            features = run_padded(encoder.layers, x, encoder.downsampling_factor, encoder.min_size)
+            features = features.float()[0].flatten(1).T  # (HW, feat)
             sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
             encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
