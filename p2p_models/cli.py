@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import convert
 from .backends import BACKENDS
 from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
-from .pipelines.pipeline_utils import pipeline_class_name
+from .pipelines.pipeline_utils import check_seed, pipeline_class_name
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -104,10 +104,14 @@ class Translator:
         if isinstance(self.pipe, Pix2PixHDPipeline):
             (file,) = files
             instance_map = Image.open(instance_for(file, self.instances)) if self.instances is not None else None
-            return self.pipe(Image.open(file), instance_map, seed=self.args.seed, **self.options).images
+            return self.pipe(Image.open(file), instance_map, generator=self.generators(1), **self.options).images
         images = [Image.open(file) for file in files]
-        seeds = None if self.args.seed is None else [self.args.seed] * len(images)  # each file as if alone
-        return self.pipe(images, seed=seeds, deterministic=self.args.deterministic, **self.options).images
+        return self.pipe(images, generator=self.generators(len(images)), deterministic=self.args.deterministic,
+                         **self.options).images
+
+    def generators(self, count: int) -> list[torch.Generator]:
+        """One generator seeded with `--seed` per image: each file as if alone."""
+        return [torch.Generator(self.pipe.device).manual_seed(check_seed(self.args.seed)) for _ in range(count)]
 
     def run(self, files: list[Path], outputs: dict[Path, Path], progress) -> list[tuple[str, str]]:
         failed = []

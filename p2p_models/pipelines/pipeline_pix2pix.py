@@ -178,7 +178,8 @@ class Pix2PixPipeline(P2PPipeline):
                 (float32 (B, C, H, W) in [0, 1], on the CPU); arrays and tensors of different sizes
                 (`keep_size` with inputs of different sizes) come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
-            seed: shorthand for `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
+            seed: deprecated (a FutureWarning): shorthand for
+                `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
                 a list of one per image), an integer in [0, 2**64).
 
         Returns:

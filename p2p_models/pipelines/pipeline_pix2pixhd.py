@@ -199,7 +199,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             output_type: `pil`, `np` (float32 (B, H, W, C) in [0, 1]) or `pt` (float32 (B, C, H, W)
                 in [0, 1], on the CPU); arrays and tensors of different sizes come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
-            seed: shorthand for `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
+            seed: deprecated (a FutureWarning): shorthand for
+                `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
                 one per map), an integer in [0, 2**64).
         """
         check_output_type(output_type)

@@ -56,11 +56,13 @@ def check_seed(seed) -> int | None:
 
 def prepare_generators(generator, seed, count: int, device: str | torch.device = "cpu") -> list:
     """One `torch.Generator` (or None: torch's global RNG) per image: `generator` (one, shared by the
-    images in turn, or a list of one per image), or `seed` (an int or one per image, shorthand for
-    `torch.Generator(device).manual_seed(seed)`)."""
+    images in turn, or a list of one per image), or the deprecated `seed` (an int or one per image,
+    shorthand for `torch.Generator(device).manual_seed(seed)`)."""
     if generator is not None and seed is not None:
         raise ValueError("pass generator or seed, not both (seed=s is shorthand for a generator seeded with s)")
     if seed is not None:
+        warnings.warn("seed= is deprecated: pass generator=torch.Generator().manual_seed(seed) (or a list of one "
+                      "generator per image), as in diffusers", FutureWarning, stacklevel=4)
         if isinstance(seed, (list, tuple)):
             if len(seed) != count:
                 raise ValueError(f"seed: got {len(seed)} seeds for {count} images")
