@@ -5,7 +5,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
-from ..labels import instance_boundaries, one_hot
+from ..labels import class_count, instance_boundaries, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
@@ -61,7 +61,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         super().__init__()
         if label_nc < 1:
             raise ValueError(f"label_nc must be at least 1, got {label_nc}")
-        classes = label_nc + int(contain_dontcare_label)
+        classes = class_count(label_nc, contain_dontcare_label)
         feat_source = style_bank if style_bank is not None else encoder
         feat_num = feat_source.config.feat_num if feat_source is not None else 0
         expected = classes + int(use_instance) + feat_num
@@ -87,7 +87,7 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     @property
     def num_classes(self) -> int:
-        return self.config.label_nc + int(self.config.contain_dontcare_label)
+        return class_count(self.config.label_nc, self.config.contain_dontcare_label)
 
     def label_and_instance_ids(self, label_map, instance_map=None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, instances): checked (H, W) int64 ids at the label map's own size, within
@@ -123,9 +123,7 @@ class Pix2PixHDPipeline(P2PPipeline):
             encoder = self.encoder
             x = torch.from_numpy(to_array(photo))[None].to(self.device, encoder.dtype) * 2 - 1
             features = run_padded(encoder.layers, x, encoder.downsampling_factor, encoder.min_size)
-            features = features.float()[0].flatten(1).T  # (HW, feat)
-            sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
-            encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
+            encoded = instance_means(features.float()[0].flatten(1).T, inverse, len(ids))  # (instances, feat)
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
         styles, instance_styles = styles or {}, instance_styles or {}
         self.check_style_ids(styles, instance_styles, majority, ids.tolist())

@@ -116,7 +116,9 @@ def check_working_size(size: list[int], factor: int, factor_name: str) -> list[i
 
 class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
-    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`.
+    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`. Its four
+    overrides of `DiffusionPipeline` each start with what diffusers can't do for a pipeline whose
+    components live in another library.
 
     `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed,
     whatever the `size_mode`; set it on an instance (`pipe.max_pixels = None` lifts it).
@@ -153,7 +155,10 @@ class P2PPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
+        """Why overridden: diffusers' Hub download refuses components of a library it doesn't know, and its
+        loader would import each component from the folder's code rather than the installed p2p_models.
+
+        Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
         downloaded with `snapshot_download`: `revision`, `cache_dir`, `token`, `local_files_only` and
         `force_download` are passed on; its .py files are neither downloaded nor run). `torch_dtype`
         (or `dtype`), `variant` and `use_safetensors` apply to every component."""
@@ -188,14 +193,19 @@ class P2PPipeline(DiffusionPipeline):
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """`ConfigMixin.load_config`, reading model_index.json's `_class_name` [module, class] as the class."""
+        """Why overridden: diffusers reads a [module, class] `_class_name` as a custom pipeline file to import.
+
+        `ConfigMixin.load_config`, reading model_index.json's `_class_name` [module, class] as the class."""
         out = super().load_config(*args, **kwargs)
         config = out[0] if isinstance(out, tuple) else out
         config["_class_name"] = pipeline_class_name(config)
         return out
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none, and
+        """Why overridden: diffusers writes no model card for a pipeline outside it, nor the loader files
+        that `trust_remote_code` loading needs.
+
+        `DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none, and
         the files `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs (see
         `write_loader_code`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -215,7 +225,9 @@ class P2PPipeline(DiffusionPipeline):
         max_shard_size: str | int | None = None,
         model_card: str | None = None,
     ):
-        """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
+        """Why overridden: diffusers' push writes its generic card (or the Hub repo's) as README.md, not ours.
+
+Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
         one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
         (default: `self.model_card(repo_id)`). Returns the commit info."""
         api = HfApi(token=token)
