@@ -68,6 +68,36 @@ def test_concurrent_calls_give_the_sequential_outputs(backend):
     assert differing == [0] * len(calls), f"outputs differing from the sequential ones (facades, maps, HD): {differing}"
 
 
+@pytest.mark.parametrize("backend", ["torch", "fast"])
+def test_one_pipeline_on_several_threads_sampling_and_deterministic(backend):
+    """Calls on one pipeline wait for each other's mode (dropout on or off) to end."""
+    pipe, _ = maps_like()
+    pipe.set_backend(backend)
+    pipe.set_progress_bar_config(disable=True)
+    image = photo(80, 80, seed=2)
+
+    def call(seed, deterministic):
+        generator = torch.Generator().manual_seed(seed)
+        return np.asarray(pipe(image, generator=generator, deterministic=deterministic).images[0])
+
+    modes = [False, True, False]
+    expected = [[call(s, d) for s in SEEDS] * ROUNDS for d in modes]
+    got = [None] * len(modes)
+    barrier = threading.Barrier(len(modes))
+
+    def work(i):
+        barrier.wait()
+        got[i] = [call(s, modes[i]) for _ in range(ROUNDS) for s in SEEDS]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(modes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    differing = [sum(not np.array_equal(a, b) for a, b in zip(g, e)) for g, e in zip(got, expected)]
+    assert differing == [0] * len(modes), f"outputs differing from the sequential ones: {differing}"
+
+
 def test_dropout_draws_from_the_generator_it_is_given_and_else_as_nn_dropout():
     x = torch.randn(2, 8, 16, 16)
     dropout = Dropout(0.5).train()
