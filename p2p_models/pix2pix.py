@@ -10,7 +10,8 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, Dropout, P2PModelMixin, conv_bias, init_weights, norm_layer
+from .blocks import NORMS, Dropout, conv_bias, init_weights, norm_layer
+from .modeling_utils import P2PModelMixin
 
 
 class UNetDownBlock(nn.Module):

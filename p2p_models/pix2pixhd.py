@@ -11,8 +11,9 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, P2PModelMixin, ResnetBlock, init_weights, norm_layer
+from .blocks import NORMS, ResnetBlock, init_weights, norm_layer
 from .labels import instance_average
+from .modeling_utils import P2PModelMixin
 
 
 def _check_norm(norm):
