@@ -1,6 +1,7 @@
 """Pipelines called from several threads at once give each call the output it gives alone: sampling
 draws only from the caller's `torch.Generator`, never from torch's process-wide RNG (issue 36)."""
 
+import functools
 import threading
 
 import numpy as np
@@ -37,10 +38,27 @@ def hd_like():
     return pipe, lambda g: pipe(labels, instances, generator=g)
 
 
-def outputs(call, seeds, rounds=1, barrier=None):
-    if barrier is not None:
-        barrier.wait()
+def outputs(call, seeds, rounds=1):
     return [np.asarray(call(torch.Generator().manual_seed(s)).images[0]) for _ in range(rounds) for s in seeds]
+
+
+def differing_on_threads(calls) -> list[int]:
+    """Each call (a generator -> pipeline output) over SEEDS, ROUNDS times, on its own thread, all at
+    once: per call, how many outputs differ from the same calls made one after another."""
+    expected = [outputs(call, SEEDS) * ROUNDS for call in calls]
+    got = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def work(i):
+        barrier.wait()
+        got[i] = outputs(calls[i], SEEDS, ROUNDS)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [sum(not np.array_equal(a, b) for a, b in zip(g, e)) for g, e in zip(got, expected)]
 
 
 @pytest.mark.parametrize("backend", ["torch", "fast"])
@@ -50,21 +68,9 @@ def test_concurrent_calls_give_the_sequential_outputs(backend):
         pipe.set_backend(backend)
         pipe.set_progress_bar_config(disable=True)
         calls.append(call)
-    expected = [outputs(call, SEEDS) * ROUNDS for call in calls]  # one after another
-    for call, out in zip(calls[:2], expected[:2]):  # the seeds matter (dropout)
-        assert len({o.tobytes() for o in out}) == len(SEEDS)
-    got = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def work(i):
-        got[i] = outputs(calls[i], SEEDS, ROUNDS, barrier)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    differing = [sum(not np.array_equal(a, b) for a, b in zip(g, e)) for g, e in zip(got, expected)]
+    for call in calls[:2]:  # the seeds matter (dropout)
+        assert len({o.tobytes() for o in outputs(call, SEEDS)}) == len(SEEDS)
+    differing = differing_on_threads(calls)
     assert differing == [0] * len(calls), f"outputs differing from the sequential ones (facades, maps, HD): {differing}"
 
 
@@ -75,27 +81,10 @@ def test_one_pipeline_on_several_threads_sampling_and_deterministic(backend):
     pipe.set_backend(backend)
     pipe.set_progress_bar_config(disable=True)
     image = photo(80, 80, seed=2)
-
-    def call(seed, deterministic):
-        generator = torch.Generator().manual_seed(seed)
-        return np.asarray(pipe(image, generator=generator, deterministic=deterministic).images[0])
-
-    modes = [False, True, False]
-    expected = [[call(s, d) for s in SEEDS] * ROUNDS for d in modes]
-    got = [None] * len(modes)
-    barrier = threading.Barrier(len(modes))
-
-    def work(i):
-        barrier.wait()
-        got[i] = [call(s, modes[i]) for _ in range(ROUNDS) for s in SEEDS]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(modes))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    differing = [sum(not np.array_equal(a, b) for a, b in zip(g, e)) for g, e in zip(got, expected)]
-    assert differing == [0] * len(modes), f"outputs differing from the sequential ones: {differing}"
+    calls = [functools.partial(lambda g, d: pipe(image, generator=g, deterministic=d), d=d)
+             for d in (False, True, False)]
+    differing = differing_on_threads(calls)
+    assert differing == [0] * len(calls), f"outputs differing from the sequential ones: {differing}"
 
 
 def test_dropout_draws_from_the_generator_it_is_given_and_else_as_nn_dropout():
