@@ -41,15 +41,14 @@ class Dropout(nn.Dropout):
     (B, C, H, W) -> (B, C, H, W). With a generator (in training mode) nothing global is drawn from,
     so concurrent calls don't share noise; the mask is drawn in (B, C, H, W) order whatever `x`'s memory
     layout (packed convolutions return channels-last tensors), with the ops of torch's CPU dropout, so a
-    generator gives the mask the global RNG would in its state. Without one it is `nn.Dropout`
-    (torch's global RNG), as in training."""
+    generator gives the mask the global RNG would in its state on a contiguous `x`. Without one it is
+    `nn.Dropout` exactly (torch's global RNG), as in training."""
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = x.contiguous()
         if generator is None or not self.training or self.p == 0:
             return super().forward(x)
         keep = 1 - self.p
-        mask = torch.empty_like(x).bernoulli_(keep, generator=generator)
+        mask = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep, generator=generator)
         return x * (mask.div_(keep) if keep else mask)
 
 

@@ -5,6 +5,8 @@ import copy
 import torch
 from torch import nn
 
+from .blocks import Dropout
+
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """A copy of `model` with every BatchNorm that directly follows a conv (or transposed conv)
@@ -70,6 +72,15 @@ class PackedConv2d(nn.Module):
         return op(x, weight, self.conv.bias, *self.args, "none", [], "")
 
 
+class ContiguousDropout(Dropout):
+    """`blocks.Dropout` that, drawing from torch's global RNG, drops a contiguous copy of its input:
+    the mask comes in (B, C, H, W) order whatever the input's memory layout (packed convolutions
+    return channels-last tensors), so a seed gives the plain model's mask, as a generator does."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return super().forward(x if generator is not None else x.contiguous(), generator)
+
+
 def packable(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module.padding_mode == "zeros" and \
         not isinstance(module.padding, str)
@@ -78,9 +89,9 @@ def packable(module: nn.Module) -> bool:
 def fast_cpu_copy(model: nn.Module, deterministic: bool) -> nn.Module:
     """A copy of `model` for fast CPU float32 inference: every conv a `PackedConv2d`, and, if
     `deterministic` (eval-mode use only), BatchNorms folded into the convs (`fold_batch_norms`).
-    The sampling copy keeps its BatchNorms, so batch statistics work as before, and its dropout
-    (`blocks.Dropout`, masks drawn in (B, C, H, W) order) gives the plain model's masks. Without
-    oneDNN (`torch.backends.mkldnn`) it is a plain copy."""
+    The sampling copy keeps its BatchNorms, so batch statistics work as before, and draws dropout
+    masks as the plain model does (`ContiguousDropout`). Without oneDNN (`torch.backends.mkldnn`)
+    it is a plain copy."""
     model = fold_batch_norms(model) if deterministic else copy.deepcopy(model)
     if not torch.backends.mkldnn.is_available():
         return model
@@ -88,4 +99,6 @@ def fast_cpu_copy(model: nn.Module, deterministic: bool) -> nn.Module:
         for name, child in list(parent.named_children()):
             if packable(child):
                 setattr(parent, name, PackedConv2d(child))
+            elif type(child) in (nn.Dropout, Dropout):
+                setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
     return model

@@ -97,5 +97,10 @@ def test_dropout_draws_from_the_generator_it_is_given_and_else_as_nn_dropout():
     assert torch.equal(dropout(x.to(memory_format=torch.channels_last), torch.Generator().manual_seed(5)), plain)
     assert torch.equal(torch.get_rng_state(), state)  # nothing drawn from the global RNG
     torch.manual_seed(5)
-    assert torch.equal(dropout(x), plain)  # no generator: nn.Dropout (training)
+    assert torch.equal(dropout(x), plain)  # no generator: nn.Dropout (training), whatever the layout
+    channels_last = x.to(memory_format=torch.channels_last)
+    torch.manual_seed(5)
+    expected = torch.nn.functional.dropout(channels_last, 0.5, training=True)
+    torch.manual_seed(5)
+    assert torch.equal(dropout(channels_last), expected)
     assert torch.equal(dropout.eval()(x, torch.Generator()), x)
