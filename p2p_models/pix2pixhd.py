@@ -11,7 +11,7 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, ResnetBlock, init_weights, norm_layer
+from .blocks import NORMS, OutputTanh, ResnetBlock, init_weights, norm_layer
 from .labels import instance_average
 from .modeling_utils import P2PModelMixin
 
@@ -43,7 +43,7 @@ def _encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, n
     layers += [ResnetBlock(ngf * 2**n_downsampling, norm) for _ in range(n_blocks)]
     for i in range(n_downsampling, 0, -1):
         layers += _up(ngf * 2**i, ngf * 2 ** (i - 1), norm)
-    return layers + [*_conv7(ngf, out_channels), nn.Tanh()]
+    return layers + [*_conv7(ngf, out_channels), OutputTanh()]
 
 
 class EncoderDecoderSizes:
@@ -110,7 +110,7 @@ class LocalEnhancer(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
                                                 *_down(width, width * 2, norm))
             up = [ResnetBlock(width * 2, norm) for _ in range(n_blocks_local)] + _up(width * 2, width, norm)
             if n == n_local_enhancers:
-                up += [*_conv7(ngf, out_channels), nn.Tanh()]
+                up += [*_conv7(ngf, out_channels), OutputTanh()]
             enhancer.upsample = nn.Sequential(*up)
             self.enhancers.append(enhancer)
         self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)

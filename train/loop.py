@@ -3,6 +3,7 @@ stepped once per epoch, checkpoints, validation grids, and at the end the pipeli
 described in its model card and pushed. Each script supplies a `GANTrainer` with its data, models
 and the per-model steps, as the reference's models supply `set_input` / `optimize_parameters`."""
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from train.common import (
@@ -47,10 +49,13 @@ class GANTrainer:
     - `loader`: the prepared training DataLoader;
     - `generator`: the prepared generator (its weights are hashed for `--rank_report`);
     - `optimizers`, `schedulers`: prepared; the first optimizer's rate is logged, the schedulers
-      are stepped once per epoch and restored on resume.
+      are stepped once per epoch and restored on resume;
+    - `ema_modules`: the unwrapped networks whose weights `--ema_decay` averages (the generator,
+      and pix2pixHD's encoder), also put back into the contiguous memory format before saving.
     """
 
     title: str
+    ema_modules: list[torch.nn.Module]
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each epoch's first batch."""
@@ -64,14 +69,14 @@ class GANTrainer:
         raise NotImplementedError
 
     def final_pipeline(self):
-        """The trained pipeline and the discriminator to save beside it (or None)."""
+        """The trained pipeline and the discriminators to save beside it ({folder name: model})."""
         raise NotImplementedError
 
     def validate(self, step: int) -> tuple[np.ndarray | None, dict]:
         """After `final_pipeline`: the validation grid and the scores (`mean_scores`)."""
         raise NotImplementedError
 
-    def model_card(self, pipe, discriminator, run: RunSummary, metrics: dict) -> str:
+    def model_card(self, pipe, discriminators: dict, run: RunSummary, metrics: dict) -> str:
         raise NotImplementedError
 
 
@@ -85,14 +90,33 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
     total_epochs = args.num_epochs + args.num_epochs_decay
     max_steps = min(args.max_train_steps or math.inf, total_epochs * steps_per_epoch)
     init_trackers(accelerator, trainer.title.lower(), args)
+    ema_params = [p for module in trainer.ema_modules for p in module.parameters()]
+    ema = EMAModel(ema_params, decay=args.ema_decay) if args.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
     global_step = resume(accelerator, args, trainer.schedulers)
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
     logger.info(f"{len(trainer.train_set)} training examples, {len(trainer.val_set)} validation; {steps_per_epoch} "
                 f"steps/epoch per process x {accelerator.num_processes} processes; {max_steps} steps")
 
+    @contextlib.contextmanager
+    def averaged_weights():
+        """The EMA weights in the networks for a validation, the trained ones back afterwards."""
+        if ema is None:
+            yield
+            return
+        ema.store(ema_params)
+        ema.copy_to(ema_params)
+        try:
+            yield
+        finally:
+            ema.restore(ema_params)
+
     seen = []
     progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="steps")
     start_time, start_step = time.time(), global_step
+    time_limit = math.inf if args.max_train_minutes is None else args.max_train_minutes * 60
+    stopped_early = False
     for epoch in range(first_epoch, total_epochs):
         if global_step >= max_steps:
             break
@@ -104,7 +128,10 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
             batches = accelerator.skip_first_batches(loader, resume_batches)
         for batch in batches:
             seen += batch["index"].tolist()
+            batch = {k: v.contiguous(memory_format=args.memory_format) if v.dim() == 4 else v for k, v in batch.items()}
             losses = trainer.training_step(batch)
+            if ema is not None:
+                ema.step(ema_params)
             global_step += 1
             if global_step % steps_per_epoch == 0:  # the reference steps its schedulers once per epoch
                 for scheduler in trainer.schedulers:
@@ -113,12 +140,20 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
             progress.update(1)
             progress.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
             accelerator.log(logs, step=global_step)
-            if global_step % args.checkpointing_steps == 0:
+            if time.time() - start_time >= time_limit:
+                accelerator.set_trigger()  # any process out of time stops them all, at the same step
+            stopped_early = accelerator.check_trigger() and global_step < max_steps
+            if global_step % args.checkpointing_steps == 0 or stopped_early:
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                save_grid(accelerator, trainer.validation_grid(global_step), output_dir, global_step)
-            if global_step >= max_steps:
+                with averaged_weights():
+                    save_grid(accelerator, trainer.validation_grid(global_step), output_dir, global_step)
+            if global_step >= max_steps or stopped_early:
                 break
+        if stopped_early:
+            logger.info(f"--max_train_minutes {args.max_train_minutes:g} reached at step {global_step} of "
+                        f"{max_steps}: checkpoint saved; continue with --resume_from_checkpoint latest")
+            break
     progress.close()
     seconds = time.time() - start_time
     accelerator.wait_for_everyone()
@@ -126,16 +161,20 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
         write_rank_report(accelerator, trainer.generator, seen, output_dir)
 
     if accelerator.is_main_process:
-        pipe, discriminator = trainer.final_pipeline()
+        if ema is not None:
+            ema.copy_to(ema_params)  # the run ends here (a resumed run restores the trained weights)
+        for module in trainer.ema_modules:
+            module.to(memory_format=torch.contiguous_format)
+        pipe, discriminators = trainer.final_pipeline()
         run = RunSummary(global_step, global_step / steps_per_epoch, seconds, accelerator.num_processes)
-        metrics = run_timing(global_step, start_step, seconds)
-        save_outputs(output_dir, pipe, discriminator, trainer.model_card(pipe, discriminator, run, metrics))
+        metrics = run_timing(global_step, start_step, seconds, max_steps)
+        save_outputs(output_dir, pipe, discriminators, trainer.model_card(pipe, discriminators, run, metrics))
         logger.info(f"pipeline saved to {output_dir}")
         grid, scores = trainer.validate(global_step)
         save_grid(accelerator, grid, output_dir, global_step)
         metrics |= scores
         record_validation(accelerator, output_dir, metrics, global_step)
-        card = trainer.model_card(pipe, discriminator, run, metrics)
+        card = trainer.model_card(pipe, discriminators, run, metrics)
         (output_dir / "README.md").write_text(card)
         logger.info(f"validation {metrics}")
         if args.push_to_hub:

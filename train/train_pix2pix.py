@@ -4,8 +4,8 @@
         --output_dir runs/facades --num_epochs 100 --num_epochs_decay 100
 
 The output directory ends up a `Pix2PixPipeline` folder (model_index.json, generator/, a model card)
-plus `discriminator/`, `checkpoint-N/` folders, validation grids in `samples/` and
-`validation_metrics.json`. `--resume_from_checkpoint latest` continues a stopped run.
+plus `discriminator/` (and `projected_discriminator/`), `checkpoint-N/` folders, validation grids in
+`samples/` and `validation_metrics.json`. `--resume_from_checkpoint latest` continues a stopped run.
 """
 
 import argparse
@@ -24,22 +24,32 @@ from p2p_models import (
     discriminator_loss,
     pix2pix_generator_loss,
 )
+from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.hub import PIX2PIX_TAGS, make_card, public_path, usage
+from p2p_models.projected import ProjectedDiscriminator
 from train.common import (
     RealFakeDiscriminator,
     add_common_args,
     add_flip_args,
+    add_imagenet_args,
+    autocast_in_steps_only,
     card_metadata,
     check_common_args,
+    check_imagenet_args,
     command_line,
     dataset_label,
+    decoded_once,
+    diffaugment,
+    imagenet_setup,
     linear_decay,
     make_accelerator,
     mean_scores,
     public_config,
     readable,
+    scaled_learning_rate,
     score,
     skip_bad_examples,
+    speed_setup,
     to_uint8_grid,
     train_loader,
     validation_section,
@@ -78,14 +88,22 @@ def parse_args(argv=None):
     g.add_argument("--gan_mode", choices=["vanilla", "lsgan", "hinge"], default="vanilla")
     g.add_argument("--lambda_l1", type=float, default=100.0)
     g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
+    g = p.add_argument_group("ImageNet features and augmentation")
+    add_imagenet_args(g)
+    g.add_argument("--pretrained_encoder", action="store_true",
+                   help="the U-Net's first five levels are the ImageNet EfficientNet-Lite0 (fine-tuned; 1- or "
+                        "3-channel inputs: photos, colorization's L), the rest ours")
     args = p.parse_args(argv)
     check_common_args(p, args)
+    check_imagenet_args(p, args)
     if not (args.image_column or args.image_column_a or args.image_column_b or args.colorization):
         vars(args).update(known_columns(args.dataset))
     if bool(args.image_column_a) != bool(args.image_column_b):
         p.error("--image_column_a and --image_column_b go together")
     if args.colorization and args.image_column_a:
         p.error("--colorization takes one --image_column, not --image_column_a/b")
+    if args.no_gan and (args.diffaugment or args.discriminator != "patch"):
+        p.error("--diffaugment and --discriminator act on the discriminator, which --no_gan leaves out")
     return args
 
 
@@ -128,9 +146,9 @@ def validation_metrics(pipe: Pix2PixPipeline, dataset: PairedImageDataset, limit
     return mean_scores(scores, skipped)
 
 
-def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs, seconds, num_processes, metrics):
+def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs, seconds, num_processes, metrics):
     g = dict(pipe.generator.config)
-    d = dict(discriminator.config) if discriminator is not None else None
+    d = ", ".join(f"`{type(m).__name__}` {json.dumps(public_config(m.config))}" for m in discriminators.values())
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
     resize = (f"resize to {args.load_size}" if args.max_load_size is None else
               f"resize the short side to a random size in [{args.load_size}, {args.max_load_size}] (aspect kept)")
@@ -150,13 +168,23 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminator, steps, epochs,
         f"{'' if args.no_flip else ', random horizontal flip'}; batch size {args.train_batch_size} x "
         f"{num_processes} process(es); seed {args.seed}.",
         f"- Generator: `UNetGenerator` {json.dumps(public_config(g))}.",
-        f"- Discriminator: {'none' if d is None else '`PatchDiscriminator` ' + json.dumps(public_config(d))}.",
+        f"- Discriminator: {d or 'none'}.",
+        imagenet_setup(args),
         f"- Wall time: {wall_time(seconds, metrics)}.",
+        speed_setup(args, num_processes),
         f"- Command: `{command_line('train/train_pix2pix.py')}`", "",
         *validation_section(metrics, "Sampled outputs (dropout on, seed per image)",
                             f"at {args.crop_size}x{args.crop_size}, RGB in [0, 1]"),
     ]
     return str(make_card(card_metadata(args, PIX2PIX_TAGS, metrics), "\n".join(lines)))
+
+
+def logit_maps(outputs: dict) -> torch.Tensor | list[torch.Tensor]:
+    """The PatchGAN's logits alone (the reference's loss, unchanged), or with / instead of them the
+    projected discriminator's per-scale logits, as one list."""
+    if "projected" not in outputs:
+        return outputs["patch"]
+    return ([outputs["patch"]] if "patch" in outputs else []) + outputs["projected"]
 
 
 class Pix2PixTrainer(GANTrainer):
@@ -183,35 +211,50 @@ class Pix2PixTrainer(GANTrainer):
         self.val_set = PairedImageDataset(val_hf, train=False, **common)
         if args.skip_bad_images:
             skip_bad_examples(args, training=self.train_set, validation=self.val_set)
+        decoded_once(accelerator, args, self.train_set, self.val_set)
         self.dataset_desc = f"{len(self.train_set)} training examples, layout {self.layout}"
         loader = train_loader(self.train_set, args)
 
         # Models, losses, optimisers
         in_ch, out_ch = self.train_set.channels
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
-                                  use_dropout=not args.no_dropout)
+                                  use_dropout=not args.no_dropout,
+                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet")
+        if args.pretrained_encoder:
+            generator.load_imagenet_encoder()
+        generator.to(memory_format=args.memory_format)
+        self.ema_modules = [generator]
         size_factor = 2**args.num_downs
         if args.crop_size % size_factor:
             raise ValueError(f"--crop_size {args.crop_size} must be divisible by 2**num_downs = {size_factor}")
         lr_lambda = linear_decay(args.num_epochs, args.num_epochs_decay)
-        betas = (args.adam_beta1, args.adam_beta2)
-        opt_g = torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=betas)
+        betas, lr = (args.adam_beta1, args.adam_beta2), scaled_learning_rate(args, accelerator.num_processes)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda)
         self.gan_loss = GANLoss(args.gan_mode)
+        self.perceptual = EfficientNetPerceptualLoss().to(accelerator.device) if args.lambda_perceptual else None
         if args.no_gan:
-            self.d_pair = self.discriminator = None
+            self.d_pair = self.discriminators = None
             self.generator, opt_g, sched_g, self.loader = accelerator.prepare(generator, opt_g, sched_g, loader)
             self.optimizers, self.schedulers = [opt_g], [sched_g]
         else:
-            discriminator = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d,
-                                               norm=args.norm, pixel=args.pixel_d)
-            opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+            patch = projected = None
+            if args.discriminator != "projected":
+                patch = PatchDiscriminator(in_ch + out_ch, ndf=args.ndf, n_layers=args.n_layers_d, norm=args.norm,
+                                           pixel=args.pixel_d)
+            if args.discriminator != "patch":
+                projected = ProjectedDiscriminator(in_ch + out_ch, image_channels=out_ch, ndf=args.ndf)
+                projected.load_imagenet_backbone()
+            d_pair = RealFakeDiscriminator(patch, projected, diffaugment(accelerator, args))
+            d_pair.to(memory_format=args.memory_format)
+            opt_d = torch.optim.Adam([p for p in d_pair.parameters() if p.requires_grad], lr=lr, betas=betas)
             sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)
             self.generator, self.d_pair, opt_g, opt_d, sched_g, sched_d, self.loader = accelerator.prepare(
-                generator, RealFakeDiscriminator(discriminator), opt_g, opt_d, sched_g, sched_d, loader
+                generator, d_pair, opt_g, opt_d, sched_g, sched_d, loader
             )
-            self.discriminator = accelerator.unwrap_model(self.d_pair).discriminator
+            self.discriminators = accelerator.unwrap_model(self.d_pair)
             self.optimizers, self.schedulers = [opt_g, opt_d], [sched_g, sched_d]
+        autocast_in_steps_only(accelerator, self.generator, self.d_pair)
 
     def start_epoch(self, epoch):
         self.generator.train()
@@ -226,15 +269,20 @@ class Pix2PixTrainer(GANTrainer):
             d_fake = None
             if self.d_pair is not None:  # D first, on real and detached fake pairs
                 opt_d = self.optimizers[1]
-                self.discriminator.requires_grad_(True)
+                self.discriminators.requires_grad_(True)
                 d_real, d_fake_detached = self.d_pair(real_a, real_b, fake_b.detach())
-                loss_d, logs = discriminator_loss(self.gan_loss, d_real, d_fake_detached)
+                loss_d, logs = discriminator_loss(self.gan_loss, logit_maps(d_real), logit_maps(d_fake_detached))
                 opt_d.zero_grad(set_to_none=True)
                 accelerator.backward(loss_d)
                 opt_d.step()
-                self.discriminator.requires_grad_(False)  # then G, through the updated, frozen D
-                d_fake = self.discriminator(torch.cat([real_a, fake_b], 1))
+                self.discriminators.requires_grad_(False)  # then G, through the updated, frozen D
+                d_fake = logit_maps(self.discriminators.pair(real_a, fake_b))
             loss_g, parts = pix2pix_generator_loss(self.gan_loss, d_fake, fake_b, real_b, args.lambda_l1)
+            if self.perceptual is not None:  # on RGB images (colorization: L with the ab)
+                rgb = [self.train_set.to_rgb(real_a, b) * 2 - 1 for b in (fake_b, real_b)]
+                parts["g_perceptual"] = self.perceptual(*rgb)
+                loss_g = loss_g + args.lambda_perceptual * parts["g_perceptual"]
+                parts["g_perceptual"] = parts["g_perceptual"].detach()
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(loss_g)
         opt_g.step()
@@ -252,15 +300,16 @@ class Pix2PixTrainer(GANTrainer):
         return validation_grid(pipe, self.val_set, self.args.num_validation_images, step)
 
     def final_pipeline(self):
-        return self.pipeline(self.accelerator.unwrap_model(self.generator).eval()), self.discriminator
+        discriminators = {} if self.discriminators is None else self.discriminators.folders()
+        return self.pipeline(self.accelerator.unwrap_model(self.generator).eval()), discriminators
 
     def validate(self, step):
         pipe = self.pipeline(self.accelerator.unwrap_model(self.generator))
         return (validation_grid(pipe, self.val_set, self.args.num_validation_images, step),
                 validation_metrics(pipe, self.val_set, self.args.max_validation_samples, step))
 
-    def model_card(self, pipe, discriminator, run, metrics):
-        return model_card(self.args, self.dataset_desc, self.val_desc, pipe, discriminator, run.steps, run.epochs,
+    def model_card(self, pipe, discriminators, run, metrics):
+        return model_card(self.args, self.dataset_desc, self.val_desc, pipe, discriminators, run.steps, run.epochs,
                           run.seconds, run.num_processes, metrics)
 
 

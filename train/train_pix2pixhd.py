@@ -9,7 +9,8 @@ Coarse to fine, as the paper:
         --load_pretrain runs/hd_global --niter_fix_global 10 --output_dir runs/hd_local
 
 The output directory ends up a `Pix2PixHDPipeline` folder (generator/, encoder/ and style_bank/
-with --instance_feat) plus `discriminator/`, checkpoints, validation grids and a model card.
+with --instance_feat) plus `discriminator/` (and `projected_discriminator/`), checkpoints,
+validation grids and a model card.
 """
 
 import argparse
@@ -35,23 +36,34 @@ from p2p_models import (
     multiscale_gan_loss,
 )
 from p2p_models.labels import instance_boundaries, one_hot
+from p2p_models.losses import summed_gan_loss
+from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.hub import PIX2PIXHD_TAGS, make_card, public_path, usage
 from p2p_models.pipelines.image_processor import to_pil
+from p2p_models.projected import ProjectedDiscriminator
 from train.common import (
     RealFakeDiscriminator,
     add_common_args,
     add_flip_args,
+    add_imagenet_args,
+    autocast_in_steps_only,
     card_metadata,
     check_common_args,
+    check_imagenet_args,
     command_line,
     dataset_label,
+    decoded_once,
+    diffaugment,
+    imagenet_setup,
     label_colors,
     make_accelerator,
     mean_scores,
     public_config,
     readable,
+    scaled_learning_rate,
     score,
     skip_bad_examples,
+    speed_setup,
     to_uint8_grid,
     train_loader,
     validation_section,
@@ -109,8 +121,13 @@ def parse_args(argv=None):
     g.add_argument("--nef", type=int, default=16)
     g.add_argument("--n_downsample_E", type=int, default=4)
     g.add_argument("--n_clusters", type=int, default=10)
+    g = p.add_argument_group("ImageNet features and augmentation")
+    add_imagenet_args(g)
     args = p.parse_args(argv)
     check_common_args(p, args)
+    check_imagenet_args(p, args)
+    if args.lambda_perceptual and args.vgg_weights is None:
+        args.no_vgg_loss = True  # the perceptual loss stands in for the VGG loss, whose weights aren't here
     if args.load_pretrain and args.netG != "local":
         p.error("--load_pretrain loads a global generator into --netG local")
     return args
@@ -190,6 +207,7 @@ class Pix2PixHDTrainer(GANTrainer):
     def __init__(self, accelerator, args):
         self.accelerator, self.args = accelerator, args
         self.vgg_loss = None if args.no_vgg_loss else VGGLoss(load_vgg19(args.vgg_weights)).to(accelerator.device)
+        self.perceptual = EfficientNetPerceptualLoss().to(accelerator.device) if args.lambda_perceptual else None
         self.info = json.loads(Path(args.label_info).read_text()) if args.label_info else {}
         self.classes = args.label_nc + int(args.contain_dontcare_label)
         self.palette = np.asarray(self.info.get("colors") or
@@ -218,6 +236,7 @@ class Pix2PixHDTrainer(GANTrainer):
         self.val_set = LabelImageDataset(val_hf, train=False, **self.common)
         if args.skip_bad_images:
             skip_bad_examples(args, training=self.train_set, validation=self.val_set)
+        decoded_once(accelerator, args, self.train_set, self.val_set)
         loader = train_loader(self.train_set, args)
 
         # Models
@@ -236,22 +255,31 @@ class Pix2PixHDTrainer(GANTrainer):
                 generator.load_global(g1)
                 logger.info(f"G1 weights loaded from {source}")
         encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
-        discriminator = MultiscaleDiscriminator(self.classes + int(not args.no_instance) + 3, args.ndf,
-                                                args.n_layers_D, args.num_D, args.norm)
-        g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
-        betas = (args.adam_beta1, args.adam_beta2)
-        opt_g = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+        d_in = self.classes + int(not args.no_instance) + 3
+        multiscale = projected = None
+        if args.discriminator != "projected":
+            multiscale = MultiscaleDiscriminator(d_in, args.ndf, args.n_layers_D, args.num_D, args.norm)
+        if args.discriminator != "patch":
+            projected = ProjectedDiscriminator(d_in, image_channels=3, ndf=args.ndf).load_imagenet_backbone()
+        d_pair = RealFakeDiscriminator(multiscale, projected, diffaugment(accelerator, args))
+        self.ema_modules = [generator] + ([encoder] if encoder is not None else [])
+        for network in self.ema_modules + [d_pair]:
+            network.to(memory_format=args.memory_format)
+        g_params = [p for network in self.ema_modules for p in network.parameters()]
+        betas, lr = (args.adam_beta1, args.adam_beta2), scaled_learning_rate(args, accelerator.num_processes)
+        opt_g = torch.optim.Adam(g_params, lr=lr, betas=betas)
+        opt_d = torch.optim.Adam([p for p in d_pair.parameters() if p.requires_grad], lr=lr, betas=betas)
         decay = hd_linear_decay(args.num_epochs, args.num_epochs_decay)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, decay)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, decay)
-        models = [generator, RealFakeDiscriminator(discriminator)] + ([encoder] if encoder is not None else [])
+        models = [generator, d_pair] + ([encoder] if encoder is not None else [])
         prepared = accelerator.prepare(*models, opt_g, opt_d, sched_g, sched_d, loader)
         self.generator, self.d_pair = prepared[0], prepared[1]
         self.encoder = prepared[2] if encoder is not None else None
         opt_g, opt_d, sched_g, sched_d, self.loader = prepared[len(models):]
         self.optimizers, self.schedulers = [opt_g, opt_d], [sched_g, sched_d]
-        self.discriminator = accelerator.unwrap_model(self.d_pair).discriminator
+        self.discriminators = accelerator.unwrap_model(self.d_pair)
+        autocast_in_steps_only(accelerator, self.generator, self.d_pair, self.encoder)
         self.global_params = (list(accelerator.unwrap_model(self.generator).global_layers.parameters())
                               if args.netG == "local" else [])
         self.gan_loss = GANLoss("vanilla" if args.no_lsgan else "lsgan")
@@ -272,18 +300,20 @@ class Pix2PixHDTrainer(GANTrainer):
                 g_input = torch.cat([condition, self.encoder(real, inputs.regions(batch))], 1)
             fake = self.generator(g_input)
             # D on real and (detached) fake pairs, with the current D (loss applied after G's step)
-            self.discriminator.requires_grad_(True)
+            self.discriminators.requires_grad_(True)
             pred_real, pred_fake_d = self.d_pair(condition, real, fake.detach())
-            loss_d_real = multiscale_gan_loss(self.gan_loss, pred_real, True)
-            loss_d_fake = multiscale_gan_loss(self.gan_loss, pred_fake_d, False)
+            loss_d_real = self.gan_terms(pred_real, True)
+            loss_d_fake = self.gan_terms(pred_fake_d, False)
             # G: GAN + feature matching + VGG, through a frozen D
-            self.discriminator.requires_grad_(False)
-            pred_fake = self.discriminator(torch.cat([condition, fake], 1))
-            losses = {"g_gan": multiscale_gan_loss(self.gan_loss, pred_fake, True, for_discriminator=False)}
-            if not args.no_ganFeat_loss:
-                losses["g_feat"] = feature_matching_loss(pred_fake, pred_real, args.lambda_feat)
+            self.discriminators.requires_grad_(False)
+            pred_fake = self.discriminators.pair(condition, fake)
+            losses = {"g_gan": self.gan_terms(pred_fake, True, for_discriminator=False)}
+            if not args.no_ganFeat_loss and "patch" in pred_fake:  # the multi-scale D's features
+                losses["g_feat"] = feature_matching_loss(pred_fake["patch"], pred_real["patch"], args.lambda_feat)
             if self.vgg_loss is not None:
                 losses["g_vgg"] = self.vgg_loss(fake.float(), real.float()) * args.lambda_feat
+            if self.perceptual is not None:
+                losses["g_perceptual"] = self.perceptual(fake, real) * args.lambda_perceptual
             loss_g = sum(losses.values())
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(loss_g)
@@ -291,12 +321,21 @@ class Pix2PixHDTrainer(GANTrainer):
             for p in self.global_params:
                 p.grad = None
         opt_g.step()
-        self.discriminator.requires_grad_(True)
+        self.discriminators.requires_grad_(True)
         loss_d = 0.5 * (loss_d_real + loss_d_fake)
         opt_d.zero_grad(set_to_none=True)
         accelerator.backward(loss_d)
         opt_d.step()
         return {**losses, "d_real": loss_d_real, "d_fake": loss_d_fake}
+
+    def gan_terms(self, outputs: dict, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        """The GAN loss summed over the multi-scale D's scales and the projected D's."""
+        terms = []
+        if "patch" in outputs:
+            terms.append(multiscale_gan_loss(self.gan_loss, outputs["patch"], target_is_real, for_discriminator))
+        if "projected" in outputs:
+            terms.append(summed_gan_loss(self.gan_loss, outputs["projected"], target_is_real, for_discriminator))
+        return sum(terms[1:], terms[0])
 
     def pipeline(self, image_size: list[int], **config) -> Pix2PixHDPipeline:
         """A pipeline around the generator and encoder being trained (validation encodes the target
@@ -333,13 +372,13 @@ class Pix2PixHDTrainer(GANTrainer):
         pipe = self.pipeline(list(sample["label"].shape[-2:]), style_bank=bank,
                                         palette=self.palette.tolist(),
                                         id2label=dict(enumerate(names)) if names else None)
-        return pipe, self.discriminator
+        return pipe, self.discriminators.folders()
 
     def validate(self, step):
         return self._validate(self.args.max_validation_samples, step)
 
-    def model_card(self, pipe, discriminator, run, metrics):
-        return model_card(self.args, pipe, discriminator, self.val_desc, len(self.train_set), run.steps, run.epochs,
+    def model_card(self, pipe, discriminators, run, metrics):
+        return model_card(self.args, pipe, discriminators, self.val_desc, len(self.train_set), run.steps, run.epochs,
                           run.seconds, run.num_processes, metrics)
 
 
@@ -350,9 +389,9 @@ def main(argv=None):
     train_loop(accelerator, args, Pix2PixHDTrainer(accelerator, args))
 
 
-def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):
+def model_card(args, pipe, discriminators, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):
     losses = ["LSGAN" if not args.no_lsgan else "vanilla GAN"]
-    if not args.no_ganFeat_loss:
+    if not args.no_ganFeat_loss and args.discriminator != "projected":
         losses.append(f"{args.lambda_feat:g} * feature matching")
     losses.append("no VGG loss" if args.no_vgg_loss else f"{args.lambda_feat:g} * VGG19 ({args.vgg_weights})")
     h, w = pipe.working_size
@@ -375,11 +414,14 @@ def model_card(args, pipe, discriminator, val_desc, n_train, steps, epochs, seco
         f"{args.num_epochs} epochs + {args.num_epochs_decay} decay (ran {steps} steps = {epochs:.2f} epochs"
         f"{f', G1 fixed for {args.niter_fix_global} epochs' if args.niter_fix_global else ''}).",
         f"- Generator: `{type(pipe.generator).__name__}` {json.dumps(public_config(pipe.generator.config))}.",
-        f"- Discriminator: `MultiscaleDiscriminator` {json.dumps(public_config(discriminator.config))}.",
+        "- Discriminator: " + ", ".join(f"`{type(d).__name__}` {json.dumps(public_config(d.config))}"
+                                         for d in discriminators.values()) + ".",
+        imagenet_setup(args),
         f"- Encoder / style bank: {'none' if pipe.encoder is None else json.dumps(public_config(pipe.encoder.config))}"
         f"{'' if pipe.style_bank is None else f', k = {args.n_clusters} clusters per class'}.",
         f"- Batch size {args.train_batch_size} x {num_processes} process(es); seed {args.seed}; "
         f"wall time {wall_time(seconds, metrics)}.",
+        speed_setup(args, num_processes),
         f"- Command: `{command_line('train/train_pix2pixhd.py')}`", "",
         *validation_section(metrics, "Reconstructions (encoder features from the target photo)",
                             f"at {w}x{h}, RGB in [0, 1]"),

@@ -1,0 +1,31 @@
+"""What the CPU at hand runs natively, for choices that must not be hard-coded (bf16 is ~2x faster
+than fp32 where the CPU has bf16 instructions and 40-100x slower where oneDNN emulates them)."""
+
+import os
+from pathlib import Path
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of /proc/cpuinfo (empty where there is none, e.g. off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
+    """(whether this CPU computes bf16 natively, why). `P2P_NATIVE_BF16=1` / `0` overrides the
+    detection, for CPUs whose flags don't tell."""
+    forced = os.environ.get("P2P_NATIVE_BF16")
+    if forced in ("0", "1"):
+        return forced == "1", f"P2P_NATIVE_BF16={forced}"
+    found = sorted((cpu_flags() if flags is None else flags) & set(BF16_FLAGS))
+    if found:
+        return True, f"the CPU has {', '.join(found)}"
+    return False, f"the CPU has none of {', '.join(BF16_FLAGS)} (bf16 would be emulated, far slower than fp32)"
