@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import gradio as gr
 import numpy as np
+import torch
 import yaml
 from huggingface_hub import constants
 from PIL import Image
@@ -231,6 +232,11 @@ def seed_value(seed) -> int:
     return int(value)
 
 
+def seeded(pipe, seed) -> torch.Generator:
+    """The Seed field as a generator on the pipeline's device, how pipelines are seeded."""
+    return torch.Generator(pipe.device).manual_seed(seed_value(seed))
+
+
 def timing(start: float, pipe) -> str:
     return f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}"
 
@@ -283,7 +289,7 @@ def colorize(image, seed: float = 0, deterministic: bool = False):
     grey = checked(image, "colorization", "photo").convert("L")
     pipe = load_pipeline("colorization")
     start = time.perf_counter()
-    out = run(pipe, grey, seed=seed_value(seed), deterministic=deterministic).images[0]
+    out = run(pipe, grey, generator=seeded(pipe, seed), deterministic=deterministic).images[0]
     return grey, out, timing(start, pipe)
 
 
@@ -303,7 +309,7 @@ def translate_map(image, direction: str, seed: float = 0, deterministic: bool = 
         gr.Warning("This looks like an aerial photo rather than a map tile: for a photo, choose \"Aerial -> map\".")
     pipe = load_pipeline("maps", direction)
     start = time.perf_counter()
-    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic).images[0]
+    out = run(pipe, image, generator=seeded(pipe, seed), deterministic=deterministic).images[0]
     return out, timing(start, pipe)
 
 
@@ -314,7 +320,7 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
     image = checked(editor_image(label_map, pipe.config.palette[0]), "facades", "label map")
     snapped = run(pipe.label_processor.snap, image, "The label map")
     start = time.perf_counter()
-    out = run(pipe, image, seed=seed_value(seed), deterministic=deterministic).images[0]  # the pipeline snaps it too
+    out = run(pipe, image, generator=seeded(pipe, seed), deterministic=deterministic).images[0]  # the pipeline snaps it too
     return snapped, out, timing(start, pipe)
 
 
@@ -388,7 +394,7 @@ def hd(label_map, instance_map, seed: float, instance_styles: dict | None, *clas
     labels, instances = run(pipe.label_and_instance_ids, *hd_maps(label_map, instance_map))
     styles, per_instance = hd_styles(list(class_styles), instance_styles, labels, instances)
     start = time.perf_counter()
-    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, seed=seed_value(seed)).images[0]
+    out = run(pipe, labels, instances, styles=styles, instance_styles=per_instance, generator=seeded(pipe, seed)).images[0]
     restyled = f"; restyled instances {per_instance}" if per_instance else ""
     return pipe.label_image(labels), out, timing(start, pipe) + restyled
 

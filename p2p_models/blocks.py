@@ -1,12 +1,6 @@
-"""Building blocks shared by the generators and discriminators: norm factory, init, safe loading."""
-
-import json
-import os
-import struct
-from pathlib import Path
+"""Building blocks shared by the generators and discriminators: norm factory, init, dropout, residual block."""
 
 import torch
-from diffusers import ModelMixin
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
@@ -50,51 +44,20 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
-def check_safetensors_file(path: str | os.PathLike) -> None:
-    """Raise a ValueError naming `path` if it is not a complete safetensors file."""
-    path = Path(path)
-    size = path.stat().st_size
-    problem = None
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            problem = f"only {size} bytes long"
-        else:
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len > size - 8:
-                problem = f"its header claims {header_len} bytes but the file has {size}"
-            else:
-                try:
-                    header = json.loads(f.read(header_len))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    problem = f"its header is not valid JSON ({e})"
-                else:
-                    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-                    if 8 + header_len + end != size:
-                        problem = f"it should be {8 + header_len + end} bytes long but is {size} (truncated?)"
-    if problem:
-        raise ValueError(
-            f"{path} is not a valid safetensors file: {problem}. Re-download it, or save the model again."
-        )
+class Dropout(nn.Dropout):
+    """`nn.Dropout` whose mask can come from a `torch.Generator` passed to `forward(x, generator)`:
+    (B, C, H, W) -> (B, C, H, W). With a generator (in training mode) nothing global is drawn from,
+    so concurrent calls don't share noise; the mask is drawn in (B, C, H, W) order whatever `x`'s memory
+    layout (packed convolutions return channels-last tensors), with the ops of torch's CPU dropout, so a
+    generator gives the mask the global RNG would in its state on a contiguous `x`. Without one it is
+    `nn.Dropout` exactly (torch's global RNG), as in training."""
 
-
-class P2PModelMixin(ModelMixin):
-    """`ModelMixin` whose `from_pretrained` names a corrupt or truncated weights file clearly."""
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except (OSError, ValueError, RuntimeError) as e:
-            folder = Path(pretrained_model_name_or_path)
-            if kwargs.get("subfolder"):
-                folder = folder / kwargs["subfolder"]
-            for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-                try:
-                    check_safetensors_file(file)
-                except ValueError as bad:
-                    raise bad from e
-            raise
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if generator is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = 1 - self.p
+        mask = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep, generator=generator)
+        return x * (mask.div_(keep) if keep else mask)
 
 
 class ResnetBlock(nn.Module):

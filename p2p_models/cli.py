@@ -21,7 +21,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import convert
-from .pipelines import BACKENDS, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline, size_rule
+from .backends import BACKENDS
+from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
+from .pipelines.pipeline_utils import check_seed, pipeline_class_name
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -37,8 +39,7 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32") -> P2
     """The pipeline in folder or Hub repo `model` (its class read from model_index.json)."""
     try:
         index = Path(model) / "model_index.json" if os.path.isdir(model) else hf_hub_download(model, "model_index.json")
-        name = json.loads(Path(index).read_text()).get("_class_name")
-        name = name[1] if isinstance(name, list) and len(name) == 2 else name  # [module, class], as diffusers writes
+        name = pipeline_class_name(json.loads(Path(index).read_text()))
     except Exception as e:
         raise CommandError(f"--model {model}: not a pipeline folder or a reachable Hub repo with a model_index.json "
                            f"({type(e).__name__}: {e})") from e
@@ -103,10 +104,14 @@ class Translator:
         if isinstance(self.pipe, Pix2PixHDPipeline):
             (file,) = files
             instance_map = Image.open(instance_for(file, self.instances)) if self.instances is not None else None
-            return self.pipe(Image.open(file), instance_map, seed=self.args.seed, **self.options).images
+            return self.pipe(Image.open(file), instance_map, generator=self.generators(1), **self.options).images
         images = [Image.open(file) for file in files]
-        seeds = None if self.args.seed is None else [self.args.seed] * len(images)  # each file as if alone
-        return self.pipe(images, seed=seeds, deterministic=self.args.deterministic, **self.options).images
+        return self.pipe(images, generator=self.generators(len(images)), deterministic=self.args.deterministic,
+                         **self.options).images
+
+    def generators(self, count: int) -> list[torch.Generator]:
+        """One generator seeded with `--seed` per image: each file as if alone."""
+        return [torch.Generator(self.pipe.device).manual_seed(check_seed(self.args.seed)) for _ in range(count)]
 
     def run(self, files: list[Path], outputs: dict[Path, Path], progress) -> list[tuple[str, str]]:
         failed = []
@@ -193,7 +198,7 @@ def export_onnx(args: argparse.Namespace) -> int:
     from .onnx_export import export_onnx as export
 
     pipe = load_pipeline(args.model)
-    factor, minimum = size_rule(pipe.generator)
+    factor, minimum = pipe.generator.downsampling_factor, pipe.generator.min_size
     h, w = args.size or [max(s, minimum) for s in pipe.working_size]
     if h % factor or w % factor or min(h, w) < minimum:
         raise CommandError(f"--size {h} {w}: must be multiples of {factor}, at least {minimum}")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .labels import class_count
 from .pipelines import Pix2PixHDPipeline, Pix2PixPipeline
 from .pix2pix import PatchDiscriminator, UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
@@ -342,7 +343,7 @@ def run(args: argparse.Namespace) -> None:
 def convert_hd(args, state: StateDict) -> None:
     generator = load_reference_hd_generator(state)
     encoder = load_reference_encoder(args.encoder) if args.encoder else None
-    classes = args.label_nc + int(args.contain_dontcare_label)
+    classes = class_count(args.label_nc, args.contain_dontcare_label)
     bank = load_reference_clusters(args.features, classes, args.allow_pickle) if args.features else None
     discriminator = load_reference_multiscale_discriminator(args.discriminator) if args.discriminator else None
     size = args.image_size * 2 if len(args.image_size) == 1 else args.image_size

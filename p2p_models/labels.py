@@ -10,6 +10,11 @@ from PIL import Image
 from scipy import ndimage
 
 
+def class_count(label_nc: int, contain_dontcare_label: bool = False) -> int:
+    """The classes of a pix2pixHD label map: `label_nc`, plus the one id 255 (don't care) becomes if kept."""
+    return label_nc + int(contain_dontcare_label)
+
+
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, 1, H, W) integer ids in [0, num_classes) -> (B, num_classes, H, W) float one-hot."""
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -39,17 +44,23 @@ def boundary_fraction(ids: np.ndarray) -> float:
     return float(instance_boundaries(torch.from_numpy(ids)[None, None]).mean())
 
 
+def instance_means(features: torch.Tensor, inverse: torch.Tensor, count: int) -> torch.Tensor:
+    """The mean feature of each of `count` instances, in one pass: (N, C) features, (N,) instance
+    indices in [0, count) (e.g. `torch.unique(..., return_inverse=True)`'s) -> (count, C)."""
+    sums = torch.zeros(count, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, inverse, features)
+    return sums / torch.bincount(inverse, minlength=count).to(features.dtype)[:, None]
+
+
 def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
     """Replace every pixel's feature by the mean over its instance (pix2pixHD's instance-wise
     average pooling): (B, C, H, W), (B, 1, H, W) ids -> (B, C, H, W)."""
     out = torch.empty_like(features)
     for b in range(features.shape[0]):
         ids, inverse = torch.unique(instances[b, 0], return_inverse=True)
-        flat = features[b].flatten(1).T  # (HW, C)
-        sums = torch.zeros(len(ids), flat.shape[1], dtype=flat.dtype, device=flat.device)
-        sums.index_add_(0, inverse.flatten(), flat)
-        counts = torch.bincount(inverse.flatten(), minlength=len(ids)).to(flat.dtype)
-        out[b] = (sums / counts[:, None])[inverse.flatten()].T.reshape(features.shape[1:])
+        inverse = inverse.flatten()
+        means = instance_means(features[b].flatten(1).T, inverse, len(ids))  # (instances, C)
+        out[b] = means[inverse].T.reshape(features.shape[1:])
     return out
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .pipelines import eval_mode, size_rule
+from .modes import eval_mode
 
 
 def require(*packages: str) -> None:
@@ -21,10 +21,10 @@ def require(*packages: str) -> None:
 def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18) -> None:
     """Write the generator in eval mode (dropout off, BatchNorm running statistics) to `path` with
     `torch.onnx.export` (dynamo): input `x` (batch, C_in, H, W), output `y` (batch, C_out, H, W),
-    with dynamic batch, H and W (any multiples of the generator's factor from `size_rule`, up to
-    4096). It is traced at two factors per side, so that no size is specialised."""
+    with dynamic batch, H and W (any multiples of the generator's `downsampling_factor` from its
+    `min_size`, up to 4096). It is traced at two factors per side, so that no size is specialised."""
     require("onnx", "onnxscript")
-    factor, minimum = size_rule(generator)
+    factor, minimum = generator.downsampling_factor, generator.min_size
     dims = [factor * torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w")]
     x = torch.zeros(1, generator.config.in_channels, 2 * factor, 2 * factor, device=generator.device,
                     dtype=generator.dtype)

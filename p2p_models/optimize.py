@@ -5,6 +5,8 @@ import copy
 import torch
 from torch import nn
 
+from .blocks import Dropout
+
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """A copy of `model` with every BatchNorm that directly follows a conv (or transposed conv)
@@ -70,13 +72,13 @@ class PackedConv2d(nn.Module):
         return op(x, weight, self.conv.bias, *self.args, "none", [], "")
 
 
-class ContiguousDropout(nn.Dropout):
-    """Dropout on a contiguous copy of its input: its mask is drawn in (B, C, H, W) order whatever
-    the input's memory layout (packed convolutions return channels-last tensors), so a seed gives
-    the same mask as in the plain model."""
+class ContiguousDropout(Dropout):
+    """`blocks.Dropout` that, drawing from torch's global RNG, drops a contiguous copy of its input:
+    the mask comes in (B, C, H, W) order whatever the input's memory layout (packed convolutions
+    return channels-last tensors), so a seed gives the plain model's mask, as a generator does."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.contiguous())
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return super().forward(x if generator is not None else x.contiguous(), generator)
 
 
 def packable(module: nn.Module) -> bool:
@@ -97,6 +99,6 @@ def fast_cpu_copy(model: nn.Module, deterministic: bool) -> nn.Module:
         for name, child in list(parent.named_children()):
             if packable(child):
                 setattr(parent, name, PackedConv2d(child))
-            elif type(child) is nn.Dropout:
+            elif type(child) in (nn.Dropout, Dropout):
                 setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
     return model

@@ -10,8 +10,9 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, OutputTanh, P2PModelMixin, conv_bias, init_weights, norm_layer
+from .blocks import NORMS, Dropout, OutputTanh, conv_bias, init_weights, norm_layer
 from .efficientnet import LEVEL_CHANNELS, EfficientNetLite0, load_imagenet_weights
+from .modeling_utils import P2PModelMixin
 
 ENCODERS = ("unet", "efficientnet-lite0")
 
@@ -31,8 +32,9 @@ class UNetDownBlock(nn.Module):
 
 
 class UNetUpBlock(nn.Module):
-    """ReLU -> ConvTranspose 4x4 stride 2 -> norm (Tanh for the outermost) -> optional Dropout(0.5):
-    (B, C_in, H, W) -> (B, C_out, 2H, 2W). C_in counts the concatenated skip channels."""
+    """ReLU -> ConvTranspose 4x4 stride 2 -> norm (Tanh for the outermost) -> optional Dropout(0.5),
+    its mask drawn from `generator` if given: (B, C_in, H, W) -> (B, C_out, 2H, 2W). C_in counts the
+    concatenated skip channels."""
 
     def __init__(self, in_channels, out_channels, norm, outermost=False, dropout=False, tanh=True):
         super().__init__()
@@ -40,10 +42,11 @@ class UNetUpBlock(nn.Module):
         self.act = nn.ReLU()
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
         self.norm = (OutputTanh() if tanh else nn.Identity()) if outermost else norm_layer(norm, out_channels)
-        self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
+        self.dropout = Dropout(0.5) if dropout else None
 
-    def forward(self, x):
-        return self.dropout(self.norm(self.conv(self.act(x))))
+    def forward(self, x, generator=None):
+        h = self.norm(self.conv(self.act(x)))
+        return h if self.dropout is None else self.dropout(h, generator)
 
 
 class EfficientNetEncoder(nn.Module):
@@ -85,7 +88,8 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
             `load_imagenet_encoder()`; a saved one holds them. H and W must still be divisible by
             2**num_downs.
 
-    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W).
+    Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W); `generator` (a
+    `torch.Generator`, optional) draws the dropout masks in training mode, else torch's global RNG.
     """
 
     @register_to_config
@@ -142,8 +146,18 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         load_imagenet_weights(self.backbone.network)
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.config.num_downs
+    @property
+    def downsampling_factor(self) -> int:
+        """Input height and width must be multiples of this (2**num_downs)."""
+        return 2**self.config.num_downs
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input height and width (one factor: the innermost level is 1x1)."""
+        return self.downsampling_factor
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        factor = self.downsampling_factor
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
                 f"input size {tuple(x.shape[-2:])} must be divisible by 2**num_downs = {factor} in both dimensions"
@@ -153,9 +167,9 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         for down in self.down_blocks:
             h = down(h)
             skips.append(h)
-        h = self.up_blocks[-1](skips[-1])
+        h = self.up_blocks[-1](skips[-1], generator)
         for k in range(len(self.up_blocks) - 2, -1, -1):
-            h = self.up_blocks[k](torch.cat([skips[k], h], dim=1))
+            h = self.up_blocks[k](torch.cat([skips[k], h], dim=1), generator)
         return h
 
 

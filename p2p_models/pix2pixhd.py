@@ -11,8 +11,9 @@ from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a compon
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .blocks import NORMS, OutputTanh, P2PModelMixin, ResnetBlock, init_weights, norm_layer
+from .blocks import NORMS, OutputTanh, ResnetBlock, init_weights, norm_layer
 from .labels import instance_average
+from .modeling_utils import P2PModelMixin
 
 
 def _check_norm(norm):
@@ -45,7 +46,18 @@ def _encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, n
     return layers + [*_conv7(ngf, out_channels), OutputTanh()]
 
 
-class GlobalGenerator(P2PModelMixin, ConfigMixin):
+class EncoderDecoderSizes:
+    """The input sizes an encoder-decoder takes, from its `downsampling_factor` (set by each model):
+    multiples of the factor, at least two factors (the innermost reflection pads need 2 pixels)."""
+
+    downsampling_factor: int
+
+    @property
+    def min_size(self) -> int:
+        return 2 * self.downsampling_factor
+
+
+class GlobalGenerator(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     """G1: (B, in_channels, H, W) -> (B, out_channels, H, W) in [-1, 1]; H and W divisible by
     2**n_downsampling.
 
@@ -61,11 +73,15 @@ class GlobalGenerator(P2PModelMixin, ConfigMixin):
         self.layers = nn.Sequential(*_encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, norm))
         init_weights(self)
 
+    @property
+    def downsampling_factor(self) -> int:
+        return 2**self.config.n_downsampling
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
-class LocalEnhancer(P2PModelMixin, ConfigMixin):
+class LocalEnhancer(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     """G2 = G1 (its output layers dropped) run on the input downsampled 2**n_local_enhancers times,
     plus one enhancer per factor 2: a front-end at that resolution whose features are summed
     element-wise with the coarser stage's last feature map, then residual blocks and upsampling.
@@ -117,6 +133,11 @@ class LocalEnhancer(P2PModelMixin, ConfigMixin):
         state = {k: v for k, v in global_generator.layers.state_dict().items()
                  if int(k.split(".")[0]) < len(self.global_layers)}
         self.global_layers.load_state_dict(state)
+
+    @property
+    def downsampling_factor(self) -> int:
+        """G1's factor on the input downsampled 2**n_local_enhancers times."""
+        return 2 ** (self.config.n_downsample_global + self.config.n_local_enhancers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pyramid = [x]
@@ -180,7 +201,7 @@ class MultiscaleDiscriminator(P2PModelMixin, ConfigMixin):
         return results
 
 
-class FeatureEncoder(P2PModelMixin, ConfigMixin):
+class FeatureEncoder(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     """E: a real image -> a `feat_num`-channel feature map, averaged within each instance.
     Forward: image (B, in_channels, H, W), instances (B, 1, H, W) ids -> (B, feat_num, H, W).
 
@@ -194,6 +215,10 @@ class FeatureEncoder(P2PModelMixin, ConfigMixin):
         _check_norm(norm)
         self.layers = nn.Sequential(*_encoder_decoder(in_channels, feat_num, nef, n_downsampling, 0, norm))
         init_weights(self)
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2**self.config.n_downsampling
 
     def forward(self, image: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
         return instance_average(self.layers(image), instances)

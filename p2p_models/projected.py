@@ -9,9 +9,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .blocks import P2PModelMixin
 from .color import model_lab_to_rgb
 from .efficientnet import LEVEL_CHANNELS, EfficientNetLite0, load_imagenet_weights
+from .modeling_utils import P2PModelMixin
 
 SCALES = (1, 2, 3, 4)  # EfficientNet-Lite0 outputs at 1/4, 1/8, 1/16, 1/32 (24, 40, 112, 320 channels)
 

@@ -5,7 +5,7 @@ import torch
 from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a component's base class in its module
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
-from .blocks import P2PModelMixin
+from .modeling_utils import P2PModelMixin
 
 
 def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 100) -> torch.Tensor:

@@ -10,7 +10,8 @@ from PIL import Image
 from test_pipeline import arr, make_pipe, photo
 from test_pix2pixhd import hd_pipe, scene
 
-from p2p_models import Pix2PixPipeline
+from p2p_models import FeatureEncoder, GlobalGenerator, LocalEnhancer, Pix2PixPipeline, UNetGenerator
+from p2p_models.pipelines import size_rule
 from p2p_models.tiling import blend_window, reflect_pad, run_padded, run_tiled, tile_starts
 
 
@@ -44,6 +45,21 @@ def test_tiled_and_padded_runs_equal_a_whole_run_for_a_pointwise_network():
         run_tiled(net, x, (60, 64), 8, 32)
     with pytest.raises(ValueError, match=r"tile_overlap must lie in \[0, 64\)"):
         run_tiled(net, x, (64, 64), 64, 32)
+
+
+@pytest.mark.parametrize("model, factor, minimum", [
+    (UNetGenerator(num_downs=6, ngf=8), 64, 64),  # the innermost level is 1x1
+    (GlobalGenerator(5, ngf=4, n_downsampling=2, n_blocks=1), 4, 8),  # its innermost reflection pads need 2 pixels
+    (LocalEnhancer(5, ngf=4, n_downsample_global=2, n_blocks_global=1, n_local_enhancers=1, n_blocks_local=1), 8, 16),
+    (FeatureEncoder(3, 3, nef=4, n_downsampling=3), 8, 16),
+])
+def test_each_model_states_its_sizes(model, factor, minimum):
+    assert (model.downsampling_factor, model.min_size) == (factor, minimum)
+    net = model.layers if isinstance(model, FeatureEncoder) else model
+    size = (minimum, minimum + factor)
+    assert net(torch.zeros(1, model.config.in_channels, *size)).shape[-2:] == size
+    with pytest.warns(FutureWarning, match="downsampling_factor"):
+        assert size_rule(model) == (factor, minimum)
 
 
 def lively_pipe():

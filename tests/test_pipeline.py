@@ -269,3 +269,11 @@ def test_nan_weights_give_an_error_not_a_black_image(pipe):
 def test_empty_images_are_named(pipe):
     with pytest.raises(ValueError, match="image 0: is empty \\(0x5\\)"):
         pipe(Image.new("RGB", (0, 5)))
+
+
+def test_seed_is_a_deprecated_shorthand_for_a_generator(pipe):
+    image = photo()
+    with pytest.warns(FutureWarning, match="seed= is deprecated") as caught:
+        a = pipe(image, seed=3).images[0]
+    assert caught[0].filename == __file__  # the caller's line
+    assert np.array_equal(arr(a), arr(pipe(image, generator=torch.Generator().manual_seed(3)).images[0]))

@@ -368,3 +368,12 @@ def test_styles_for_classes_or_instances_the_map_lacks_are_errors_not_ignored():
         pipe(labels, instance_styles={26001: 5})
     styled = pipe(labels, styles={3: 1, 7: "random"}, instance_styles={8000: 2}, seed=0).images[0]  # present ids work
     assert not np.array_equal(np.asarray(styled), np.asarray(pipe(labels, seed=0).images[0]))
+
+
+def test_seed_is_a_deprecated_shorthand_for_a_generator():
+    pipe = hd_pipe()
+    labels, inst = scene()
+    with pytest.warns(FutureWarning, match="seed= is deprecated") as caught:
+        a = np.asarray(pipe(labels, inst, seed=4).images[0])
+    assert caught[0].filename == __file__  # the caller's line
+    assert np.array_equal(a, np.asarray(pipe(labels, inst, generator=torch.Generator().manual_seed(4)).images[0]))

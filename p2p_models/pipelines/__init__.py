@@ -1,11 +1,13 @@
 """Inference pipelines (diffusers `DiffusionPipeline`s): one file per pipeline, the image and
 label-map processing they share, and the Hub / model-card code."""
 
+from ..backends import BACKENDS
+from ..modes import eval_mode, paper_test_mode
 from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, check_image
 from .label_processor import ID_MODES, LabelMapProcessor
 from .pipeline_pix2pix import Pix2PixPipeline
 from .pipeline_pix2pixhd import Pix2PixHDPipeline
-from .pipeline_utils import BACKENDS, MAX_SEED, P2PPipeline, eval_mode, paper_test_mode, size_rule
+from .pipeline_utils import MAX_SEED, P2PPipeline, size_rule
 
 __all__ = [
     "BACKENDS",

@@ -1,6 +1,6 @@
 """`Pix2PixPipeline`: pix2pix image-to-image translation."""
 
-import contextlib
+import functools
 
 import numpy as np
 import torch
@@ -21,7 +21,13 @@ from .image_processor import (
     to_array,
 )
 from .label_processor import LabelMapProcessor, class_names_of
-from .pipeline_utils import P2PPipeline, check_finite, check_working_size, prepare_generators, size_rule
+from .pipeline_utils import (
+    P2PPipeline,
+    check_finite,
+    check_working_size,
+    generator_on,
+    prepare_generators,
+)
 
 
 class Pix2PixPipeline(P2PPipeline):
@@ -60,7 +66,7 @@ class Pix2PixPipeline(P2PPipeline):
     ):
         super().__init__()
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
-        check_working_size(size, 2**generator.config.num_downs, "2**num_downs")
+        check_working_size(size, generator.downsampling_factor, "2**num_downs")
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
         if resample not in RESAMPLE:
@@ -151,10 +157,10 @@ class Pix2PixPipeline(P2PPipeline):
                 or (B, C, H, W) (float in [0, 1]), or a list of these; C = 1 or 3; any size. Arrays and
                 tensors are taken as 8-bit images.
             generator: draws the dropout noise: a `torch.Generator` (shared by the images in turn) or
-                a list of one per image; the same generator state gives the same output. An image's
-                output depends only on it and its generator. A generator on the pipeline's device is
-                used directly; one on another device seeds it with a number drawn from it. `None`
-                draws from torch's global RNG.
+                a list of one per image; the same generator state gives the same output, in any
+                thread. An image's output depends only on it and its generator. A generator on the
+                pipeline's device draws the masks directly; one on another device seeds a generator
+                there with a number drawn from it. `None` draws from torch's global RNG.
             deterministic: `False` (default) samples as the paper and the reference test script do:
                 dropout on and BatchNorm using the test image's own statistics, so different
                 generators give different plausible outputs. `True` runs in eval mode (dropout off,
@@ -172,7 +178,8 @@ class Pix2PixPipeline(P2PPipeline):
                 (float32 (B, C, H, W) in [0, 1], on the CPU); arrays and tensors of different sizes
                 (`keep_size` with inputs of different sizes) come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
-            seed: shorthand for `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
+            seed: deprecated (a FutureWarning): shorthand for
+                `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
                 a list of one per image), an integer in [0, 2**64).
 
         Returns:
@@ -209,7 +216,7 @@ class Pix2PixPipeline(P2PPipeline):
         mode `__call__` documents (one image at a time, image i drawing from `generators[i]`). H and W
         are multiples of 2**num_downs for `size_mode="resize"`, any size for `native` and `tiled`
         (`tiled`: tiles of `tile` (height, width) overlapping by `overlap`)."""
-        factor, minimum = size_rule(self.generator)
+        factor, minimum = self.generator.downsampling_factor, self.generator.min_size
 
         def run(net, t):
             return run_at_size(net, t, size_mode, factor, tile, overlap, minimum)
@@ -217,35 +224,9 @@ class Pix2PixPipeline(P2PPipeline):
         with self.generator_runner(deterministic) as net:
             if deterministic:
                 return run(net, x)
-            outputs = []
-            for xi, gi in zip(x, generators):
-                with self._global_rng_from(gi):
-                    outputs.append(run(net, xi[None]))
+            outputs = [run(functools.partial(net, generator=generator_on(g, self.device)), xi[None])
+                       for xi, g in zip(x, generators)]
         return torch.cat(outputs)
-
-    @contextlib.contextmanager
-    def _global_rng_from(self, generator: torch.Generator | None):
-        """Run with torch's global RNG for the pipeline's device (dropout draws from it) set to
-        `generator`'s state, then advance `generator` past what was drawn, so a reused generator gives
-        new noise; the global RNG is restored. A generator on another device seeds it instead."""
-        if generator is None:
-            yield
-            return
-        device = self.device
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        same = generator.device.type == device.type and (generator.device.index or 0) == (device.index or 0)
-        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-            if not same or device.type not in ("cpu", "cuda"):
-                torch.manual_seed(int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device)))
-                yield
-            elif cuda:
-                torch.cuda.set_rng_state(generator.get_state(), cuda[0])
-                yield
-                generator.set_state(torch.cuda.get_rng_state(cuda[0]))
-            else:
-                torch.set_rng_state(generator.get_state())
-                yield
-                generator.set_state(torch.get_rng_state())
 
     def model_card(self, repo_id: str | None = None) -> str:
         """A Hub model card (README.md) describing this pipeline."""

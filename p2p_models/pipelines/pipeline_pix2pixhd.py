@@ -5,7 +5,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
-from ..labels import instance_boundaries, one_hot
+from ..labels import class_count, instance_boundaries, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
@@ -19,7 +19,7 @@ from .image_processor import (
     to_array,
 )
 from .label_processor import LabelMapProcessor, class_names_of
-from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators, size_rule
+from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators
 
 
 class Pix2PixHDPipeline(P2PPipeline):
@@ -61,7 +61,7 @@ class Pix2PixHDPipeline(P2PPipeline):
         super().__init__()
         if label_nc < 1:
             raise ValueError(f"label_nc must be at least 1, got {label_nc}")
-        classes = label_nc + int(contain_dontcare_label)
+        classes = class_count(label_nc, contain_dontcare_label)
         feat_source = style_bank if style_bank is not None else encoder
         feat_num = feat_source.config.feat_num if feat_source is not None else 0
         expected = classes + int(use_instance) + feat_num
@@ -70,7 +70,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                 f"the generator takes {generator.config.in_channels} channels, but {classes} classes + "
                 f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
-        check_working_size(list(image_size), size_rule(generator)[0], "the generator's downsampling factor")
+        check_working_size(list(image_size), generator.downsampling_factor, "the generator's downsampling factor")
         self.label_processor = LabelMapProcessor(
             classes, palette, class_names_of(id2label, classes), countable_classes,
             label_nc if contain_dontcare_label else None, label_mappings)
@@ -87,7 +87,7 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     @property
     def num_classes(self) -> int:
-        return self.config.label_nc + int(self.config.contain_dontcare_label)
+        return class_count(self.config.label_nc, self.config.contain_dontcare_label)
 
     def label_and_instance_ids(self, label_map, instance_map=None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, instances): checked (H, W) int64 ids at the label map's own size, within
@@ -120,11 +120,10 @@ class Pix2PixHDPipeline(P2PPipeline):
                 raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
             h, w = labels.shape[-2:]
             photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
-            x = torch.from_numpy(to_array(photo))[None].to(self.device, self.encoder.dtype) * 2 - 1
-            factor = 2**self.encoder.config.n_downsampling
-            features = run_padded(self.encoder.layers, x, factor, 2 * factor).float()[0].flatten(1).T  # (HW, feat)
-            sums = torch.zeros(len(ids), feat_num, device=features.device).index_add_(0, inverse, features)
-            encoded = sums / torch.bincount(inverse, minlength=len(ids))[:, None]
+            encoder = self.encoder
+            x = torch.from_numpy(to_array(photo))[None].to(self.device, encoder.dtype) * 2 - 1
+            features = run_padded(encoder.layers, x, encoder.downsampling_factor, encoder.min_size)
+            encoded = instance_means(features.float()[0].flatten(1).T, inverse, len(ids))  # (instances, feat)
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
         styles, instance_styles = styles or {}, instance_styles or {}
         self.check_style_ids(styles, instance_styles, majority, ids.tolist())
@@ -198,7 +197,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             output_type: `pil`, `np` (float32 (B, H, W, C) in [0, 1]) or `pt` (float32 (B, C, H, W)
                 in [0, 1], on the CPU); arrays and tensors of different sizes come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
-            seed: shorthand for `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
+            seed: deprecated (a FutureWarning): shorthand for
+                `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
                 one per map), an integer in [0, 2**64).
         """
         check_output_type(output_type)
@@ -233,7 +233,7 @@ class Pix2PixHDPipeline(P2PPipeline):
             parts.append(instance_boundaries(instances))
         if self.style_bank is not None or self.encoder is not None:
             parts.append(self.style_features(labels, instances, styles, instance_styles, style_image, seed))
-        factor, minimum = size_rule(self.generator)
+        factor, minimum = self.generator.downsampling_factor, self.generator.min_size
         with self.generator_runner() as net:
             return run_at_size(net, torch.cat(parts, 1).to(self.generator.dtype), size_mode, factor,
                                tile or self.working_size, overlap, minimum)

@@ -1,10 +1,11 @@
-"""`P2PPipeline`: the Hub plumbing, backends and run modes the p2p pipelines share."""
+"""`P2PPipeline`: the Hub plumbing and call checks the p2p pipelines share (how the generator runs is
+`backends.GeneratorBackend`)."""
 
-import contextlib
 import importlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,7 @@ from diffusers import DiffusionPipeline
 from huggingface_hub import HfApi, snapshot_download
 from torch import nn
 
-from ..optimize import fast_cpu_copy
-from ..pix2pix import UNetGenerator
-from ..pix2pixhd import LocalEnhancer
+from ..backends import GeneratorBackend
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -36,42 +35,14 @@ except ImportError as e:
         "module) installed: `pip install -e .` in a checkout of p2p"
     ) from e
 '''
-BACKENDS = ("torch", "fast", "onnxruntime")
 MAX_SEED = 2**64  # seeds lie in [0, MAX_SEED): what both torch and numpy accept
 
 
-@contextlib.contextmanager
-def paper_test_mode(model: nn.Module):
-    """Run `model` as pix2pix's reference test script does (no `--eval`): dropout on, BatchNorm
-    normalising with the batch's own statistics. Running statistics are neither used nor updated."""
-    saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in model.modules()]
-    try:
-        for m in model.modules():
-            if isinstance(m, nn.Dropout):
-                m.train()
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train()
-                m.track_running_stats = False
-            else:
-                m.eval()
-        yield
-    finally:
-        for m, training, track in saved:
-            m.train(training)
-            if track is not None:
-                m.track_running_stats = track
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Plain eval mode (dropout off, BatchNorm running statistics), restored afterwards."""
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, training in saved:
-            m.train(training)
+def pipeline_class_name(index: dict) -> str | None:
+    """The class a model_index.json's `_class_name` names: [module, class], as diffusers writes a custom
+    pipeline's (and `write_loader_code` ours), or a bare class name."""
+    name = index.get("_class_name")
+    return name[1] if isinstance(name, (list, tuple)) and len(name) == 2 else name
 
 
 def check_seed(seed) -> int | None:
@@ -85,11 +56,13 @@ def check_seed(seed) -> int | None:
 
 def prepare_generators(generator, seed, count: int, device: str | torch.device = "cpu") -> list:
     """One `torch.Generator` (or None: torch's global RNG) per image: `generator` (one, shared by the
-    images in turn, or a list of one per image), or `seed` (an int or one per image, shorthand for
-    `torch.Generator(device).manual_seed(seed)`)."""
+    images in turn, or a list of one per image), or the deprecated `seed` (an int or one per image,
+    shorthand for `torch.Generator(device).manual_seed(seed)`)."""
     if generator is not None and seed is not None:
         raise ValueError("pass generator or seed, not both (seed=s is shorthand for a generator seeded with s)")
     if seed is not None:
+        warnings.warn("seed= is deprecated: pass generator=torch.Generator().manual_seed(seed) (or a list of one "
+                      "generator per image), as in diffusers", FutureWarning, stacklevel=4)
         if isinstance(seed, (list, tuple)):
             if len(seed) != count:
                 raise ValueError(f"seed: got {len(seed)} seeds for {count} images")
@@ -105,6 +78,15 @@ def prepare_generators(generator, seed, count: int, device: str | torch.device =
     return generators
 
 
+def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """`generator` if it is on `device` (or None), else a new generator there seeded with a number
+    drawn from it (so reusing `generator` still gives new noise)."""
+    if generator is None or (generator.device.type, generator.device.index or 0) == (device.type, device.index or 0):
+        return generator
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device).manual_seed(seed)
+
+
 def check_finite(output: torch.Tensor) -> torch.Tensor:
     """The generator's output, or an error if it holds NaN or infinite values (black images otherwise)."""
     if not torch.isfinite(output).all():
@@ -116,14 +98,10 @@ def check_finite(output: torch.Tensor) -> torch.Tensor:
 
 
 def size_rule(generator: nn.Module) -> tuple[int, int]:
-    """(factor, minimum): the generator's input height and width must be multiples of `factor` and
-    at least `minimum` (pix2pixHD's innermost reflection pads need 2 pixels, so 2 factors)."""
-    c = generator.config
-    if isinstance(generator, UNetGenerator):
-        return 2**c.num_downs, 2**c.num_downs
-    factor = 2 ** (c.n_downsample_global + c.n_local_enhancers) if isinstance(generator, LocalEnhancer) \
-        else 2**c.n_downsampling
-    return factor, 2 * factor
+    """Deprecated: `(generator.downsampling_factor, generator.min_size)`, which each model states."""
+    warnings.warn("size_rule(generator) is deprecated: use generator.downsampling_factor and generator.min_size",
+                  FutureWarning, stacklevel=2)
+    return generator.downsampling_factor, generator.min_size
 
 
 def check_working_size(size: list[int], factor: int, factor_name: str) -> list[int]:
@@ -138,46 +116,28 @@ def check_working_size(size: list[int], factor: int, factor_name: str) -> list[i
 
 class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
-    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`.
+    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`. Its four
+    overrides of `DiffusionPipeline` each start with what diffusers can't do for a pipeline whose
+    components live in another library.
 
     `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed,
     whatever the `size_mode`; set it on an instance (`pipe.max_pixels = None` lifts it).
     `set_backend` picks how the generator runs (plain PyTorch, the fast CPU path, ONNX Runtime)."""
 
     max_pixels: int | None = MAX_PIXELS
-    backend = "torch"
-    _onnx = None
-    _fast = None
+    _backend = GeneratorBackend()  # plain PyTorch, which holds no state; `set_backend` gives an instance its own
+
+    @property
+    def backend(self) -> str:
+        """How the generator runs: one of `BACKENDS` (see `set_backend`)."""
+        return self._backend.name
 
     def set_backend(self, backend: str = "torch", onnx_model: str | os.PathLike | None = None) -> None:
-        """How the generator runs:
-
-        - `torch`: plain PyTorch (the default).
-        - `fast`: on a CPU in float32, the generator with its convolution weights packed for oneDNN
-          once per input shape, and BatchNorm folded into the convolutions for deterministic calls
-          (`optimize.fast_cpu_copy`, rebuilt when the weights change). Same outputs as `torch`
-          within 1e-4 ([-1, 1] scale), same seeds; on CUDA or in half precision it is `torch`.
-        - `onnxruntime`: the eval-mode generator in ONNX Runtime: `onnx_model` (a file written by
-          `p2p export-onnx`), or exported now. Deterministic calls only (pix2pix: `deterministic=True`).
-        """
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if onnx_model is not None and backend != "onnxruntime":
-            raise ValueError("onnx_model is only used by the onnxruntime backend")
-        self._onnx = self._fast = None
-        if backend == "onnxruntime":
-            from ..onnx_export import OnnxGenerator, export_onnx
-
-            if onnx_model is None:
-                folder = tempfile.mkdtemp(prefix="p2p-onnx-")
-                onnx_model = Path(folder) / "generator.onnx"
-                export_onnx(self.generator, onnx_model)
-            self._onnx = OnnxGenerator(onnx_model)
-            channels = self._onnx.session.get_inputs()[0].shape[1]
-            if channels != self.generator.config.in_channels:
-                raise ValueError(f"{onnx_model}: the ONNX model takes {channels} channels, this pipeline's generator "
-                                 f"{self.generator.config.in_channels}")
-        self.backend = backend
+        """How the generator runs: `torch` (plain PyTorch, the default), `fast` (CPU float32: packed oneDNN
+        convolutions, BatchNorm folded for deterministic calls; the same outputs within 1e-4 and the same
+        seeds) or `onnxruntime` (the eval-mode generator exported, or `onnx_model` from `p2p export-onnx`;
+        deterministic calls only). See `backends.GeneratorBackend`."""
+        self._backend = GeneratorBackend(backend, self.generator, onnx_model)
 
     def optimize_for_inference(self, device: str | torch.device | None = None):
         """Move to the fastest place that keeps quality and return the pipeline: CUDA (or `device`)
@@ -188,31 +148,17 @@ class P2PPipeline(DiffusionPipeline):
         self.to(device, torch.float32).set_backend("fast")
         return self
 
-    @contextlib.contextmanager
     def generator_runner(self, deterministic: bool = True):
-        """The generator as a callable for the current backend: (B, C_in, H, W) -> (B, C_out, H, W),
-        in eval mode if `deterministic`, else in `paper_test_mode`."""
-        if self.backend == "onnxruntime":
-            if not deterministic:
-                raise ValueError("the onnxruntime backend runs the exported eval-mode generator (no dropout, running "
-                                 "BatchNorm statistics): use deterministic=True, or the torch or fast backend")
-            yield self._onnx
-            return
-        module = self.generator
-        if self.backend == "fast" and self.device.type == "cpu" and module.dtype == torch.float32:
-            state = (id(module), *((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())))
-            if self._fast is None or self._fast[0] != state:  # new or changed weights: new copies
-                self._fast = (state, {})
-            copies = self._fast[1]
-            if deterministic not in copies:
-                copies[deterministic] = fast_cpu_copy(module, deterministic)
-            module = copies[deterministic]
-        with (eval_mode if deterministic else paper_test_mode)(module):
-            yield module
+        """The generator as a callable for the current backend, a context manager: (B, C_in, H, W) ->
+        (B, C_out, H, W), in eval mode if `deterministic`, else in `paper_test_mode`."""
+        return self._backend.runner(self.generator, deterministic)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
+        """Why overridden: diffusers' Hub download refuses components of a library it doesn't know, and its
+        loader would import each component from the folder's code rather than the installed p2p_models.
+
+        Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
         downloaded with `snapshot_download`: `revision`, `cache_dir`, `token`, `local_files_only` and
         `force_download` are passed on; its .py files are neither downloaded nor run). `torch_dtype`
         (or `dtype`), `variant` and `use_safetensors` apply to every component."""
@@ -247,15 +193,19 @@ class P2PPipeline(DiffusionPipeline):
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """`ConfigMixin.load_config`, reading model_index.json's `_class_name` [module, class] as the class."""
+        """Why overridden: diffusers reads a [module, class] `_class_name` as a custom pipeline file to import.
+
+        `ConfigMixin.load_config`, reading model_index.json's `_class_name` [module, class] as the class."""
         out = super().load_config(*args, **kwargs)
         config = out[0] if isinstance(out, tuple) else out
-        if isinstance(config.get("_class_name"), (list, tuple)):
-            config["_class_name"] = config["_class_name"][1]
+        config["_class_name"] = pipeline_class_name(config)
         return out
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none, and
+        """Why overridden: diffusers writes no model card for a pipeline outside it, nor the loader files
+        that `trust_remote_code` loading needs.
+
+        `DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none, and
         the files `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs (see
         `write_loader_code`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -275,7 +225,9 @@ class P2PPipeline(DiffusionPipeline):
         max_shard_size: str | int | None = None,
         model_card: str | None = None,
     ):
-        """Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
+        """Why overridden: diffusers' push writes its generic card (or the Hub repo's) as README.md, not ours.
+
+Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
         one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
         (default: `self.model_card(repo_id)`). Returns the commit info."""
         api = HfApi(token=token)
@@ -315,7 +267,7 @@ def write_loader_code(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     path = folder / "model_index.json"
     index = json.loads(path.read_text())
-    name = index["_class_name"][1] if isinstance(index["_class_name"], list) else index["_class_name"]
+    name = pipeline_class_name(index)
     index["_class_name"] = [LOADER, name]
     path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     (folder / f"{LOADER}.py").write_text(LOADER_CODE.format(module="p2p_models", name=name))
