@@ -237,7 +237,7 @@ def build(name, variant, batch, quick, device):
                                image_size=256 // s).to(device)
         pipe.set_progress_bar_config(disable=True)
         image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (512 // s, 512 // s, 3), dtype=np.uint8))
-        return lambda: pipe(image, seed=0).images[0]
+        return lambda: pipe(image, generator=torch.Generator().manual_seed(0)).images[0]
     if name == "pix2pix_train_step":
         return pix2pix_step(quick, device)
     if name.startswith("train_unet_256"):  # train_unet_256_ngf<N>
@@ -321,13 +321,14 @@ def main(argv=None):
             capture_output=True, text=True, check=True).stdout)
 
 
-def interleaved(rows: list[tuple[str, str, int]], args) -> list[dict]:
-    """`rows` timed in one process, one call of each per round (`--repeats` rounds after warm-up), so
-    that other load on the machine slows them alike: the rows' medians (no memory column)."""
+def interleaved(rows: list[tuple[str, str, int]], args, warmups: int = 1) -> list[dict]:
+    """`rows` timed in one process, one call of each per round (`--repeats` rounds after `warmups`
+    calls of each), so that other load on the machine slows them alike: the rows' medians."""
     device = torch.device(args.device)
     fns = {row: build(*row, args.quick, device) for row in rows}
-    for fn in fns.values():
-        fn()
+    for _ in range(warmups):
+        for fn in fns.values():
+            fn()
     times = {row: [] for row in rows}
     for _ in range(args.repeats):
         for row, fn in fns.items():
@@ -361,18 +362,8 @@ def train_summary(results: list[dict], source: str) -> str:
 def compare(args) -> str:
     """The fast-path variants of unet_256 at batch 1 in one process, timed round-robin (one call of
     each per round, `--repeats` rounds after warm-up): a table and a summary."""
-    device = torch.device(args.device)
     variants = ("eager",) + tuple(v for v in FAST_PATH if not (args.quick and v == "compile_freezing"))
-    fns = {v: build("unet_256", v, 1, args.quick, device) for v in variants}
-    for fn in fns.values():
-        fn(), fn()
-    times = {v: [] for v in variants}
-    for _ in range(args.repeats):
-        for v, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[v].append((time.perf_counter() - start) * 1000)
-    ms = {v: statistics.median(t) for v, t in times.items()}
+    ms = {r["variant"]: r["ms"] for r in interleaved([("unet_256", v, 1) for v in variants], args, warmups=2)}
     lines = [f"\nunet_256, batch 1, {args.repeats} interleaved rounds in one process (median ms):",
              "| variant | ms / call | reference / variant |", "|---|---:|---:|"]
     lines += [f"| {v} | {ms[v]:.1f} | {ms['reference'] / ms[v]:.2f}x |" for v in variants]
