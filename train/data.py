@@ -226,7 +226,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         files = [file_stamps(self.dataset.select(self.indices)[c]) for c in self.columns]
         key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, files, self.layout, self.columns,
                         self.direction, self.fixed_size())
-        self.cache = None
+        self.cache = None  # `decoded` builds it from the files
         self.cache = ArrayCache.build(Path(root) / key, len(self.indices), self.decoded, BadImageError)
 
     def augment(self, arrays: tuple[np.ndarray, ...], i: int) -> list[torch.Tensor]:
@@ -428,7 +428,7 @@ class LabelImageDataset(torch.utils.data.Dataset):
         files = [file_stamps(self.dataset.select(self.indices)[c]) for c in columns]
         key = cache_key(type(self).__name__, self.dataset._fingerprint, self.indices, files, columns, self.load_size,
                         self.size_factor, self.countable, self.label_nc, self.dontcare)
-        self.cache = None
+        self.cache = None  # `decoded` builds it from the files
         self.cache = ArrayCache.build(Path(root) / key, len(self.indices), self.decoded, BadImageError)
 
     def __getitem__(self, i):

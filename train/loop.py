@@ -115,7 +115,6 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
     seen = []
     progress = tqdm(total=max_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="steps")
     start_time, start_step = time.time(), global_step
-    time_limit = math.inf if args.max_train_minutes is None else args.max_train_minutes * 60
     stopped_early = False
     for epoch in range(first_epoch, total_epochs):
         if global_step >= max_steps:
@@ -140,9 +139,10 @@ def train_loop(accelerator: Accelerator, args, trainer: GANTrainer) -> None:
             progress.update(1)
             progress.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
             accelerator.log(logs, step=global_step)
-            if time.time() - start_time >= time_limit:
-                accelerator.set_trigger()  # any process out of time stops them all, at the same step
-            stopped_early = accelerator.check_trigger() and global_step < max_steps
+            if args.max_train_minutes is not None:  # the check is a collective op under DDP: only when asked
+                if time.time() - start_time >= args.max_train_minutes * 60:
+                    accelerator.set_trigger()  # any process out of time stops them all, at the same step
+                stopped_early = accelerator.check_trigger() and global_step < max_steps
             if global_step % args.checkpointing_steps == 0 or stopped_early:
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if global_step % args.validation_steps == 0 and accelerator.is_main_process:
