@@ -218,6 +218,21 @@ def test_colorization_recombines_ab_with_the_full_resolution_L():
         Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=32, color_space="lab")
 
 
+def test_lab_conversions_have_finite_gradients_at_black_and_out_of_gamut():
+    """Training backpropagates through Lab -> RGB (a projected D or the perceptual loss on colorization):
+    black, saturated and out-of-gamut colours must give finite gradients, not where's 0 * inf."""
+    from p2p_models.color import model_lab_to_rgb, rgb_to_lab
+
+    L = torch.tensor([-1.0, -1.0, 0.0, 1.0, 0.2]).view(1, 1, 5, 1).requires_grad_()
+    ab = torch.tensor([[0.0, 0.9, -1.0, 1.0, 0.0], [0.0, -0.9, 1.0, 1.0, 0.0]]).view(1, 2, 5, 1).requires_grad_()
+    model_lab_to_rgb(L, ab).sum().backward()
+    assert torch.isfinite(L.grad).all() and torch.isfinite(ab.grad).all()
+    rgb = torch.tensor([0.0, 0.01, 0.5, 1.0, -0.1, 1.1]).view(1, 1, 6, 1).expand(1, 3, 6, 1).clone().requires_grad_()
+    lab = rgb_to_lab(rgb)
+    lab.sum().backward()
+    assert torch.isfinite(lab).all() and torch.isfinite(rgb.grad).all()
+
+
 @pytest.fixture(scope="session")
 def bomb_png(tmp_path_factory) -> str:
     """A decompression bomb: a ~100 KB PNG of 10000x10000 pixels (100 MB once decoded)."""

@@ -59,6 +59,7 @@ def test_colorization_with_the_projected_discriminator_alone(tmp_path):
                       "--discriminator", "projected", "--lambda_perceptual", "1", "--diffaugment", "translation",
                       "--output_dir", str(out)])
     assert not (out / "discriminator").exists()
+    assert all(torch.isfinite(w).all() for w in generator_weights(out).values()), "training diverged to NaN"
     projected = ProjectedDiscriminator.from_pretrained(out / "projected_discriminator")
     assert (projected.config.in_channels, projected.config.image_channels) == (3, 2)
     pipe = Pix2PixPipeline.from_pretrained(out)
