@@ -10,7 +10,7 @@ from PIL import Image
 from ..color import model_lab_to_rgb, rgb_to_model_lab
 from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
-from .hub import pix2pix_card
+from .hub import PIX2PIX_TAGS, config_section, pix2pix_card
 from .image_processor import (
     RESAMPLE,
     batch_outputs,
@@ -53,6 +53,7 @@ class Pix2PixPipeline(P2PPipeline):
     """
 
     model_cpu_offload_seq = "generator"
+    card_tags = PIX2PIX_TAGS
 
     def __init__(
         self,
@@ -228,10 +229,10 @@ class Pix2PixPipeline(P2PPipeline):
                        for xi, g in zip(x, generators)]
         return torch.cat(outputs)
 
-    def model_card(self, repo_id: str | None = None) -> str:
-        """A Hub model card (README.md) describing this pipeline."""
+    def new_model_card(self, repo_id: str) -> str:
+        """A Hub model card (README.md) describing this pipeline and its config."""
         c = self.generator.config
         generator = f"UNetGenerator(num_downs={c.num_downs}, ngf={c.ngf}, norm={c.norm}, use_dropout={c.use_dropout})"
         h, w = self.working_size
-        return str(pix2pix_card(repo_id or "path/to/pipeline", f"{w}x{h}", self.config.direction,
-                                self.config.color_space, generator))
+        return str(pix2pix_card(repo_id, f"{w}x{h}", self.config.direction, self.config.color_space, generator,
+                                config_section(*self.config_for_card())))

@@ -9,7 +9,7 @@ from ..labels import class_count, instance_boundaries, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
-from .hub import pix2pixhd_card
+from .hub import PIX2PIXHD_TAGS, config_section, pix2pixhd_card
 from .image_processor import (
     batch_outputs,
     check_image,
@@ -43,6 +43,7 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     _optional_components = ["encoder", "style_bank"]
     model_cpu_offload_seq = "encoder->generator"
+    card_tags = PIX2PIXHD_TAGS
 
     def __init__(
         self,
@@ -238,8 +239,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             return run_at_size(net, torch.cat(parts, 1).to(self.generator.dtype), size_mode, factor,
                                tile or self.working_size, overlap, minimum)
 
-    def model_card(self, repo_id: str | None = None) -> str:
-        """A Hub model card (README.md) describing this pipeline."""
+    def new_model_card(self, repo_id: str) -> str:
+        """A Hub model card (README.md) describing this pipeline and its config."""
         h, w = self.working_size
-        return str(pix2pixhd_card(repo_id or "path/to/pipeline", f"{w}x{h}", type(self.generator).__name__,
-                                  self.num_classes, self.style_bank is not None))
+        return str(pix2pixhd_card(repo_id, f"{w}x{h}", type(self.generator).__name__, self.num_classes,
+                                  self.style_bank is not None, config_section(*self.config_for_card())))
