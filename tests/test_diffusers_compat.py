@@ -253,3 +253,31 @@ def test_the_progress_bar_runs_over_the_images_and_can_be_disabled(capsys):
     hd = hd_pipe()
     hd([scene()[0]] * 3, seed=0)
     assert "3/3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["facades", "camvid_hd"])
+def test_diffusers_step_arguments_and_offloading_say_what_they_do(name):
+    """A one-step GAN pipeline: num_inference_steps is ignored with a warning (same image), a step
+    callback and CPU offloading are refused with the reason (README: Use a pipeline)."""
+    pipe = P2PPipeline.from_pretrained(ROOT / "pretrained" / name)
+    pipe.set_progress_bar_config(disable=True)
+    example = "facades/103.png" if name == "facades" else "hd/camvid_0016E5_07997.png"
+    image = Image.open(ROOT / "examples" / example)
+    expected = np.asarray(pipe(image, generator=torch.Generator().manual_seed(0)).images[0])
+    with pytest.warns(UserWarning, match="num_inference_steps=50 is ignored: a GAN generator makes the image in one"):
+        out = pipe(image, generator=torch.Generator().manual_seed(0), num_inference_steps=50).images[0]
+    assert np.array_equal(np.asarray(out), expected)
+    with pytest.raises(ValueError, match="callback_on_step_end: a GAN pipeline has no denoising steps"):
+        pipe(image, callback_on_step_end=lambda *args: {})
+    for offload in (pipe.enable_model_cpu_offload, pipe.enable_sequential_cpu_offload):
+        with pytest.raises(NotImplementedError, match="offloading frees no accelerator memory; use pipe.to"):
+            offload()
+
+
+def test_loading_and_casting_print_no_float32_modules_warning(capfd):
+    """diffusers' ModelMixin.to warns "modules ... should be kept in float32: []" on every cast to a dtype."""
+    Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades").optimize_for_inference().to(dtype=torch.float16)
+    hd = Pix2PixHDPipeline.from_pretrained(ROOT / "pretrained" / "camvid_hd", torch_dtype=torch.float32)
+    hd.to("cpu", torch.float32)
+    err = capfd.readouterr().err
+    assert "kept in float32" not in err

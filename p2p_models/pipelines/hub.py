@@ -51,6 +51,29 @@ def hub_dataset_id(dataset: str | os.PathLike) -> str | None:
     return name
 
 
+def looks_local(name: str | os.PathLike) -> bool:
+    """Whether a model name that is no folder here was meant as one, not as a Hub id: an absolute, `.`,
+    `..` or `~` path, a name that is no valid Hub id (three parts, a backslash), or one whose owner part is
+    a folder here (`pretrained/nope` beside `pretrained/`)."""
+    text = str(name)
+    if os.path.isabs(text) or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text):
+        return True
+    return "/" in text and os.path.isdir(text.split("/")[0])
+
+
+def check_local_folder(name: str | os.PathLike) -> None:
+    """A clear, immediate error for a model name meant as a local folder (`looks_local`) that is not
+    a pipeline folder, rather than a Hub download that retries before failing."""
+    text = str(name)
+    if os.path.isdir(text):
+        if not os.path.isfile(os.path.join(text, "model_index.json")):
+            raise FileNotFoundError(f"{text}: no model_index.json in this folder (a pipeline folder, as "
+                                    "save_pretrained writes it, has one)")
+    elif looks_local(text):
+        raise FileNotFoundError(f"{text}: no such folder (expected a pipeline folder, or a Hub id such as "
+                                "user/model)")
+
+
 def public_path(path: str | os.PathLike) -> str:
     """A path as a card may show it: relative ones inside the working folder as they are, others
     (absolute, `~`, or reaching up with `..`) by their last component, so no machine's layout shows."""
@@ -87,7 +110,8 @@ def config_section(pipeline_config: dict, components: dict[str, tuple[str, dict]
     """The card's record of a pipeline's config: model_index.json's settings and each component's
     class and config, as JSON."""
     lines = ["## Config", "", f"Pipeline: `{json.dumps(pipeline_config, sort_keys=True)}`", ""]
-    lines += [f"- `{name}`: `{cls}` `{json.dumps(config, sort_keys=True)}`" for name, (cls, config) in components.items()]
+    lines += [f"- `{name}`: `{cls}` `{json.dumps(config, sort_keys=True)}`"
+              for name, (cls, config) in components.items()]
     return "\n".join(lines)
 
 

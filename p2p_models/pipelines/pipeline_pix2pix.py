@@ -23,6 +23,7 @@ from .image_processor import (
 from .label_processor import LabelMapProcessor, class_names_of
 from .pipeline_utils import (
     P2PPipeline,
+    check_diffusion_arguments,
     check_finite,
     check_working_size,
     generator_on,
@@ -149,6 +150,8 @@ class Pix2PixPipeline(P2PPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         seed: int | list[int] | None = None,
+        num_inference_steps: int | None = None,
+        callback_on_step_end=None,
     ) -> ImagePipelineOutput | tuple:
         """Translate one image or a batch.
 
@@ -179,6 +182,8 @@ class Pix2PixPipeline(P2PPipeline):
                 (float32 (B, C, H, W) in [0, 1], on the CPU); arrays and tensors of different sizes
                 (`keep_size` with inputs of different sizes) come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
+            num_inference_steps, callback_on_step_end: diffusers' step arguments. There is one step:
+                `num_inference_steps` is ignored with a warning, a callback is refused.
             seed: deprecated (a FutureWarning): shorthand for
                 `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
                 a list of one per image), an integer in [0, 2**64).
@@ -186,6 +191,7 @@ class Pix2PixPipeline(P2PPipeline):
         Returns:
             `ImagePipelineOutput` with `.images`, or `(images,)`.
         """
+        check_diffusion_arguments(num_inference_steps, callback_on_step_end)
         images = image_list(image)
         check_output_type(output_type)
         check_size_mode(size_mode)

@@ -19,7 +19,14 @@ from .image_processor import (
     to_array,
 )
 from .label_processor import LabelMapProcessor, class_names_of
-from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators
+from .pipeline_utils import (
+    P2PPipeline,
+    check_diffusion_arguments,
+    check_finite,
+    check_seed,
+    check_working_size,
+    prepare_generators,
+)
 
 
 class Pix2PixHDPipeline(P2PPipeline):
@@ -173,7 +180,8 @@ class Pix2PixHDPipeline(P2PPipeline):
                  style_image: Image.Image | None = None, generator: torch.Generator | list | None = None,
                  keep_size: bool = True, size_mode: str = "resize", tile_size: int | tuple[int, int] | None = None,
                  tile_overlap: int | None = None, output_type: str = "pil", return_dict: bool = True,
-                 seed: int | list[int] | None = None) -> ImagePipelineOutput | tuple:
+                 seed: int | list[int] | None = None, num_inference_steps: int | None = None,
+                 callback_on_step_end=None) -> ImagePipelineOutput | tuple:
         """Synthesise an image per label map (one map at a time: each has its own instances).
 
         Args:
@@ -198,10 +206,13 @@ class Pix2PixHDPipeline(P2PPipeline):
             output_type: `pil`, `np` (float32 (B, H, W, C) in [0, 1]) or `pt` (float32 (B, C, H, W)
                 in [0, 1], on the CPU); arrays and tensors of different sizes come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
+            num_inference_steps, callback_on_step_end: diffusers' step arguments. There is one step:
+                `num_inference_steps` is ignored with a warning, a callback is refused.
             seed: deprecated (a FutureWarning): shorthand for
                 `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
                 one per map), an integer in [0, 2**64).
         """
+        check_diffusion_arguments(num_inference_steps, callback_on_step_end)
         check_output_type(output_type)
         check_size_mode(size_mode)
         label_maps = map_list(label_map, "label_map")

@@ -15,7 +15,7 @@ from huggingface_hub import HfApi, snapshot_download
 from torch import nn
 
 from ..backends import GeneratorBackend
-from .hub import updated_card
+from .hub import check_local_folder, updated_card
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -79,6 +79,18 @@ def prepare_generators(generator, seed, count: int, device: str | torch.device =
     return generators
 
 
+def check_diffusion_arguments(num_inference_steps: int | None, callback_on_step_end) -> None:
+    """What a one-step GAN pipeline does with diffusers' step arguments: `num_inference_steps` is
+    accepted and ignored with a warning (the generator makes the image in one forward pass), a
+    `callback_on_step_end` is refused (there are no steps to call it between)."""
+    if num_inference_steps is not None:
+        warnings.warn(f"num_inference_steps={num_inference_steps} is ignored: a GAN generator makes the image in one "
+                      "forward pass, there are no denoising steps", UserWarning, stacklevel=3)
+    if callback_on_step_end is not None:
+        raise ValueError("callback_on_step_end: a GAN pipeline has no denoising steps to call back between (its "
+                         "generator runs once); work on the returned images instead")
+
+
 def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
     """`generator` if it is on `device` (or None), else a new generator there seeded with a number
     drawn from it (so reusing `generator` still gives new noise)."""
@@ -118,7 +130,7 @@ def check_working_size(size: list[int], factor: int, factor_name: str) -> list[i
 class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
     save (the one it was loaded with, kept), and `push_to_hub` as `save_pretrained` + one upload.
-    Subclasses define `card_tags` and `new_model_card`. Its four
+    Subclasses define `card_tags` and `new_model_card`. Its six
     overrides of `DiffusionPipeline` each start with what diffusers can't do for a pipeline whose
     components live in another library.
 
@@ -152,6 +164,17 @@ class P2PPipeline(DiffusionPipeline):
         self.to(device, torch.float32).set_backend("fast")
         return self
 
+    def enable_model_cpu_offload(self, *args, **kwargs):
+        """Why overridden: offloading saves nothing here, so it is refused with the reason."""
+        raise NotImplementedError(
+            "enable_model_cpu_offload: a p2p pipeline's weights are one generator (plus, for pix2pixHD, a small "
+            "encoder) needed all at once for its single forward pass, so offloading frees no accelerator memory; "
+            "use pipe.to('cuda') (or optimize_for_inference()), or run on the CPU")
+
+    def enable_sequential_cpu_offload(self, *args, **kwargs):
+        """Why overridden: as `enable_model_cpu_offload`."""
+        self.enable_model_cpu_offload()
+
     def generator_runner(self, deterministic: bool = True):
         """The generator as a callable for the current backend, a context manager: (B, C_in, H, W) ->
         (B, C_out, H, W), in eval mode if `deterministic`, else in `paper_test_mode`."""
@@ -165,8 +188,10 @@ class P2PPipeline(DiffusionPipeline):
         Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
         downloaded with `snapshot_download`: `revision`, `cache_dir`, `token`, `local_files_only` and
         `force_download` are passed on; its .py files are neither downloaded nor run). `torch_dtype`
-        (or `dtype`), `variant` and `use_safetensors` apply to every component."""
+        (or `dtype`), `variant` and `use_safetensors` apply to every component. A name meant as a
+        folder (`hub.looks_local`) that is none fails at once ("no such folder")."""
         folder = str(pretrained_model_name_or_path)
+        check_local_folder(folder)
         if not os.path.isdir(folder):
             # diffusers' own download step rejects components from libraries it doesn't know.
             names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
