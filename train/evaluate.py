@@ -27,8 +27,15 @@ from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline
 from p2p_models.pipelines import P2PPipeline
-from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
-from train.common import label_colors, score, to_uint8_grid
+from p2p_models.pipelines.hub import (
+    card_data,
+    check_local_folder,
+    eval_results,
+    hub_dataset_id,
+    make_card,
+    merge_eval_results,
+)
+from train.common import check_exists, label_colors, run_script, score, to_uint8_grid
 from train.data import (
     LabelImageDataset,
     PairedImageDataset,
@@ -74,7 +81,16 @@ def parse_args(argv=None):
     p.add_argument("--out", default="metrics.json")
     p.add_argument("--update_model_card", action="store_true", help="write the numbers into the model's README.md")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        check_local_folder(args.model)
+    except FileNotFoundError as e:
+        p.error(f"--model {e}")
+    check_exists(p, "--dataset", args.dataset, hub=True)
+    if args.segmenter and not (Path(args.segmenter) / "segmenter.json").is_file():
+        p.error(f"--segmenter {args.segmenter}: no segmenter.json there (a train/train_segmenter.py folder, such "
+                "as pretrained/facades_segmenter or pretrained/camvid_segmenter)")
+    return args
 
 
 def split_of(args, splits):
@@ -257,4 +273,4 @@ def update_model_card(path: Path, result: dict) -> None:
     card.save(path)
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

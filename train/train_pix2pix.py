@@ -43,6 +43,8 @@ from train.common import (
     imagenet_setup,
     linear_decay,
     make_accelerator,
+    removed_if_left_empty,
+    run_script,
     mean_scores,
     public_config,
     readable,
@@ -315,10 +317,11 @@ class Pix2PixTrainer(GANTrainer):
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = make_accelerator(args)
-    set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
-    train_loop(accelerator, args, Pix2PixTrainer(accelerator, args))
+    with removed_if_left_empty(args.output_dir):
+        accelerator = make_accelerator(args)
+        set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
+        train_loop(accelerator, args, Pix2PixTrainer(accelerator, args))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

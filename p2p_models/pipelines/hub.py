@@ -13,6 +13,7 @@ TASK_NAME = "Image-to-Image"
 PIX2PIX_TAGS = ["pix2pix", "image-to-image", "p2p"]
 PIX2PIXHD_TAGS = ["pix2pixhd", "image-to-image", "p2p"]
 _HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
+FILE_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npy", ".json", ".parquet", ".png", ".jpg"}
 
 
 def card_data(tags: list[str], datasets: list[str] | None = None, license: str | None = None,
@@ -52,11 +53,12 @@ def hub_dataset_id(dataset: str | os.PathLike) -> str | None:
 
 
 def looks_local(name: str | os.PathLike) -> bool:
-    """Whether a model name that is no folder here was meant as one, not as a Hub id: an absolute, `.`,
-    `..` or `~` path, a name that is no valid Hub id (three parts, a backslash), or one whose owner part is
-    a folder here (`pretrained/nope` beside `pretrained/`)."""
+    """Whether a name that is nothing here was meant as a local path, not as a Hub id: an absolute, `.`,
+    `..` or `~` path, a name that is no valid Hub id (three parts, a backslash), a file name
+    (`vgg19.safetensors`), or one whose owner part is a folder here (`pretrained/nope` beside `pretrained/`)."""
     text = str(name)
-    if os.path.isabs(text) or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text):
+    if os.path.isabs(text) or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text) or \
+            Path(text).suffix in FILE_SUFFIXES:
         return True
     return "/" in text and os.path.isdir(text.split("/")[0])
 
