@@ -106,6 +106,22 @@ def test_shipped_cards_name_the_hub_datasets_they_come_from():
     assert ModelCard.load(PRETRAINED / "camvid_hd" / "README.md").data.license == "cc-by-nc-4.0"
 
 
+@pytest.mark.parametrize("card", sorted(PRETRAINED.glob("*/README.md")), ids=lambda p: p.parent.name)
+def test_every_shipped_card_names_its_license_and_its_datasets_terms(card):
+    """Pipelines and segmenters alike: a license in the metadata, and a section naming the license and
+    the terms of the data the card says it was trained on (its `datasets/<name>` and Hub ids)."""
+    loaded = ModelCard.load(card)
+    assert loaded.data.license, "no license in the metadata block"
+    section = loaded.text.split("\n## License and terms\n")[1]
+    assert loaded.data.license.replace("-", " ").upper() in section.replace("-", " ").upper()  # cc-by-nc-4.0
+    assert "terms" in section
+    names = {"facades": "Facade", "maps": "maps", "photos": "BSDS500", "camvid": "CamVid"}
+    for source in set(re.findall(r"`datasets/(\w+)`", loaded.text)):
+        assert names[source] in section, source
+    for hub_id in loaded.data.datasets or []:
+        assert f"`{hub_id}`" in section, hub_id
+
+
 def test_pipelines_write_cards_on_save(tmp_path):
     torch.manual_seed(0)
     pix2pix = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=[32, 64], direction="BtoA")
