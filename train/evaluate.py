@@ -3,7 +3,7 @@ colourfulness (outputs and targets), and for rendered targets such as map tiles 
 accuracy of colour classes (`--colour_classes K`).
 
     python train/evaluate.py --model runs/facades --dataset ../shared/datasets/facades \
-        --split validation --out metrics.json [--segmenter runs/facades_segmenter] [--update_model_card]
+        --split validation --out metrics.json [--segmenter pretrained/facades_segmenter] [--update_model_card]
 
 The pipeline is called as a user calls it (`output_type="pt"`, a generator per image seeded from
 `--seed`). pix2pix pipelines: the split's A (or B, by the pipeline's direction) images are resized to

@@ -4,7 +4,7 @@ instance maps, feature encoder) with accelerate.
 Coarse to fine, as the paper:
 
     accelerate launch train/train_pix2pixhd.py --dataset ../shared/datasets/cityscapes_samples \
-        --label_nc 35 --netG global --load_size 1024 --output_dir runs/hd_global --vgg_weights vgg19.safetensors
+        --label_nc 35 --netG global --load_size 1024 --output_dir runs/hd_global --lambda_perceptual 10
     accelerate launch train/train_pix2pixhd.py ... --netG local --ngf 32 --load_size 2048 \
         --load_pretrain runs/hd_global --niter_fix_global 10 --output_dir runs/hd_local
 
