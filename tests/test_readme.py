@@ -140,7 +140,8 @@ def test_bash_blocks_run_as_written(tmp_path):
     env = {**environment(tmp_path), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     for index, (template, block) in enumerate(BASH):
         kind = TEMPLATES.get(template) if template else None
-        assert not template or kind, f"bash block {index}: unknown template reason {template!r}; known: {list(TEMPLATES)}"
+        assert not template or kind, \
+            f"bash block {index}: unknown template reason {template!r}; known: {list(TEMPLATES)}"
         if kind == "make":
             for command in commands(block):
                 assert shlex.split(command)[0] == "make", command
