@@ -17,6 +17,7 @@ part of train the training script used (same `--validation_fraction` and `--seed
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,9 @@ def main(argv=None):
 
     metrics = {k: float(np.mean(v)) for k, v in scores.items()}
     metrics["num_samples"] = len(batches)
-    if fid is not None:
+    if fid is not None and len(batches) < 2:
+        print(f"evaluate.py: FID left out: it needs at least 2 images, the split has {len(batches)}", file=sys.stderr)
+    elif fid is not None:
         metrics["fid"] = frechet_distance(torch.cat(fake_feats), torch.cat(real_feats))
     if segmenter is not None:
         metrics["segmentation"] = {"generated": seg_fake.compute(), "real": seg_real.compute()}
