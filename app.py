@@ -1,10 +1,12 @@
-"""p2p demo: `python app.py`. Tabs, models, examples and limits come from spaces.yaml.
+"""p2p demo: `python app.py [--host HOST] [--port PORT] [--share]`. Tabs, models, examples and limits
+come from spaces.yaml.
 
 Tabs: colorization, maps (both directions), facades (label map -> photo; draw with the class
 colours) and HD label -> street (pix2pixHD: styles per class, click an object to restyle it).
 Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 """
 
+import argparse
 import base64
 import json
 import logging
@@ -617,11 +619,28 @@ def max_threads() -> int:
     return len(CONFIG["tabs"]) * (CONFIG["limits"]["queue_size"] + 1) + 8
 
 
-if __name__ == "__main__":
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Serve the p2p demo (tabs, models and limits from spaces.yaml).")
+    p.add_argument("--host", default=None,
+                   help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 for every "
+                        "interface)")
+    p.add_argument("--port", type=int, default=None,
+                   help="port (default: $GRADIO_SERVER_PORT, else 7860, or the next free one)")
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     if spaces is not None:  # ZeroGPU runs each call in a fork of this process: load the models here, once
         for tab, spec in CONFIG["tabs"].items():
             for model in spec["models"]:
                 load_pipeline(tab, model)
-    build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),
+    build_demo().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                        max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),
                         head=swatch_names())
+
+
+if __name__ == "__main__":
+    main()

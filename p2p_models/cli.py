@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import convert
 from .backends import BACKENDS
 from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
+from .pipelines.hub import check_local_folder
 from .pipelines.pipeline_utils import check_seed, pipeline_class_name
 from .tiling import SIZE_MODES
 
@@ -37,6 +38,10 @@ class CommandError(Exception):
 
 def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32") -> P2PPipeline:
     """The pipeline in folder or Hub repo `model` (its class read from model_index.json)."""
+    try:
+        check_local_folder(model)
+    except FileNotFoundError as e:
+        raise CommandError(f"--model {e}") from e
     try:
         index = Path(model) / "model_index.json" if os.path.isdir(model) else hf_hub_download(model, "model_index.json")
         name = pipeline_class_name(json.loads(Path(index).read_text()))

@@ -1,11 +1,21 @@
-"""`P2PModelMixin`: diffusers' `ModelMixin` for the p2p models, naming a corrupt weights file clearly."""
+"""`P2PModelMixin`: diffusers' `ModelMixin` for the p2p models: a corrupt weights file named clearly,
+weights saved with the permissions of the other files, casts without a warning about float32 modules."""
 
 import json
 import os
 import struct
 from pathlib import Path
 
+import torch
 from diffusers import ModelMixin
+from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+
+def default_file_mode() -> int:
+    """The mode `open()` gives a new file under the process's umask (0o644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def check_safetensors_file(path: str | os.PathLike) -> None:
@@ -37,7 +47,19 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
 
 
 class P2PModelMixin(ModelMixin):
-    """`ModelMixin` whose `from_pretrained` names a corrupt or truncated weights file clearly."""
+    """`ModelMixin` whose `from_pretrained` names a corrupt or truncated weights file clearly, whose
+    `save_pretrained` leaves the weights readable like the config (safetensors writes them 0600), and
+    whose `to` skips diffusers' warning that modules "should be kept in float32: []" (none are)."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        for weights in Path(save_directory).glob("*.safetensors"):
+            weights.chmod(default_file_mode())
+
+    def to(self, *args, **kwargs):
+        if self._keep_in_fp32_modules or getattr(self, "is_quantized", False) or _is_group_offload_enabled(self):
+            return super().to(*args, **kwargs)
+        return torch.nn.Module.to(self, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):

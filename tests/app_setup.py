@@ -73,14 +73,18 @@ def app_copy(folder: Path, **limits) -> Path:
 
 
 @contextmanager
-def serve(app_dir: Path, log: Path, port: int | None = None):
-    """`python app.py` in `app_dir` on `port` (default: a free one), offline; yields (its URL, its
-    process id)."""
+def serve(app_dir: Path, log: Path, port: int | None = None, port_from_env: bool = False):
+    """`python app.py --host 127.0.0.1 --port PORT` in `app_dir` (`port` default: a free one; with
+    `port_from_env`, the port in GRADIO_SERVER_PORT instead), offline; yields (its URL, its process id)."""
     port = port or free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_SERVER_PORT", None)
+    flags = ["--host", "127.0.0.1", "--port", str(port)]
+    if port_from_env:
+        env["GRADIO_SERVER_PORT"], flags = str(port), []
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py", *flags], cwd=app_dir, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, log, timeout=120)
         yield f"http://127.0.0.1:{port}/", proc.pid

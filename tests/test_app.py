@@ -2,6 +2,8 @@
 called over HTTP with gradio_client. The browser test is test_app_browser.py."""
 
 import importlib
+import os
+import subprocess
 import sys
 import time
 import warnings
@@ -12,7 +14,7 @@ import pytest
 import torch
 import yaml
 from app_setup import app_copy, serve
-from conftest import ROOT
+from conftest import ROOT, free_port
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -422,3 +424,27 @@ def test_server_checks_match_the_readme_and_log_one_line(server, tmp_path):
     assert log.count("refused: The label map has transparent pixels") == 2
     assert "refused: The upload can't be read as an image (the file is cut short" in log
     assert "Traceback" not in log
+
+
+def test_app_command_line():
+    """`python app.py --help` prints the flags and exits (it used to start the server); a bad flag is
+    one line. --host and --port serve the `server` fixture; GRADIO_SERVER_PORT is the next test."""
+    def app_py(*flags):
+        return subprocess.run([sys.executable, "app.py", *flags], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "P2P_OFFLINE": "1"})
+
+    done = app_py("--help")
+    assert done.returncode == 0 and "Running on" not in done.stdout + done.stderr
+    for flag in ("--host", "--port", "--share", "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME"):
+        assert flag in done.stdout, flag
+    done = app_py("--port", "seventy")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
+        "argument --port: invalid int value: 'seventy'")
+
+
+def test_gradio_server_port_from_the_environment(tmp_path):
+    port = free_port()
+    with serve(app_copy(tmp_path), tmp_path / "app.log", port=port, port_from_env=True) as (url, _):
+        assert url == f"http://127.0.0.1:{port}/"
+        assert "/facades" in Client(url, verbose=False).view_api(print_info=False, return_format="dict")[
+            "named_endpoints"]

@@ -126,3 +126,19 @@ def test_export_onnx_prints_parity_and_translate_runs_it(model, tmp_path):
     hd_pipe().save_pretrained(hd)
     hd_export = p2p(tmp_path, "export-onnx", "--model", hd, "--output", tmp_path / "hd.onnx", "--size", "64", "96")
     assert hd_export.returncode == 0 and "parity at 64x96" in hd_export.stdout, hd_export.stderr
+
+
+@pytest.mark.parametrize("name, problem", [("pretrained/nope", "no such folder"), ("./nope", "no such folder"),
+                                           ("pretrained", "no model_index.json")])
+def test_a_mistyped_local_model_fails_at_once(name, problem, tmp_path):
+    """A name meant as a folder is not tried on the Hub (whose retries took 37 s): the Hub here is an address
+    that never answers, so only an immediate error finishes within the timeout."""
+    (tmp_path / "pretrained").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    env = {**environment(tmp_path), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://10.255.255.1"}
+    done = subprocess.run([sys.executable, "-m", "p2p_models.cli", "translate", "--model", name, "in.png",
+                           "--output", "out"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    (line,) = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and line.startswith(f"p2p translate: error: --model {name}: {problem}"), line
+    with pytest.raises(FileNotFoundError, match=problem):
+        Pix2PixPipeline.from_pretrained(tmp_path / name.removeprefix("./"))

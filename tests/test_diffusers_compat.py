@@ -3,7 +3,9 @@ trust_remote_code=True)` on folders and Hub repos, our own loader, `generator` /
 `return_dict`, batched inputs of every kind, the progress bar."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -253,3 +255,39 @@ def test_the_progress_bar_runs_over_the_images_and_can_be_disabled(capsys):
     hd = hd_pipe()
     hd([scene()[0]] * 3, seed=0)
     assert "3/3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["facades", "camvid_hd"])
+def test_diffusers_step_arguments_and_offloading_say_what_they_do(name):
+    """A one-step GAN pipeline: num_inference_steps is ignored with a warning (same image), a step
+    callback and CPU offloading are refused with the reason (README: Use a pipeline)."""
+    pipe = P2PPipeline.from_pretrained(ROOT / "pretrained" / name)
+    pipe.set_progress_bar_config(disable=True)
+    example = "facades/103.png" if name == "facades" else "hd/camvid_0016E5_07997.png"
+    image = Image.open(ROOT / "examples" / example)
+    expected = np.asarray(pipe(image, generator=torch.Generator().manual_seed(0)).images[0])
+    with pytest.warns(UserWarning, match="num_inference_steps=50 is ignored: a GAN generator makes the image in one"):
+        out = pipe(image, generator=torch.Generator().manual_seed(0), num_inference_steps=50).images[0]
+    assert np.array_equal(np.asarray(out), expected)
+    with pytest.raises(ValueError, match="callback_on_step_end: a GAN pipeline has no denoising steps"):
+        pipe(image, callback_on_step_end=lambda *args: {})
+    for offload in (pipe.enable_model_cpu_offload, pipe.enable_sequential_cpu_offload):
+        with pytest.raises(NotImplementedError, match="offloading frees no accelerator memory; use pipe.to"):
+            offload()
+
+
+def test_loading_and_casting_print_no_float32_modules_warning(tmp_path):
+    """diffusers' ModelMixin.to warned "modules ... should be kept in float32: []" on every cast to a dtype
+    (the app's and the CLI's loads); in a fresh process, as a user sees it."""
+    code = (
+        "import torch\n"
+        "from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline\n"
+        f"Pix2PixPipeline.from_pretrained({str(ROOT / 'pretrained' / 'facades')!r}).optimize_for_inference()\n"
+        f"hd = Pix2PixHDPipeline.from_pretrained({str(ROOT / 'pretrained' / 'camvid_hd')!r},\n"
+        "                                        torch_dtype=torch.float32)\n"
+        "hd.to('cpu', torch.float16)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kept in float32" not in done.stderr, done.stderr[-3000:]

@@ -148,3 +148,15 @@ def test_evaluate_pix2pixhd(tmp_path):
         "--split", "train", "--no_fid", "--out", out)
     m = json.loads(out.read_text())["metrics"]
     assert m["num_samples"] == 4 and 0 < m["l1"] < 1 and "fid" not in m and "diversity_l1" not in m
+
+
+def test_fid_is_left_out_below_two_images(tmp_path):
+    """FID of one image is undefined (it failed with "Eigenvalues did not converge"): left out, with a note."""
+    torch.manual_seed(0)
+    model = tmp_path / "model"
+    Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=4), image_size=32, direction="BtoA").save_pretrained(model)
+    out = tmp_path / "metrics.json"
+    done = run(tmp_path, "evaluate.py", "--model", model, "--dataset", FACADES, "--split", "train", "--max_samples",
+               "1", "--out", out)
+    assert "FID left out: it needs at least 2 images, the split has 1" in done.stderr
+    assert "fid" not in json.loads(out.read_text())["metrics"]

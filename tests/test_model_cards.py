@@ -2,13 +2,15 @@
 huggingface_hub's `ModelCard` (diffusers metadata, Hub dataset ids, model-index, no local paths)."""
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, environment
+from conftest import ROOT, environment, run_python
 from huggingface_hub import EvalResult, ModelCard
 from PIL import Image
 
@@ -104,6 +106,22 @@ def test_shipped_cards_name_the_hub_datasets_they_come_from():
     assert ModelCard.load(PRETRAINED / "camvid_hd" / "README.md").data.license == "cc-by-nc-4.0"
 
 
+@pytest.mark.parametrize("card", sorted(PRETRAINED.glob("*/README.md")), ids=lambda p: p.parent.name)
+def test_every_shipped_card_names_its_license_and_its_datasets_terms(card):
+    """Pipelines and segmenters alike: a license in the metadata, and a section naming the license and
+    the terms of the data the card says it was trained on (its `datasets/<name>` and Hub ids)."""
+    loaded = ModelCard.load(card)
+    assert loaded.data.license, "no license in the metadata block"
+    section = loaded.text.split("\n## License and terms\n")[1]
+    assert loaded.data.license.replace("-", " ").upper() in section.replace("-", " ").upper()  # cc-by-nc-4.0
+    assert "terms" in section
+    names = {"facades": "Facade", "maps": "maps", "photos": "BSDS500", "camvid": "CamVid"}
+    for source in set(re.findall(r"`datasets/(\w+)`", loaded.text)):
+        assert names[source] in section, source
+    for hub_id in loaded.data.datasets or []:
+        assert f"`{hub_id}`" in section, hub_id
+
+
 def test_pipelines_write_cards_on_save(tmp_path):
     torch.manual_seed(0)
     pix2pix = Pix2PixPipeline(generator=UNetGenerator(num_downs=5, ngf=8), image_size=[32, 64], direction="BtoA")
@@ -112,6 +130,15 @@ def test_pipelines_write_cards_on_save(tmp_path):
     check_card(card, "pix2pix")
     assert "Working size 64x32" in card.text and 'from_pretrained("path/to/pipeline")' in card.text
     assert 'from_pretrained("someone/model")' in ModelCard(pix2pix.model_card("someone/model")).text
+    # titled and recorded by its config, not by a placeholder path
+    title = card.text.strip().splitlines()[0]
+    assert title.startswith("# pix2pix UNetGenerator(num_downs=5, ngf=8") and "64x32" in title and "BtoA" in title
+    generator = json.loads((tmp_path / "p" / "generator" / "config.json").read_text())
+    recorded = json.loads(re.search(r"`generator`: `UNetGenerator` `(.*)`", card.text).group(1))
+    assert recorded == {k: v for k, v in generator.items() if not k.startswith("_")}
+    index = json.loads((tmp_path / "p" / "model_index.json").read_text())
+    settings = json.loads(re.search(r"Pipeline: `(.*)`", card.text).group(1))
+    assert settings == {k: v for k, v in index.items() if not k.startswith("_") and k != "generator"}
 
     hd = Pix2PixHDPipeline(generator=GlobalGenerator(36, 3, ngf=4, n_downsampling=2, n_blocks=1), label_nc=35,
                            image_size=[64, 128])
@@ -119,6 +146,41 @@ def test_pipelines_write_cards_on_save(tmp_path):
     card = ModelCard.load(tmp_path / "hd" / "README.md")
     check_card(card, "pix2pixhd")
     assert "`GlobalGenerator`; 35 label classes; working size 128x64" in card.text
+    assert card.text.strip().startswith("# pix2pixHD GlobalGenerator, 35 classes, 128x64")
+    assert '"label_nc": 35' in card.text and "`generator`: `GlobalGenerator` `{" in card.text
+
+
+@pytest.mark.parametrize("folder", PIPELINES, ids=lambda p: p.name)
+def test_a_loaded_pipeline_keeps_its_card_on_save(folder, tmp_path):
+    """Re-saving a shipped pipeline writes its own card again (evaluation results, datasets, license,
+    body), not a generic one; the weights are as readable as the other files."""
+    shipped = (folder / "README.md").read_text()
+    P2PPipeline.from_pretrained(folder).save_pretrained(tmp_path / "saved")
+    saved = (tmp_path / "saved" / "README.md").read_text()
+    assert saved == shipped
+    mode = 0o666 & ~_umask()
+    for f in (tmp_path / "saved").rglob("*"):
+        if f.is_file():
+            assert stat.S_IMODE(f.stat().st_mode) == mode, f"{f.relative_to(tmp_path)}: {oct(f.stat().st_mode)}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_push_to_hub_publishes_the_loaded_card(upload_hub, tmp_path):
+    endpoint, uploaded = upload_hub
+    code = (f"from p2p_models import P2PPipeline\n"
+            f"P2PPipeline.from_pretrained({str(PRETRAINED / 'facades')!r}).push_to_hub('someone/my-facades')\n")
+    run_python(code, {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test"}, cwd=tmp_path)
+    card = ModelCard.load(uploaded / "someone" / "my-facades" / "README.md")
+    shipped = ModelCard.load(PRETRAINED / "facades" / "README.md")
+    check_card(card, "pix2pix")
+    assert card.data.datasets == shipped.data.datasets and card.data.eval_results == shipped.data.eval_results
+    assert card.text.split("```")[0] == shipped.text.split("```")[0]  # title and description
+    assert set(re.findall(r'from_pretrained\("([^"]+)"', card.text)) == {"someone/my-facades"}
 
 
 @pytest.mark.parametrize("folder", PIPELINES, ids=lambda p: p.name)

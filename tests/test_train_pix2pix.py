@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from p2p_models import Pix2PixPipeline
 from train.common import linear_decay
 from train.evaluate import main as evaluate
-from train.train_pix2pix import parse_args
+from train.train_pix2pix import label_palette, parse_args
 
 FACADES = ROOT / "tests" / "fixtures" / "facades"
 SMALL = ["--dataset", str(FACADES), "--direction", "BtoA", "--load_size", "72",
@@ -303,3 +303,33 @@ def test_a_known_hub_dataset_needs_no_column_flags(tmp_path, olah_hub):
     assert json.loads((out / "validation_metrics.json").read_text())["num_samples"] == 1
     pipe = Pix2PixPipeline.from_pretrained(out)
     assert pipe.config.direction == "BtoA" and pipe.working_size == (64, 64)
+
+
+def test_label_map_inputs_record_their_palette(tmp_path):
+    """--label_colors N: the pipeline a run saves snaps its inputs to the N class colours recovered from
+    the training label maps (here: the 9 the fixture's maps use), each near one of the shipped facades
+    pipeline's colours, not a colour JPEG mixed along a boundary. --label_info gives them."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--max_train_steps", "1",
+                           "--max_validation_samples", "1", "--label_colors", "9", "--output_dir", str(out)],
+                          env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shipped = np.array(json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())["palette"])
+    pipe = Pix2PixPipeline.from_pretrained(out)
+    recovered = np.array(pipe.config.palette)
+    distance = np.abs(recovered[:, None] - shipped[None]).max(-1)
+    assert recovered.shape == (9, 3) and distance.min(1).max() <= 20, distance.min(1)
+    assert len(set(distance.argmin(1))) == 9  # nine different classes
+    assert pipe.label_processor is not None and "palette recovered from the training inputs" in \
+        (out / "README.md").read_text()
+    drawn = Image.new("RGB", (64, 64), tuple(int(v) + 12 for v in recovered[0]))  # a brush near class 0's colour
+    assert np.all(np.asarray(pipe.label_processor.snap(drawn)) == recovered[0])
+
+    names = json.loads((ROOT / "pretrained" / "facades" / "model_index.json").read_text())["id2label"]
+    info = tmp_path / "facades_classes.json"
+    info.write_text(json.dumps({"names": [names[str(i)] for i in range(12)], "colors": shipped.tolist()}))
+    args = parse_args([*SMALL, "--label_info", str(info), "--output_dir", str(tmp_path / "x")])
+    assert label_palette(args, None) == (shipped.tolist(), names)
+    info.write_text(json.dumps({"colors": [[0, 0, 300]]}))
+    with pytest.raises(ValueError, match=r'"colors" must be a list of \[r, g, b\] \(0-255\)'):
+        label_palette(args, None)

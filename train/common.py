@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -25,7 +26,7 @@ from safetensors.torch import load_file
 from p2p_models.cpu import native_bf16
 from p2p_models.diffaugment import POLICIES as DIFFAUGMENT_POLICIES
 from p2p_models.diffaugment import DiffAugment
-from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, public_command
+from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, looks_local, public_command
 from train.data import BadImageError
 from train.metrics import l1, psnr, ssim
 
@@ -104,6 +105,38 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hub_token", default=None)
 
 
+def run_script(main) -> None:
+    """Run a script's `main()`. A mistake in what it was given (a missing file, a bad value or image:
+    FileNotFoundError, ValueError) ends it with one line, `<script>: error: <message>`, and exit status
+    2, as argparse ends a bad flag; other errors keep their traceback."""
+    try:
+        main()
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+@contextmanager
+def removed_if_left_empty(folder: str | os.PathLike):
+    """For the body of a run writing to `folder`: if the run fails and `folder`, new to it, is still
+    empty, remove it (no empty `runs/x/` after a failed start)."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def check_exists(p: argparse.ArgumentParser, flag: str, value: str | None, hub: bool = False) -> None:
+    """`p.error` for a flag's path that does not exist; with `hub`, only for one that looks local
+    (`hub.looks_local`), so Hub ids go on to the Hub."""
+    if value is not None and not os.path.exists(value) and (not hub or looks_local(value)):
+        p.error(f"{flag} {value}: no such file or folder")
+
+
 def add_flip_args(g) -> None:
     """--no_flip, and diffusers' --random_flip for the default it confirms (their scripts don't flip
     unless asked; pix2pix and pix2pixHD flip unless told not to)."""
@@ -122,6 +155,9 @@ def check_common_args(p: argparse.ArgumentParser, args) -> None:
         if not Path(args.train_data_dir).is_dir():
             p.error(f"--train_data_dir {args.train_data_dir}: no such folder")
         args.dataset = args.train_data_dir
+    check_exists(p, "--dataset", args.dataset, hub=True)
+    if args.resume_from_checkpoint not in (None, "latest"):
+        check_exists(p, "--resume_from_checkpoint", args.resume_from_checkpoint)
     if args.num_train_epochs is not None:
         if args.num_epochs is not None:
             p.error("--num_train_epochs counts all epochs, --num_epochs the constant-rate ones: give one of them")

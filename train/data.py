@@ -456,21 +456,33 @@ class LabelImageDataset(torch.utils.data.Dataset):
                 "image": torch.from_numpy(image), "index": self.indices[i]}
 
 
+def flat_pixels(image: Image.Image, tolerance: int = 20) -> np.ndarray:
+    """(N, 3) the pixels of an RGB image within `tolerance` (per channel) of their four neighbours:
+    a label map's region interiors, without the mixed colours JPEG leaves along its boundaries."""
+    a = np.asarray(image.convert("RGB")).astype(np.int64)
+    centre = a[1:-1, 1:-1]
+    spread = np.max([np.abs(centre - n).max(-1) for n in (a[:-2, 1:-1], a[2:, 1:-1], a[1:-1, :-2], a[1:-1, 2:])], 0)
+    return centre[spread <= tolerance]
+
+
 def recover_palette(images: list[Image.Image], n_colors: int, sample_every: int = 1) -> list[list[int]]:
     """The `n_colors` flat colours of colour-coded label maps (e.g. the JPEG-compressed facades
-    labels): the most frequent colours on a 16-level grid, at least 40 apart per channel, refined
-    by 5 nearest-colour mean updates over the pixels. Returned most frequent first."""
-    pixels = np.concatenate([np.asarray(im.convert("RGB"))[::sample_every, ::sample_every].reshape(-1, 3)
-                             for im in images]).astype(np.int64)
-    binned = (pixels + 8) // 16
-    keys, counts = np.unique(binned[:, 0] * 65536 + binned[:, 1] * 256 + binned[:, 2], return_counts=True)
+    labels): the most frequent colours on a 16-level grid, at least 40 apart per channel, taken from
+    the region interiors (`flat_pixels`), and only where those hold fewer colours (a few small maps)
+    from all pixels; then refined by 5 nearest-colour mean updates over the interiors. Returned most
+    frequent first."""
+    pixels = np.concatenate([flat_pixels(im)[::sample_every] for im in images])
+    every = np.concatenate([np.asarray(im.convert("RGB")).reshape(-1, 3)[::sample_every] for im in images])
     centres = []
-    for key in keys[np.argsort(-counts)]:
-        colour = np.array([key // 65536, key // 256 % 256, key % 256]) * 16
-        if all(np.abs(colour - c).max() > 40 for c in centres):
-            centres.append(colour)
-        if len(centres) == n_colors:
-            break
+    for source in (pixels, every.astype(np.int64)):
+        binned = (source + 8) // 16
+        keys, counts = np.unique(binned[:, 0] * 65536 + binned[:, 1] * 256 + binned[:, 2], return_counts=True)
+        for key in keys[np.argsort(-counts)]:
+            if len(centres) == n_colors:
+                break
+            colour = np.array([key // 65536, key // 256 % 256, key % 256]) * 16
+            if all(np.abs(colour - c).max() > 40 for c in centres):
+                centres.append(colour)
     if len(centres) < n_colors:
         raise ValueError(f"found only {len(centres)} distinct colours, expected {n_colors}")
     centres = np.array(centres, dtype=np.float64)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline, StyleBank
 from p2p_models.style_bank import instance_features
-from train.common import readable
+from train.common import check_exists, readable, run_script
 from train.data import LabelImageDataset, load_label_splits
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_dir", default=None, help="default: overwrite --model")
     args = p.parse_args(argv)
+    check_exists(p, "--dataset", args.dataset, hub=True)
     pipe = Pix2PixHDPipeline.from_pretrained(args.model)
     if pipe.encoder is None:
         raise ValueError(f"{args.model} has no encoder: train with --instance_feat or --label_feat")
@@ -73,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

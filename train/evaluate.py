@@ -3,7 +3,7 @@ colourfulness (outputs and targets), and for rendered targets such as map tiles 
 accuracy of colour classes (`--colour_classes K`).
 
     python train/evaluate.py --model runs/facades --dataset ../shared/datasets/facades \
-        --split validation --out metrics.json [--segmenter runs/facades_segmenter] [--update_model_card]
+        --split validation --out metrics.json [--segmenter pretrained/facades_segmenter] [--update_model_card]
 
 The pipeline is called as a user calls it (`output_type="pt"`, a generator per image seeded from
 `--seed`). pix2pix pipelines: the split's A (or B, by the pipeline's direction) images are resized to
@@ -17,6 +17,7 @@ part of train the training script used (same `--validation_fraction` and `--seed
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,15 @@ from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline
 from p2p_models.pipelines import P2PPipeline
-from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
-from train.common import label_colors, score, to_uint8_grid
+from p2p_models.pipelines.hub import (
+    card_data,
+    check_local_folder,
+    eval_results,
+    hub_dataset_id,
+    make_card,
+    merge_eval_results,
+)
+from train.common import check_exists, label_colors, run_script, score, to_uint8_grid
 from train.data import (
     LabelImageDataset,
     PairedImageDataset,
@@ -74,7 +82,16 @@ def parse_args(argv=None):
     p.add_argument("--out", default="metrics.json")
     p.add_argument("--update_model_card", action="store_true", help="write the numbers into the model's README.md")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        check_local_folder(args.model)
+    except FileNotFoundError as e:
+        p.error(f"--model {e}")
+    check_exists(p, "--dataset", args.dataset, hub=True)
+    if args.segmenter and not (Path(args.segmenter) / "segmenter.json").is_file():
+        p.error(f"--segmenter {args.segmenter}: no segmenter.json there (a train/train_segmenter.py folder, such "
+                "as pretrained/facades_segmenter or pretrained/camvid_segmenter)")
+    return args
 
 
 def split_of(args, splits):
@@ -186,7 +203,9 @@ def main(argv=None):
 
     metrics = {k: float(np.mean(v)) for k, v in scores.items()}
     metrics["num_samples"] = len(batches)
-    if fid is not None:
+    if fid is not None and len(batches) < 2:
+        print(f"evaluate.py: FID left out: it needs at least 2 images, the split has {len(batches)}", file=sys.stderr)
+    elif fid is not None:
         metrics["fid"] = frechet_distance(torch.cat(fake_feats), torch.cat(real_feats))
     if segmenter is not None:
         metrics["segmentation"] = {"generated": seg_fake.compute(), "real": seg_real.compute()}
@@ -257,4 +276,4 @@ def update_model_card(path: Path, result: dict) -> None:
     card.save(path)
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -35,6 +35,7 @@ from train.common import (
     autocast_in_steps_only,
     card_metadata,
     check_common_args,
+    check_exists,
     check_imagenet_args,
     command_line,
     dataset_label,
@@ -43,6 +44,8 @@ from train.common import (
     imagenet_setup,
     linear_decay,
     make_accelerator,
+    removed_if_left_empty,
+    run_script,
     mean_scores,
     public_config,
     readable,
@@ -56,7 +59,7 @@ from train.common import (
     wall_time,
     warn_skipped,
 )
-from train.data import PairedImageDataset, known_columns, load_splits, train_val_split
+from train.data import PairedImageDataset, known_columns, load_splits, recover_palette, train_val_split
 from train.loop import GANTrainer, train_loop
 
 
@@ -76,6 +79,13 @@ def parse_args(argv=None):
     g.add_argument("--crop_size", "--resolution", type=int, default=256,
                    help="random crop size = the model's working size")
     add_flip_args(g)
+    labels = g.add_mutually_exclusive_group()
+    labels.add_argument("--label_colors", type=int, default=None, metavar="N",
+                        help="the inputs are colour-coded label maps of N classes (facades: 12): their colours are "
+                             "recovered from the training inputs and saved as the pipeline's palette, which then "
+                             "snaps every input to them")
+    labels.add_argument("--label_info", default=None,
+                        help='the same with the classes given: JSON {"names": [...], "colors": [[r, g, b], ...]}')
 
     g = p.add_argument_group("model")
     g.add_argument("--num_downs", type=int, default=8, help="U-Net levels: 8 = unet_256, 7 = unet_128")
@@ -104,7 +114,33 @@ def parse_args(argv=None):
         p.error("--colorization takes one --image_column, not --image_column_a/b")
     if args.no_gan and (args.diffaugment or args.discriminator != "patch"):
         p.error("--diffaugment and --discriminator act on the discriminator, which --no_gan leaves out")
+    check_exists(p, "--label_info", args.label_info)
+    if (args.label_colors or args.label_info) and args.colorization:
+        p.error("--label_colors / --label_info describe colour-coded label-map inputs; --colorization's are photos")
+    if args.label_colors is not None and not 2 <= args.label_colors <= 256:
+        p.error(f"--label_colors {args.label_colors}: the number of label classes, from 2 to 256")
     return args
+
+
+def label_palette(args, train_set: PairedImageDataset) -> tuple[list | None, dict | None]:
+    """The palette (and class names) of colour-coded label-map inputs, which the saved pipeline snaps
+    its inputs to: --label_info's, or --label_colors N recovered from up to 100 training inputs
+    (`data.recover_palette`); (None, None) for other inputs."""
+    if args.label_info:
+        info = json.loads(Path(args.label_info).read_text())
+        colors, names = info.get("colors"), info.get("names")
+        if not isinstance(colors, list) or not all(
+                isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v < 256 for v in c)
+                for c in colors):
+            raise ValueError(f"--label_info {args.label_info}: \"colors\" must be a list of [r, g, b] (0-255)")
+        if names is not None and len(names) != len(colors):
+            raise ValueError(f"--label_info {args.label_info}: {len(names)} names for {len(colors)} colors")
+        return colors, {str(i): name for i, name in enumerate(names)} if names else None
+    if args.label_colors:
+        step = max(1, len(train_set) // 100)
+        inputs = [train_set.pair(i)[0] for i in range(0, len(train_set), step)]
+        return recover_palette(inputs, args.label_colors, sample_every=2), None
+    return None, None
 
 
 def translate(pipe: Pix2PixPipeline, dataset: PairedImageDataset, a: torch.Tensor, seed: int) -> torch.Tensor:
@@ -160,6 +196,9 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs
               'pipe(Image.open("input.png"), generator=torch.Generator().manual_seed(0)).images[0]'), "",
         "## Training", "",
         f"- Data: `{dataset_label(args.dataset)}` ({dataset_desc}), direction {args.direction}.",
+        *([f"- Inputs: colour-coded label maps of {len(pipe.config.palette)} classes, palette "
+           f"{'from ' + public_path(args.label_info) if args.label_info else 'recovered from the training inputs'} "
+           "(the pipeline snaps every input to it)."] if pipe.config.palette else []),
         f"- Validation: {val_desc}.",
         f"- Objective: {objective}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
         f"{args.num_epochs} epochs constant + {args.num_epochs_decay} linear decay "
@@ -213,6 +252,7 @@ class Pix2PixTrainer(GANTrainer):
             skip_bad_examples(args, training=self.train_set, validation=self.val_set)
         decoded_once(accelerator, args, self.train_set, self.val_set)
         self.dataset_desc = f"{len(self.train_set)} training examples, layout {self.layout}"
+        self.palette, self.id2label = label_palette(args, self.train_set)
         loader = train_loader(self.train_set, args)
 
         # Models, losses, optimisers
@@ -291,7 +331,8 @@ class Pix2PixTrainer(GANTrainer):
     def pipeline(self, generator: UNetGenerator) -> Pix2PixPipeline:
         """A pipeline around `generator` (validation: the one being trained; at the end: the result)."""
         pipe = Pix2PixPipeline(generator=generator, image_size=self.args.crop_size, direction=self.args.direction,
-                               color_space="lab" if self.layout == "colorization" else "rgb")
+                               color_space="lab" if self.layout == "colorization" else "rgb", palette=self.palette,
+                               id2label=self.id2label)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -315,10 +356,11 @@ class Pix2PixTrainer(GANTrainer):
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = make_accelerator(args)
-    set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
-    train_loop(accelerator, args, Pix2PixTrainer(accelerator, args))
+    with removed_if_left_empty(args.output_dir):
+        accelerator = make_accelerator(args)
+        set_seed(args.seed, device_specific=True)  # rank 0's seed is `seed`; DDP broadcasts its weights
+        train_loop(accelerator, args, Pix2PixTrainer(accelerator, args))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

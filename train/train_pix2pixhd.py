@@ -4,7 +4,7 @@ instance maps, feature encoder) with accelerate.
 Coarse to fine, as the paper:
 
     accelerate launch train/train_pix2pixhd.py --dataset ../shared/datasets/cityscapes_samples \
-        --label_nc 35 --netG global --load_size 1024 --output_dir runs/hd_global --vgg_weights vgg19.safetensors
+        --label_nc 35 --netG global --load_size 1024 --output_dir runs/hd_global --lambda_perceptual 10
     accelerate launch train/train_pix2pixhd.py ... --netG local --ngf 32 --load_size 2048 \
         --load_pretrain runs/hd_global --niter_fix_global 10 --output_dir runs/hd_local
 
@@ -41,6 +41,7 @@ from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.hub import PIX2PIXHD_TAGS, make_card, public_path, usage
 from p2p_models.pipelines.image_processor import to_pil
 from p2p_models.projected import ProjectedDiscriminator
+from p2p_models.vgg import NO_WEIGHTS
 from train.common import (
     RealFakeDiscriminator,
     add_common_args,
@@ -49,6 +50,7 @@ from train.common import (
     autocast_in_steps_only,
     card_metadata,
     check_common_args,
+    check_exists,
     check_imagenet_args,
     command_line,
     dataset_label,
@@ -57,6 +59,8 @@ from train.common import (
     imagenet_setup,
     label_colors,
     make_accelerator,
+    removed_if_left_empty,
+    run_script,
     mean_scores,
     public_config,
     readable,
@@ -128,6 +132,12 @@ def parse_args(argv=None):
     check_imagenet_args(p, args)
     if args.lambda_perceptual and args.vgg_weights is None:
         args.no_vgg_loss = True  # the perceptual loss stands in for the VGG loss, whose weights aren't here
+    if not args.no_vgg_loss:
+        if args.vgg_weights is None:
+            p.error(NO_WEIGHTS + " (or --lambda_perceptual W for the offline EfficientNet stand-in)")
+        check_exists(p, "--vgg_weights", args.vgg_weights, hub=True)
+    check_exists(p, "--load_pretrain", args.load_pretrain)
+    check_exists(p, "--label_info", args.label_info)
     if args.load_pretrain and args.netG != "local":
         p.error("--load_pretrain loads a global generator into --netG local")
     return args
@@ -384,9 +394,10 @@ class Pix2PixHDTrainer(GANTrainer):
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = make_accelerator(args)
-    set_seed(args.seed, device_specific=True)
-    train_loop(accelerator, args, Pix2PixHDTrainer(accelerator, args))
+    with removed_if_left_empty(args.output_dir):
+        accelerator = make_accelerator(args)
+        set_seed(args.seed, device_specific=True)
+        train_loop(accelerator, args, Pix2PixHDTrainer(accelerator, args))
 
 
 def model_card(args, pipe, discriminators, val_desc, n_train, steps, epochs, seconds, num_processes, metrics):
@@ -430,4 +441,4 @@ def model_card(args, pipe, discriminators, val_desc, n_train, steps, epochs, sec
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from p2p_models import UNetGenerator
-from train.common import dataset_label
+from train.common import check_exists, dataset_label, run_script
 from train.data import (
     LabelImageDataset,
     PairedImageDataset,
@@ -52,7 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--validation_fraction", type=float, default=0.1)
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_exists(p, "--dataset", args.dataset, hub=True)
+    return args
 
 
 class ColourLabels(torch.utils.data.Dataset):
@@ -146,4 +148,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

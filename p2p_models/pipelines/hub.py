@@ -1,6 +1,7 @@
 """Model cards for pipeline folders and Hub repos, written with huggingface_hub's `ModelCard`,
 `ModelCardData` and `EvalResult`, and the rules that keep local paths out of them."""
 
+import json
 import os
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ TASK_NAME = "Image-to-Image"
 PIX2PIX_TAGS = ["pix2pix", "image-to-image", "p2p"]
 PIX2PIXHD_TAGS = ["pix2pixhd", "image-to-image", "p2p"]
 _HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
+FILE_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npy", ".json", ".parquet", ".png", ".jpg"}
 
 
 def card_data(tags: list[str], datasets: list[str] | None = None, license: str | None = None,
@@ -50,6 +52,30 @@ def hub_dataset_id(dataset: str | os.PathLike) -> str | None:
     return name
 
 
+def looks_local(name: str | os.PathLike) -> bool:
+    """Whether a name that is nothing here was meant as a local path, not as a Hub id: an absolute, `.`,
+    `..` or `~` path, a name that is no valid Hub id (three parts, a backslash), a file name
+    (`vgg19.safetensors`), or one whose owner part is a folder here (`pretrained/nope` beside `pretrained/`)."""
+    text = str(name)
+    if os.path.isabs(text) or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text) or \
+            Path(text).suffix in FILE_SUFFIXES:
+        return True
+    return "/" in text and os.path.isdir(text.split("/")[0])
+
+
+def check_local_folder(name: str | os.PathLike) -> None:
+    """A clear, immediate error for a model name meant as a local folder (`looks_local`) that is not
+    a pipeline folder, rather than a Hub download that retries before failing."""
+    text = str(name)
+    if os.path.isdir(text):
+        if not os.path.isfile(os.path.join(text, "model_index.json")):
+            raise FileNotFoundError(f"{text}: no model_index.json in this folder (a pipeline folder, as "
+                                    "save_pretrained writes it, has one)")
+    elif looks_local(text):
+        raise FileNotFoundError(f"{text}: no such folder (expected a pipeline folder, or a Hub id such as "
+                                "user/model)")
+
+
 def public_path(path: str | os.PathLike) -> str:
     """A path as a card may show it: relative ones inside the working folder as they are, others
     (absolute, `~`, or reaching up with `..`) by their last component, so no machine's layout shows."""
@@ -68,6 +94,29 @@ def public_command(argv: list[str]) -> list[str]:
     return out
 
 
+def updated_card(text: str, tags: list[str], repo_id: str | None = None) -> str:
+    """An existing card as a pipeline writes it again: its body, license, datasets and evaluation
+    results kept, the metadata p2p owns (library, task, `tags` added) brought up to date and, for a
+    push to `repo_id`, its usage code loading that repo instead of the one it named."""
+    card = ModelCard(text)
+    card.data.library_name, card.data.pipeline_tag = "diffusers", TASK
+    card.data.tags = list(card.data.tags or []) + [t for t in tags if t not in (card.data.tags or [])]
+    text = str(card)
+    named = set(re.findall(r'from_pretrained\("([^"]+)"', text))
+    if repo_id and len(named) == 1:
+        text = text.replace(f'from_pretrained("{named.pop()}"', f'from_pretrained("{repo_id}"')
+    return text
+
+
+def config_section(pipeline_config: dict, components: dict[str, tuple[str, dict]]) -> str:
+    """The card's record of a pipeline's config: model_index.json's settings and each component's
+    class and config, as JSON."""
+    lines = ["## Config", "", f"Pipeline: `{json.dumps(pipeline_config, sort_keys=True)}`", ""]
+    lines += [f"- `{name}`: `{cls}` `{json.dumps(config, sort_keys=True)}`"
+              for name, (cls, config) in components.items()]
+    return "\n".join(lines)
+
+
 def usage(pipeline_class: str, repo: str, call: str, setup: str = "") -> str:
     """The card's usage snippet: load `repo` with p2p's pipeline class (or diffusers'
     `DiffusionPipeline` with the repo's code) and `call` it with a seeded generator."""
@@ -83,10 +132,11 @@ pipe = {pipeline_class}.from_pretrained("{repo}")
 With diffusers' own loader: `DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)`."""
 
 
-def pix2pix_card(repo: str, size: str, direction: str, color_space: str, generator: str) -> ModelCard:
-    """The card `Pix2PixPipeline.save_pretrained` / `push_to_hub` write when given none."""
+def pix2pix_card(repo: str, size: str, direction: str, color_space: str, generator: str, config: str) -> ModelCard:
+    """The card `Pix2PixPipeline.save_pretrained` / `push_to_hub` write for a pipeline that has none:
+    titled by its generator, size and direction, with its `config` section."""
     data_in = "a grey (or colour) photo" if color_space == "lab" else "an image"
-    body = f"""# {repo}
+    body = f"""# pix2pix {generator}, {size}, {direction}
 
 A pix2pix pipeline (Isola et al., "Image-to-Image Translation with Conditional Adversarial Networks",
 CVPR 2017) in the diffusers layout: `model_index.json` plus a `generator/` folder (`UNetGenerator`,
@@ -96,15 +146,18 @@ safetensors).
 
 Input: {data_in} of any size. Working size {size} (width x height), direction {direction}, colour space {color_space},
 generator: {generator}.
+
+{config}
 """
     return make_card(card_data(PIX2PIX_TAGS), body)
 
 
-def pix2pixhd_card(repo: str, size: str, generator: str, classes: int, styles: bool) -> ModelCard:
-    """The card `Pix2PixHDPipeline.save_pretrained` / `push_to_hub` write when given none."""
+def pix2pixhd_card(repo: str, size: str, generator: str, classes: int, styles: bool, config: str) -> ModelCard:
+    """The card `Pix2PixHDPipeline.save_pretrained` / `push_to_hub` write for a pipeline that has none:
+    titled by its generator, classes and size, with its `config` section."""
     setup = 'label_map = Image.open("labels.png")  # class ids, or the colours of the pipeline\'s palette\n'
     style = ", with a feature encoder and a style bank for per-class and per-instance styles" if styles else ""
-    body = f"""# {repo}
+    body = f"""# pix2pixHD {generator}, {classes} classes, {size}
 
 A pix2pixHD pipeline (Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with
 Conditional GANs", CVPR 2018) in the diffusers layout: a semantic label map (and optionally an
@@ -113,5 +166,7 @@ instance map, `instance_map=`) -> photo.
 {usage("Pix2PixHDPipeline", repo, "pipe(label_map, generator=torch.Generator().manual_seed(0)).images[0]", setup)}
 
 Generator `{generator}`{style}; {classes} label classes; working size {size} (width x height).
+
+{config}
 """
     return make_card(card_data(PIX2PIXHD_TAGS), body)

@@ -10,7 +10,7 @@ from PIL import Image
 from ..color import model_lab_to_rgb, rgb_to_model_lab
 from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
-from .hub import pix2pix_card
+from .hub import PIX2PIX_TAGS, config_section, pix2pix_card
 from .image_processor import (
     RESAMPLE,
     batch_outputs,
@@ -23,6 +23,7 @@ from .image_processor import (
 from .label_processor import LabelMapProcessor, class_names_of
 from .pipeline_utils import (
     P2PPipeline,
+    check_diffusion_arguments,
     check_finite,
     check_working_size,
     generator_on,
@@ -53,6 +54,7 @@ class Pix2PixPipeline(P2PPipeline):
     """
 
     model_cpu_offload_seq = "generator"
+    card_tags = PIX2PIX_TAGS
 
     def __init__(
         self,
@@ -148,6 +150,8 @@ class Pix2PixPipeline(P2PPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         seed: int | list[int] | None = None,
+        num_inference_steps: int | None = None,
+        callback_on_step_end=None,
     ) -> ImagePipelineOutput | tuple:
         """Translate one image or a batch.
 
@@ -178,6 +182,8 @@ class Pix2PixPipeline(P2PPipeline):
                 (float32 (B, C, H, W) in [0, 1], on the CPU); arrays and tensors of different sizes
                 (`keep_size` with inputs of different sizes) come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
+            num_inference_steps, callback_on_step_end: diffusers' step arguments. There is one step:
+                `num_inference_steps` is ignored with a warning, a callback is refused.
             seed: deprecated (a FutureWarning): shorthand for
                 `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
                 a list of one per image), an integer in [0, 2**64).
@@ -185,6 +191,7 @@ class Pix2PixPipeline(P2PPipeline):
         Returns:
             `ImagePipelineOutput` with `.images`, or `(images,)`.
         """
+        check_diffusion_arguments(num_inference_steps, callback_on_step_end)
         images = image_list(image)
         check_output_type(output_type)
         check_size_mode(size_mode)
@@ -228,10 +235,10 @@ class Pix2PixPipeline(P2PPipeline):
                        for xi, g in zip(x, generators)]
         return torch.cat(outputs)
 
-    def model_card(self, repo_id: str | None = None) -> str:
-        """A Hub model card (README.md) describing this pipeline."""
+    def new_model_card(self, repo_id: str) -> str:
+        """A Hub model card (README.md) describing this pipeline and its config."""
         c = self.generator.config
         generator = f"UNetGenerator(num_downs={c.num_downs}, ngf={c.ngf}, norm={c.norm}, use_dropout={c.use_dropout})"
         h, w = self.working_size
-        return str(pix2pix_card(repo_id or "path/to/pipeline", f"{w}x{h}", self.config.direction,
-                                self.config.color_space, generator))
+        return str(pix2pix_card(repo_id, f"{w}x{h}", self.config.direction, self.config.color_space, generator,
+                                config_section(*self.config_for_card())))

@@ -9,7 +9,7 @@ from ..labels import class_count, instance_boundaries, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
-from .hub import pix2pixhd_card
+from .hub import PIX2PIXHD_TAGS, config_section, pix2pixhd_card
 from .image_processor import (
     batch_outputs,
     check_image,
@@ -19,7 +19,14 @@ from .image_processor import (
     to_array,
 )
 from .label_processor import LabelMapProcessor, class_names_of
-from .pipeline_utils import P2PPipeline, check_finite, check_seed, check_working_size, prepare_generators
+from .pipeline_utils import (
+    P2PPipeline,
+    check_diffusion_arguments,
+    check_finite,
+    check_seed,
+    check_working_size,
+    prepare_generators,
+)
 
 
 class Pix2PixHDPipeline(P2PPipeline):
@@ -43,6 +50,7 @@ class Pix2PixHDPipeline(P2PPipeline):
 
     _optional_components = ["encoder", "style_bank"]
     model_cpu_offload_seq = "encoder->generator"
+    card_tags = PIX2PIXHD_TAGS
 
     def __init__(
         self,
@@ -172,7 +180,8 @@ class Pix2PixHDPipeline(P2PPipeline):
                  style_image: Image.Image | None = None, generator: torch.Generator | list | None = None,
                  keep_size: bool = True, size_mode: str = "resize", tile_size: int | tuple[int, int] | None = None,
                  tile_overlap: int | None = None, output_type: str = "pil", return_dict: bool = True,
-                 seed: int | list[int] | None = None) -> ImagePipelineOutput | tuple:
+                 seed: int | list[int] | None = None, num_inference_steps: int | None = None,
+                 callback_on_step_end=None) -> ImagePipelineOutput | tuple:
         """Synthesise an image per label map (one map at a time: each has its own instances).
 
         Args:
@@ -197,10 +206,13 @@ class Pix2PixHDPipeline(P2PPipeline):
             output_type: `pil`, `np` (float32 (B, H, W, C) in [0, 1]) or `pt` (float32 (B, C, H, W)
                 in [0, 1], on the CPU); arrays and tensors of different sizes come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
+            num_inference_steps, callback_on_step_end: diffusers' step arguments. There is one step:
+                `num_inference_steps` is ignored with a warning, a callback is refused.
             seed: deprecated (a FutureWarning): shorthand for
                 `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
                 one per map), an integer in [0, 2**64).
         """
+        check_diffusion_arguments(num_inference_steps, callback_on_step_end)
         check_output_type(output_type)
         check_size_mode(size_mode)
         label_maps = map_list(label_map, "label_map")
@@ -238,8 +250,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             return run_at_size(net, torch.cat(parts, 1).to(self.generator.dtype), size_mode, factor,
                                tile or self.working_size, overlap, minimum)
 
-    def model_card(self, repo_id: str | None = None) -> str:
-        """A Hub model card (README.md) describing this pipeline."""
+    def new_model_card(self, repo_id: str) -> str:
+        """A Hub model card (README.md) describing this pipeline and its config."""
         h, w = self.working_size
-        return str(pix2pixhd_card(repo_id or "path/to/pipeline", f"{w}x{h}", type(self.generator).__name__,
-                                  self.num_classes, self.style_bank is not None))
+        return str(pix2pixhd_card(repo_id, f"{w}x{h}", type(self.generator).__name__, self.num_classes,
+                                  self.style_bank is not None, config_section(*self.config_for_card())))

@@ -15,6 +15,7 @@ from huggingface_hub import HfApi, snapshot_download
 from torch import nn
 
 from ..backends import GeneratorBackend
+from .hub import check_local_folder, updated_card
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -78,6 +79,18 @@ def prepare_generators(generator, seed, count: int, device: str | torch.device =
     return generators
 
 
+def check_diffusion_arguments(num_inference_steps: int | None, callback_on_step_end) -> None:
+    """What a one-step GAN pipeline does with diffusers' step arguments: `num_inference_steps` is
+    accepted and ignored with a warning (the generator makes the image in one forward pass), a
+    `callback_on_step_end` is refused (there are no steps to call it between)."""
+    if num_inference_steps is not None:
+        warnings.warn(f"num_inference_steps={num_inference_steps} is ignored: a GAN generator makes the image in one "
+                      "forward pass, there are no denoising steps", UserWarning, stacklevel=3)
+    if callback_on_step_end is not None:
+        raise ValueError("callback_on_step_end: a GAN pipeline has no denoising steps to call back between (its "
+                         "generator runs once); work on the returned images instead")
+
+
 def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
     """`generator` if it is on `device` (or None), else a new generator there seeded with a number
     drawn from it (so reusing `generator` still gives new noise)."""
@@ -116,7 +129,8 @@ def check_working_size(size: list[int], factor: int, factor_name: str) -> list[i
 
 class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
-    save, and `push_to_hub` as `save_pretrained` + one upload. Subclasses define `model_card`. Its four
+    save (the one it was loaded with, kept), and `push_to_hub` as `save_pretrained` + one upload.
+    Subclasses define `card_tags` and `new_model_card`. Its six
     overrides of `DiffusionPipeline` each start with what diffusers can't do for a pipeline whose
     components live in another library.
 
@@ -125,6 +139,8 @@ class P2PPipeline(DiffusionPipeline):
     `set_backend` picks how the generator runs (plain PyTorch, the fast CPU path, ONNX Runtime)."""
 
     max_pixels: int | None = MAX_PIXELS
+    card_tags: list[str] = []
+    _loaded_card: str | None = None  # the README.md `from_pretrained` found, which `save_pretrained` keeps
     _backend = GeneratorBackend()  # plain PyTorch, which holds no state; `set_backend` gives an instance its own
 
     @property
@@ -148,6 +164,17 @@ class P2PPipeline(DiffusionPipeline):
         self.to(device, torch.float32).set_backend("fast")
         return self
 
+    def enable_model_cpu_offload(self, *args, **kwargs):
+        """Why overridden: offloading saves nothing here, so it is refused with the reason."""
+        raise NotImplementedError(
+            "enable_model_cpu_offload: a p2p pipeline's weights are one generator (plus, for pix2pixHD, a small "
+            "encoder) needed all at once for its single forward pass, so offloading frees no accelerator memory; "
+            "use pipe.to('cuda') (or optimize_for_inference()), or run on the CPU")
+
+    def enable_sequential_cpu_offload(self, *args, **kwargs):
+        """Why overridden: as `enable_model_cpu_offload`."""
+        self.enable_model_cpu_offload()
+
     def generator_runner(self, deterministic: bool = True):
         """The generator as a callable for the current backend, a context manager: (B, C_in, H, W) ->
         (B, C_out, H, W), in eval mode if `deterministic`, else in `paper_test_mode`."""
@@ -161,8 +188,10 @@ class P2PPipeline(DiffusionPipeline):
         Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
         downloaded with `snapshot_download`: `revision`, `cache_dir`, `token`, `local_files_only` and
         `force_download` are passed on; its .py files are neither downloaded nor run). `torch_dtype`
-        (or `dtype`), `variant` and `use_safetensors` apply to every component."""
+        (or `dtype`), `variant` and `use_safetensors` apply to every component. A name meant as a
+        folder (`hub.looks_local`) that is none fails at once ("no such folder")."""
         folder = str(pretrained_model_name_or_path)
+        check_local_folder(folder)
         if not os.path.isdir(folder):
             # diffusers' own download step rejects components from libraries it doesn't know.
             names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
@@ -189,6 +218,8 @@ class P2PPipeline(DiffusionPipeline):
                                                             **shared)
         pipe = super(P2PPipeline, target).from_pretrained(folder, **kwargs)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        card = Path(folder) / "README.md"
+        pipe._loaded_card = card.read_text() if card.is_file() else None
         return pipe
 
     @classmethod
@@ -205,15 +236,36 @@ class P2PPipeline(DiffusionPipeline):
         """Why overridden: diffusers writes no model card for a pipeline outside it, nor the loader files
         that `trust_remote_code` loading needs.
 
-        `DiffusionPipeline.save_pretrained`, plus a model card (README.md) if the folder has none, and
-        the files `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs (see
+        `DiffusionPipeline.save_pretrained`, plus a model card (README.md: `model_card()`; a new
+        pipeline saved into a folder with a card leaves that card alone), and the files
+        `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs (see
         `write_loader_code`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
         write_loader_code(save_directory)
         drop_local_paths(save_directory)
         card = Path(save_directory) / "README.md"
-        if not card.exists():
+        if self._loaded_card is not None or not card.exists():
             card.write_text(self.model_card())
+
+    def model_card(self, repo_id: str | None = None) -> str:
+        """The model card (README.md) `save_pretrained` and `push_to_hub` write: the one this pipeline
+        was loaded with, kept with its metadata brought up to date and its usage code naming `repo_id`
+        (`hub.updated_card`); for a new pipeline, one describing its config (`new_model_card`)."""
+        if self._loaded_card is not None:
+            return updated_card(self._loaded_card, self.card_tags, repo_id)
+        return self.new_model_card(repo_id or "path/to/pipeline")
+
+    def new_model_card(self, repo_id: str) -> str:
+        """A card for a pipeline that has none, loaded from `repo_id`; defined by each pipeline."""
+        raise NotImplementedError
+
+    def config_for_card(self) -> tuple[dict, dict[str, tuple[str, dict]]]:
+        """The settings in model_index.json, and each component's class and config, without the private
+        (`_`) keys: what a new card records."""
+        public = lambda config: {k: v for k, v in dict(config).items() if not k.startswith("_")}  # noqa: E731
+        components = {name: (type(module).__name__, public(module.config))
+                      for name, module in self.components.items() if module is not None}
+        return {k: v for k, v in public(self.config).items() if k not in self.components}, components
 
     def push_to_hub(
         self,
