@@ -4,11 +4,13 @@ CamVid mapping from the shipped CamVid config, instance maps, strokes, and confi
 
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, environment
 from PIL import Image
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator, camvid
@@ -223,3 +225,55 @@ def test_facades_config_round_trips_and_bad_ones_are_refused_at_load(tmp_path):
         (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
         with pytest.raises(ValueError, match=message):
             Pix2PixPipeline.from_pretrained(tmp_path)
+
+
+def test_nearest_palette_is_exact_on_every_colour_near_a_boundary():
+    palette = np.random.default_rng(0).integers(0, 256, (30, 3)).tolist() + [[10, 20, 30], [10, 20, 30]]  # a tie
+    colours = np.random.default_rng(1).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    ids, distance = nearest_palette(Image.fromarray(colours), palette)
+    squared = ((colours[:, :, None].astype(np.int64) - np.asarray(palette)[None, None]) ** 2).sum(-1)
+    assert np.array_equal(ids, squared.argmin(-1))  # the first of equally near colours, as argmin
+    assert np.allclose(distance, np.sqrt(squared.min(-1)))
+
+
+ALL_COLOURS = """
+import io, json, resource, sys, time
+import numpy as np
+from PIL import Image
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+
+def status(key):
+    return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
+
+colours = np.arange(2**24, dtype=np.uint32)
+pixels = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
+buffer = io.BytesIO()
+Image.fromarray(pixels).save(buffer, "PNG")  # every colour once: a small PNG
+del colours, pixels
+pipes = [Pix2PixPipeline.from_pretrained("pretrained/facades"), Pix2PixHDPipeline.from_pretrained("pretrained/camvid_hd")]
+resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") + 3 * 2**30, resource.RLIM_INFINITY))  # bound the test
+results = []
+for pipe in pipes:
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current RSS
+    before, start = status("VmRSS"), time.process_time()
+    try:
+        pipe(image)
+        error = None
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    results.append([error, time.process_time() - start, (status("VmHWM") - before) / 2**30])
+print(json.dumps(results))
+"""
+
+
+def test_a_map_of_all_two_to_the_24_colours_costs_pixels_not_colours_times_classes(tmp_path):
+    """16.7 M distinct colours in a 4096x4096 PNG: refused as a photo by both shipped label-map pipelines,
+    each in under 5 s of CPU and 1 GB (the old palette matching held colours x classes x 3 int64: 8 GB)."""
+    done = subprocess.run([sys.executable, "-c", ALL_COLOURS], cwd=ROOT, env=environment(tmp_path, OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for error, seconds, gigabytes in json.loads(done.stdout.splitlines()[-1]):
+        assert error is not None and "looks like a photo, not a label map" in error, error
+        assert seconds < 5 and gigabytes < 1, (seconds, gigabytes)

@@ -155,13 +155,13 @@ class LabelMapProcessor:
         made only of the palette's own greys (e.g. an all-sky canvas) rather than ids."""
         if image.mode in ID_MODES:
             return np.asarray(image).astype(np.int64)
-        rgb = np.asarray(image.convert("RGB")).astype(np.int64)
-        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        rgb = np.asarray(image.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
             return None
         palette = self.palette or []
         greys = {c[0] for c in palette if c[0] == c[1] == c[2]}
-        values = set(np.unique(rgb[..., 0]).tolist())
-        return None if max(values) >= len(palette) and values <= greys else rgb[..., 0]
+        values = set(np.flatnonzero(np.bincount(rgb[..., 0].ravel(), minlength=256)).tolist())
+        return None if max(values) >= len(palette) and values <= greys else rgb[..., 0].astype(np.int64)
 
     def map_ids(self, labels: np.ndarray, instances: np.ndarray | None = None,
                 what: str = "label_map") -> tuple[np.ndarray, np.ndarray | None]:
