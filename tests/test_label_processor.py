@@ -277,3 +277,29 @@ def test_a_map_of_all_two_to_the_24_colours_costs_pixels_not_colours_times_class
     for error, seconds, gigabytes in json.loads(done.stdout.splitlines()[-1]):
         assert error is not None and "looks like a photo, not a label map" in error, error
         assert seconds < 5 and gigabytes < 1, (seconds, gigabytes)
+
+
+def test_a_colour_map_saved_indexed_is_read_by_its_colours_and_an_indexed_id_map_by_its_indices(tmp_path):
+    """A CamVid colour map saved as a palette-mode PNG (indices in the order the quantiser chose): the pipeline
+    and `p2p translate` read its colours, as they read the RGB file; an id map with a grey palette keeps its ids."""
+    rgb = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png")
+    rgb.quantize(colors=12, method=Image.Quantize.MAXCOVERAGE).save(tmp_path / "indexed.png")
+    indexed = Image.open(tmp_path / "indexed.png")
+    assert indexed.mode == "P"
+    pipe = hd_pipe()
+    expected = pipe.label_processor.ids(rgb)
+    assert np.array_equal(pipe.label_processor.ids(indexed), expected)
+    assert pipe.label_processor.id_map(indexed.convert("RGBA")) is None  # as the editor converts it
+    assert pipe.label_processor.id_map(indexed) is None  # the app's check: a colour map, not ids
+    grey_ids = Image.fromarray(expected.astype(np.uint8)).convert("P")  # ids 0-11 with PIL's grey palette
+    assert grey_ids.mode == "P" and np.array_equal(pipe.label_processor.ids(grey_ids), expected)
+    assert np.array_equal(pipe.label_processor.id_map(grey_ids), expected)
+    pipe.save_pretrained(tmp_path / "model")
+    rgb.save(tmp_path / "rgb.png")
+    for name in ("rgb", "indexed"):
+        done = subprocess.run([sys.executable, "-m", "p2p_models.cli", "translate", "--model", str(tmp_path / "model"),
+                               str(tmp_path / f"{name}.png"), "--output", str(tmp_path / f"out_{name}")], cwd=tmp_path,
+                              env=environment(tmp_path), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out_indexed" / "indexed.png")),
+                          np.asarray(Image.open(tmp_path / "out_rgb" / "rgb.png")))

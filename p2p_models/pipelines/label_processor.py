@@ -94,10 +94,12 @@ class LabelMapProcessor:
 
     def ids(self, label_map, what: str = "label_map", max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A label map -> (H, W) int64 ids: an (H, W) integer array or tensor, an id image, or a colour
-        image snapped to the palette (`colour_ids`). The size is checked against `max_pixels` before
-        an image is decoded."""
-        if isinstance(label_map, Image.Image) and label_map.mode in ("RGB", "RGBA"):
+        image snapped to the palette (`colour_ids`), including one stored indexed (`indexed_colours`).
+        The size is checked against `max_pixels` before an image is decoded."""
+        if isinstance(label_map, Image.Image) and label_map.mode in ("RGB", "RGBA", "P"):
             check_size(label_map.width, label_map.height, max_pixels, what)
+            if label_map.mode == "P" and not self.indexed_colours(label_map):
+                return self.integer_ids(label_map, what, max_pixels)
             if self.palette is None:
                 raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
                                  "pass class ids (mode L or P, or an integer array)")
@@ -132,6 +134,17 @@ class LabelMapProcessor:
             raise ValueError(f"{what}: ids must be non-negative, found {instances.min()}")
         return instances
 
+    def indexed_colours(self, image: Image.Image) -> bool:
+        """Whether a palette-mode (P) image is a colour-coded map stored indexed, as editors and PNG
+        optimisers save one: every colour it uses is one of the pipeline's palette colours, so its
+        indices are not class ids. Other P images (ids with a grey or a dataset's palette) hold ids."""
+        if image.mode != "P" or self.palette is None:
+            return False
+        used = np.flatnonzero(np.bincount(np.asarray(image).ravel(), minlength=256))
+        colours = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+        own = {tuple(c) for c in self.palette}
+        return used.max() < len(colours) and all(tuple(c) in own for c in colours[used].tolist())
+
     def colour_ids(self, image, what: str = "label_map") -> np.ndarray:
         """A colour-coded map (PIL image, or (H, W, 3) uint8 array) -> (H, W) int64 ids of the nearest
         palette colour; a ValueError if more than `max_off_palette` of its pixels are farther than
@@ -150,10 +163,11 @@ class LabelMapProcessor:
         return self.label_image(self.colour_ids(image, what))
 
     def id_map(self, image: Image.Image) -> np.ndarray | None:
-        """The (H, W) ids an image holds: those of an id image, or of an RGB(A) image whose channels are
-        all equal (an id map an editor converted); None for a colour-coded map, including a grey one
-        made only of the palette's own greys (e.g. an all-sky canvas) rather than ids."""
-        if image.mode in ID_MODES:
+        """The (H, W) ids an image holds: those of an id image (not an `indexed_colours` map), or of an
+        RGB(A) image whose channels are all equal (an id map an editor converted); None for a
+        colour-coded map, including a grey one made only of the palette's own greys (e.g. an all-sky
+        canvas) rather than ids."""
+        if image.mode in ID_MODES and not self.indexed_colours(image):
             return np.asarray(image).astype(np.int64)
         rgb = np.asarray(image.convert("RGB"))
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
