@@ -15,6 +15,7 @@ from huggingface_hub import HfApi, snapshot_download
 from torch import nn
 
 from ..backends import GeneratorBackend
+from ..modeling_utils import check_config_types
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -43,6 +44,12 @@ def pipeline_class_name(index: dict) -> str | None:
     pipeline's (and `write_loader_code` ours), or a bare class name."""
     name = index.get("_class_name")
     return name[1] if isinstance(name, (list, tuple)) and len(name) == 2 else name
+
+
+def is_component_entry(entry) -> bool:
+    """Whether a model_index.json value names a component ([library, class], or [null, null] for an
+    optional one left out) rather than being a config value."""
+    return isinstance(entry, list) and len(entry) == 2 and all(x is None or isinstance(x, str) for x in entry)
 
 
 def check_seed(seed) -> int | None:
@@ -176,6 +183,10 @@ class P2PPipeline(DiffusionPipeline):
                              "pipeline (Pix2PixPipeline or Pix2PixHDPipeline)")
         if issubclass(cls, target):  # a subclass of the folder's class loads as itself
             target = cls
+        try:
+            check_config_types(target, {k: v for k, v in index.items() if not is_component_entry(v)})
+        except ValueError as e:
+            raise ValueError(f"{pretrained_model_name_or_path}/model_index.json: {e}") from None
         # p2p components are loaded here: DiffusionPipeline would run the folder's `<component>/<module>.py`.
         dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
         shared = {k: kwargs[k] for k in ("variant", "use_safetensors") if k in kwargs}
