@@ -8,7 +8,6 @@ Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 import base64
 import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -25,7 +24,7 @@ import yaml
 from huggingface_hub import constants
 from PIL import Image
 
-from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image
+from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image, seeded_generator
 
 try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
     import spaces
@@ -220,21 +219,26 @@ def editor_image(value, fill: list[int]) -> Image.Image | None:
 
 
 def seed_value(seed) -> int:
-    """The Seed field as an int (empty = 0), or a gr.Error for what a pipeline can't take."""
+    """The Seed field as an exact int (empty = 0): an int, a string of one, or a whole float (exact
+    below 2**53); a gr.Error for what a pipeline can't take."""
     if seed is None or seed == "":
         return 0
-    try:
-        value = float(seed)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value != int(value) or not 0 <= int(value) < MAX_SEED:
+    value = seed
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            value = float(value) if value.strip().replace(".", "", 1).isdigit() else None
+    if isinstance(value, float) and value.is_integer() and value < 2**53:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < MAX_SEED:
         raise user_error(f"The seed must be a whole number from 0 to 2**64 - 1, got {seed!r}.")
     return int(value)
 
 
 def seeded(pipe, seed) -> torch.Generator:
     """The Seed field as a generator on the pipeline's device, how pipelines are seeded."""
-    return torch.Generator(pipe.device).manual_seed(seed_value(seed))
+    return seeded_generator(seed_value(seed), pipe.device)
 
 
 def timing(start: float, pipe) -> str:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import convert
 from .backends import BACKENDS
 from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
-from .pipelines.pipeline_utils import check_seed, pipeline_class_name
+from .pipelines.pipeline_utils import pipeline_class_name, seeded_generator
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -147,7 +147,7 @@ class Translator:
 
     def generators(self, count: int) -> list[torch.Generator]:
         """One generator seeded with `--seed` per image: each file as if alone."""
-        return [torch.Generator(self.pipe.device).manual_seed(check_seed(self.args.seed)) for _ in range(count)]
+        return [seeded_generator(self.args.seed, self.pipe.device) for _ in range(count)]
 
     def run(self, files: list[Path], outputs: dict[Path, Path], progress) -> list[tuple[str, str]]:
         failed = []

@@ -238,6 +238,16 @@ def test_bad_seeds_get_clear_errors(app, seed):
         app.hd(hd_label_map()[0], None, seed, {}, *["random"] * 12)
 
 
+
+def test_seeds_are_exact_integers_over_the_whole_range(app):
+    for seed in (2**64 - 1, 2**53 + 1, str(2**64 - 1), 7.0, "7"):
+        assert app.seed_value(seed) == int(seed)
+    label_map = hd_label_map()[0]  # random styles: drawn from the seed
+    outputs = [np.asarray(app.hd(label_map, None, seed, {}, *["random"] * 12)[1])
+               for seed in (5, 5 + 2**32, 2**53, 2**53 + 1)]
+    assert not np.array_equal(outputs[0], outputs[1])  # torch's CPU generator alone keeps only 32 bits
+    assert not np.array_equal(outputs[2], outputs[3])  # through a float, both were 2**53
+
 def test_hd_refuses_photos_and_noise_as_label_maps(app):
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")
     with pytest.raises(gr.Error, match="looks like a photo, not a label map"):

@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from p2p_models import P2PPipeline, Pix2PixPipeline, UNetGenerator
+from p2p_models.pipelines import seeded_generator
 
 
 def make_pipe(**kwargs):
@@ -299,6 +300,17 @@ def test_seeds_at_both_ends_of_the_range_work(pipe):
     assert pipe(photo(), seed=0).images[0].size == pipe(photo(), seed=2**64 - 1).images[0].size == (90, 50)
     assert pipe(photo(), seed=np.int64(7)).images[0].tobytes() == pipe(photo(), seed=7).images[0].tobytes()
 
+
+
+def test_every_bit_of_a_seed_changes_the_noise():
+    draws = [tuple(torch.rand(4, generator=seeded_generator(seed)).tolist()) for seed in
+             [0, *(2**bit for bit in range(64)), 2**64 - 1]]
+    assert len(set(draws)) == len(draws)
+    for seed in (0, 12345, 2**32 - 1):  # below 2**32: what manual_seed gives
+        assert torch.equal(torch.rand(4, generator=seeded_generator(seed)),
+                           torch.rand(4, generator=torch.Generator().manual_seed(seed)))
+    with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
+        seeded_generator(2**64)
 
 def test_nan_weights_give_an_error_not_a_black_image(pipe):
     with torch.no_grad():

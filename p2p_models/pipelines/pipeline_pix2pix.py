@@ -179,8 +179,8 @@ class Pix2PixPipeline(P2PPipeline):
                 (`keep_size` with inputs of different sizes) come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
             seed: deprecated (a FutureWarning): shorthand for
-                `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
-                a list of one per image), an integer in [0, 2**64).
+                `generator=seeded_generator(seed, pipe.device)` (an int, or a list of
+                one per image), an integer in [0, 2**64).
 
         Returns:
             `ImagePipelineOutput` with `.images`, or `(images,)`.

@@ -198,8 +198,8 @@ class Pix2PixHDPipeline(P2PPipeline):
                 in [0, 1], on the CPU); arrays and tensors of different sizes come as a list.
             return_dict: return an `ImagePipelineOutput` (default), else the tuple `(images,)`.
             seed: deprecated (a FutureWarning): shorthand for
-                `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
-                one per map), an integer in [0, 2**64).
+                `generator=seeded_generator(seed)` (an int, or a list of one per map),
+                an integer in [0, 2**64).
         """
         check_output_type(output_type)
         check_size_mode(size_mode)

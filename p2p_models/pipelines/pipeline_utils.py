@@ -61,10 +61,23 @@ def check_seed(seed) -> int | None:
     return int(seed)
 
 
+def seeded_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A `torch.Generator` on `device` for an integer seed in [0, 2**64), taken exactly. Torch's CPU
+    generator keeps only a seed's low 32 bits, so the high 32, mixed (MurmurHash3's finaliser, a
+    bijection keeping 0), are XORed into them: every bit changes the noise, and a seed below 2**32
+    gives what `manual_seed(seed)` gives."""
+    seed = check_seed(seed)
+    high = seed >> 32
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        high = ((high ^ (high >> shift)) * factor) & 0xFFFFFFFF
+    high ^= high >> 16
+    return torch.Generator(device).manual_seed((seed & 0xFFFFFFFF) ^ high)
+
+
 def prepare_generators(generator, seed, count: int, device: str | torch.device = "cpu") -> list:
     """One `torch.Generator` (or None: torch's global RNG) per image: `generator` (one, shared by the
     images in turn, or a list of one per image), or the deprecated `seed` (an int or one per image,
-    shorthand for `torch.Generator(device).manual_seed(seed)`)."""
+    shorthand for `seeded_generator(seed, device)`)."""
     if generator is not None and seed is not None:
         raise ValueError("pass generator or seed, not both (seed=s is shorthand for a generator seeded with s)")
     if seed is not None:
@@ -73,9 +86,9 @@ def prepare_generators(generator, seed, count: int, device: str | torch.device =
         if isinstance(seed, (list, tuple)):
             if len(seed) != count:
                 raise ValueError(f"seed: got {len(seed)} seeds for {count} images")
-            generator = [torch.Generator(device).manual_seed(check_seed(s)) for s in seed]
+            generator = [seeded_generator(s, device) for s in seed]
         else:
-            generator = torch.Generator(device).manual_seed(check_seed(seed))
+            generator = seeded_generator(seed, device)
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * count
     if len(generators) != count:
         raise ValueError(f"generator: got a list of {len(generators)} generators for {count} images (one per image)")
