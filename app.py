@@ -23,6 +23,9 @@ import torch
 import yaml
 from huggingface_hub import constants
 from PIL import Image
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
 from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image, seeded_generator
 
@@ -41,6 +44,7 @@ CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
 STYLE_CHOICES = ["random"] + [str(k) for k in range(10)]
 MAX_ASPECT_CHANGE = 2  # an HD label map may be at most this much wider or taller (in aspect) than the model's size
 AERIAL_SMOOTHNESS = 0.3  # map tiles have >= 38% of pixels equal to their right neighbour; most aerial photos less
+MAX_FILE_BYTES = gr.utils._parse_file_size(CONFIG["limits"]["max_file_size"])
 logger = logging.getLogger("p2p.app")
 
 
@@ -126,15 +130,29 @@ def unreadable(e: Exception) -> str:
     return type(e).__name__
 
 
+def check_upload_size(size: int) -> None:
+    """Refuse an upload over `max_file_size` before it is read or decoded: Gradio checks the size of
+    uploaded files only, not of data: URLs or files named by path."""
+    if size > MAX_FILE_BYTES:
+        raise user_error(f"The upload is {size / 2**20:.1f} MB; uploads may be at most "
+                         f"{CONFIG['limits']['max_file_size']}.")
+
+
 def upload_source(data):
     """The file behind one upload in a component payload: a path, raw bytes (a blob or a data: URL),
-    or None."""
+    or None; each within `max_file_size`."""
     if data is None or isinstance(data, (bytes, bytearray)):
+        check_upload_size(len(data or b""))
         return data
     url = getattr(data, "url", None) or ""
     if url.startswith("data:"):
-        return base64.b64decode(url.partition(",")[2])
-    return getattr(data, "path", None)
+        encoded = url.partition(",")[2]
+        check_upload_size(len(encoded) * 3 // 4)
+        return base64.b64decode(encoded)
+    path = getattr(data, "path", None)
+    if path and os.path.isfile(path):
+        check_upload_size(os.path.getsize(path))
+    return path
 
 
 class ImageInput(gr.Image):
@@ -175,6 +193,9 @@ class LabelEditor(gr.ImageEditor):
         if payload is not None:
             blobs = self.blob_storage.get(payload.id) if payload.id is not None else None
             parts = blobs or payload
+            layers, limit = len(parts.layers or []), CONFIG["limits"]["max_layers"]
+            if layers > limit:
+                raise user_error(f"The label map has {layers} layers; at most {limit} are read. Merge them first.")
             for part in (parts.background, parts.composite, *(parts.layers or [])):
                 check_header(upload_source(part), self.max_side, "label map", refuse_high_bit=True)
         try:
@@ -250,6 +271,36 @@ def run(pipe, *args, **kwargs):
         return pipe(*args, **kwargs)
     except (TypeError, ValueError) as e:
         raise user_error(str(e)) from e
+
+
+class BodyLimit:
+    """ASGI middleware refusing (413) a request body over `max_bytes` other than a file upload
+    (multipart, which Gradio checks against `max_file_size`): a JSON body can carry data: URLs."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            return await self.app(scope, receive, send)
+        if int(headers.get(b"content-length", b"0") or 0) > self.max_bytes:
+            return await PlainTextResponse(self.refusal, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted():  # a body sent without a length (chunked)
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self.refusal)
+            return message
+
+        await self.app(scope, counted, send)
+
+    @property
+    def refusal(self) -> str:
+        return f"request body over {self.max_bytes:,} bytes (uploads may be at most {CONFIG['limits']['max_file_size']})"
 
 
 # --- admission: each tab queues its own requests ---------------------------------------------------
@@ -627,5 +678,6 @@ if __name__ == "__main__":
         for tab, spec in CONFIG["tabs"].items():
             for model in spec["models"]:
                 load_pipeline(tab, model)
+    body_limit = Middleware(BodyLimit, max_bytes=MAX_FILE_BYTES * 4 // 3 + 2**16)  # one data: URL, plus the rest
     build_demo().launch(show_error=True, max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),
-                        head=swatch_names())
+                        head=swatch_names(), app_kwargs={"middleware": [body_limit]})

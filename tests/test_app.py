@@ -1,18 +1,22 @@
 """The demo: its tab functions (PIL in, PIL out, clear errors), and `python app.py` as a real server
 called over HTTP with gradio_client. The browser test is test_app_browser.py."""
 
+import base64
 import importlib
+import io
 import sys
 import time
 import warnings
 
 import gradio as gr
+import httpx
 import numpy as np
 import pytest
 import torch
 import yaml
 from app_setup import app_copy, serve
 from conftest import ROOT
+from gradio.data_classes import FileData
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -248,6 +252,16 @@ def test_seeds_are_exact_integers_over_the_whole_range(app):
     assert not np.array_equal(outputs[0], outputs[1])  # torch's CPU generator alone keeps only 32 bits
     assert not np.array_equal(outputs[2], outputs[3])  # through a float, both were 2**53
 
+
+def test_data_urls_over_max_file_size_are_refused_before_decoding(app):
+    huge = FileData(url="data:image/png;base64," + "A" * (28 * 2**20), path="")  # 21 MB once decoded
+    with pytest.raises(gr.Error, match="The upload is 21.0 MB; uploads may be at most 20mb"):
+        app.upload_source(huge)
+    small = io.BytesIO()
+    noise(8, 8).save(small, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(small.getvalue()).decode()
+    assert app.upload_source(FileData(url=url, path="")) == small.getvalue()
+
 def test_hd_refuses_photos_and_noise_as_label_maps(app):
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")
     with pytest.raises(gr.Error, match="looks like a photo, not a label map"):
@@ -424,10 +438,20 @@ def test_server_checks_match_the_readme_and_log_one_line(server, tmp_path):
          "The label map is a 16-bit or float image"),
         ("/colorization", (handle_file(str(tmp_path / "truncated.jpg")), 0, False), "the file is cut short"),
         ("/maps", (handle_file(str(tmp_path / "truncated.jpg")), "Aerial -> map", 0, False), "the file is cut short"),
+        ("/facades", ({**editor_value(tmp_path / "photo.jpg"), "layers": [handle_file(str(tmp_path / "photo.jpg"))] * 60},
+                      0, False), "The label map has 60 layers; at most 10 are read"),
     ]
     for api, args, message in cases:
         with pytest.raises(Exception, match=message):
             client.predict(*args, api_name=api)
+    # a JSON body is not an upload, but can carry data: URLs: bodies over 4/3 of max_file_size are refused
+    body = b'{"data": [{"url": "data:image/png;base64,' + b"A" * 28 * 2**20 + b'"}], "fn_index": 0}'
+    start = time.perf_counter()
+    for content in (body, iter([body[i:i + 2**20] for i in range(0, len(body), 2**20)])):  # with a length, chunked
+        response = httpx.post(f"{url}gradio_api/queue/join", content=content, timeout=60,
+                              headers={"content-type": "application/json"})
+        assert response.status_code == 413 and "uploads may be at most 20mb" in response.text, response.text[:300]
+    assert time.perf_counter() - start < 30
     log = (folder / "app.log").read_text()
     assert log.count("refused: The label map has transparent pixels") == 2
     assert "refused: The upload can't be read as an image (the file is cut short" in log
