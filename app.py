@@ -342,6 +342,7 @@ GATES = {tab: TabGate(spec["title"], CONFIG["limits"]["queue_size"]) for tab, sp
 def colorize(image, seed: float = 0, deterministic: bool = False):
     """Colour photo or grey photo -> (the grey input, the colourised photo at its size, timing)."""
     grey = checked(image, "colorization", "photo").convert("L")
+    grey.info = {}  # the upload's metadata (an RGB ICC profile of megabytes) would be written into the grey PNG
     pipe = load_pipeline("colorization")
     start = time.perf_counter()
     out = run(pipe, grey, generator=seeded(pipe, seed), deterministic=deterministic).images[0]

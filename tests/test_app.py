@@ -17,8 +17,9 @@ import yaml
 from app_setup import app_copy, serve
 from conftest import ROOT
 from gradio.data_classes import FileData
+from gradio.processing_utils import encode_pil_to_bytes
 from gradio_client import Client, handle_file
-from PIL import Image
+from PIL import Image, ImageCms
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.color import rgb_to_model_lab
@@ -76,6 +77,17 @@ def test_colorize_returns_grey_input_and_colour_at_input_size(app):
     assert (lightness(out) - lightness(grey)).abs().mean() < 0.05
     expected = app.load_pipeline("colorization")(grey, seed=2).images[0]
     assert np.array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_the_grey_output_carries_no_metadata_of_the_upload(app):
+    """A photo with a large RGB ICC profile: the grey PNG the app returns must not copy it (an RGB profile in a
+    grey PNG, megabytes of it, makes the file unreadable to colour-managed viewers)."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = noise(40, 32)
+    photo.info["icc_profile"] = profile + b"\0" * 2**20
+    grey, _, _ = app.colorize(photo, 0)
+    saved = Image.open(io.BytesIO(encode_pil_to_bytes(grey, "png")))  # as Gradio writes outputs
+    assert "icc_profile" not in saved.info and len(encode_pil_to_bytes(grey, "png")) < 2**16
 
 
 def test_maps_direction_picks_the_model(app):
@@ -261,6 +273,7 @@ def test_data_urls_over_max_file_size_are_refused_before_decoding(app):
     noise(8, 8).save(small, "PNG")
     url = "data:image/png;base64," + base64.b64encode(small.getvalue()).decode()
     assert app.upload_source(FileData(url=url, path="")) == small.getvalue()
+
 
 def test_hd_refuses_photos_and_noise_as_label_maps(app):
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")

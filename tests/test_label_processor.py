@@ -162,7 +162,7 @@ def test_instance_maps_are_checked():
     with pytest.raises(ValueError, match="instance_map is 64x47 but label_map is 64x48"):
         processor.label_and_instance_ids(labels, np.zeros((47, 64), np.int64))
     many = np.arange(48 * 64).reshape(48, 64)
-    processor.max_instances = 4000
+    processor.max_instances, processor.max_boundary_fraction = 4000, None  # every pixel its own instance: noise
     assert len(np.unique(processor.label_and_instance_ids(labels, many)[1])) == 48 * 64
     processor.max_instances = 100
     with pytest.raises(ValueError, match="hold 3072 instances, more than this pipeline's limit of 100"):
@@ -242,6 +242,7 @@ import numpy as np
 from PIL import Image
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
 
+
 def status(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
 
@@ -303,3 +304,18 @@ def test_a_colour_map_saved_indexed_is_read_by_its_colours_and_an_indexed_id_map
         assert done.returncode == 0, done.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out_indexed" / "indexed.png")),
                           np.asarray(Image.open(tmp_path / "out_rgb" / "rgb.png")))
+
+
+
+def test_a_noise_instance_map_is_refused_even_with_few_ids(tmp_path):
+    """16-bit noise of 2000 ids (within `max_instances`) beside the real Cityscapes label map: noise, refused;
+    the map's real instance map passes."""
+    label, instances = cityscapes_pair()
+    processor = hd_pipe().label_processor
+    assert processor.label_and_instance_ids(label, instances)[1].shape == (label.height, label.width)
+    noise = np.random.default_rng(0).integers(24000, 26000, (label.height, label.width)).astype(np.uint16)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    assert Image.open(tmp_path / "noise.png").mode.startswith("I;16")
+    with pytest.raises(ValueError, match="instance_map: \\d+% of its pixels lie on an instance boundary .* looks like "
+                                         "noise or a photo"):
+        processor.label_and_instance_ids(label, Image.open(tmp_path / "noise.png"))

@@ -242,6 +242,7 @@ def test_an_hd_config_value_of_the_wrong_type_is_named_at_load(tmp_path):
     with pytest.raises(ValueError, match="model_index.json: Pix2PixHDPipeline config: use_instance must be bool"):
         P2PPipeline.from_pretrained(tmp_path / "hd")
 
+
 def test_colorization_recombines_ab_with_the_full_resolution_L():
     from p2p_models.color import rgb_to_lab
 
@@ -311,6 +312,7 @@ def test_every_bit_of_a_seed_changes_the_noise():
                            torch.rand(4, generator=torch.Generator().manual_seed(seed)))
     with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
         seeded_generator(2**64)
+
 
 def test_nan_weights_give_an_error_not_a_black_image(pipe):
     with torch.no_grad():

@@ -232,13 +232,10 @@ class LabelMapProcessor:
         labels = self.ids(label_map, "label_map", max_pixels)
         instances = None if instance_map is None else self.instance_ids(instance_map, "instance_map", max_pixels)
         labels, instances = self.map_ids(labels, instances)
-        fragmented = boundary_fraction(labels)
-        if self.max_boundary_fraction is not None and fragmented > self.max_boundary_fraction:
-            raise ValueError(
-                f"label_map: {fragmented:.0%} of its pixels lie on a class boundary (label maps are made of regions: "
-                f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo, not a label map"
-            )
-        if instances is None:
+        self.check_regions(labels, "label_map", "a class boundary")
+        if instances is not None:
+            self.check_regions(instances, "instance_map", "an instance boundary")
+        else:
             instances = (connected_instances(labels, self.countable_classes).astype(np.int64)
                          if self.countable_classes else labels)
         count = len(np.unique(instances))
@@ -247,6 +244,15 @@ class LabelMapProcessor:
                              f"{self.max_instances} (`label_processor.max_instances`): a label map has at most a few "
                              "hundred objects")
         return labels, instances
+
+    def check_regions(self, ids: np.ndarray, what: str, boundary: str) -> None:
+        """A ValueError if more than `max_boundary_fraction` of the map's pixels lie on a boundary
+        between its regions: noise or a photo, not a label or instance map."""
+        fragmented = boundary_fraction(ids)
+        if self.max_boundary_fraction is not None and fragmented > self.max_boundary_fraction:
+            kind = what.replace("_", " ")
+            raise ValueError(f"{what}: {fragmented:.0%} of its pixels lie on {boundary} ({kind}s are made of regions: "
+                             f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo")
 
     @staticmethod
     def resize(ids: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
