@@ -149,10 +149,19 @@ def upload_source(data):
         encoded = url.partition(",")[2]
         check_upload_size(len(encoded) * 3 // 4)
         return base64.b64decode(encoded)
-    path = getattr(data, "path", None)
+    path = data if isinstance(data, str) else getattr(data, "path", None)
     if path and os.path.isfile(path):
         check_upload_size(os.path.getsize(path))
     return path
+
+
+def discard(*parts) -> None:
+    """Delete the uploaded files of a refused payload from Gradio's upload folder (nothing else)."""
+    folder = Path(gr.utils.get_upload_folder()).resolve()
+    for part in parts:
+        path = getattr(part, "path", None) or (part if isinstance(part, str) else None)
+        if path and folder in Path(path).resolve().parents:
+            Path(path).unlink(missing_ok=True)
 
 
 class ImageInput(gr.Image):
@@ -166,15 +175,17 @@ class ImageInput(gr.Image):
         return "image"
 
     def preprocess(self, payload):
-        check_header(upload_source(payload), self.max_side)
         try:
+            check_header(upload_source(payload), self.max_side)
             image = super().preprocess(payload)
             if isinstance(image, Image.Image):
                 image.load()  # decode here, so a truncated file is reported as one
             return image
         except gr.Error:
+            discard(payload)
             raise
         except Exception as e:  # not an image, truncated, decompression bomb
+            discard(payload)
             raise user_error(f"The upload can't be read as an image ({unreadable(e)}): use a PNG, JPEG or WebP "
                              f"file of at most {CONFIG['limits']['max_file_size']}.") from e
 
@@ -190,14 +201,22 @@ class LabelEditor(gr.ImageEditor):
         return "imageeditor"
 
     def preprocess(self, payload):
-        if payload is not None:
-            blobs = self.blob_storage.get(payload.id) if payload.id is not None else None
-            parts = blobs or payload
-            layers, limit = len(parts.layers or []), CONFIG["limits"]["max_layers"]
-            if layers > limit:
-                raise user_error(f"The label map has {layers} layers; at most {limit} are read. Merge them first.")
-            for part in (parts.background, parts.composite, *(parts.layers or [])):
-                check_header(upload_source(part), self.max_side, "label map", refuse_high_bit=True)
+        parts = payload
+        if payload is not None and payload.id is not None:
+            parts = self.blob_storage.get(payload.id) or payload
+        uploads = [] if parts is None else [parts.background, parts.composite, *(parts.layers or [])]
+        try:
+            return self.checked(payload, uploads)
+        except gr.Error:
+            discard(*uploads)
+            raise
+
+    def checked(self, payload, uploads: list):
+        layers, limit = len(uploads) - 2, CONFIG["limits"]["max_layers"]
+        if layers > limit:
+            raise user_error(f"The label map has {layers} layers; at most {limit} are read. Merge them first.")
+        for part in uploads:
+            check_header(upload_source(part), self.max_side, "label map", refuse_high_bit=True)
         try:
             value = super().preprocess(payload)
         except Exception as e:
@@ -383,15 +402,20 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
 def read_instance_map(instance_map) -> np.ndarray | None:
     if instance_map is None:
         return None
-    if not isinstance(instance_map, Image.Image):
-        check_header(instance_map, CONFIG["tabs"]["hd"]["max_side"], "instance map")
-        try:
-            with Image.open(instance_map) as opened:
-                instance_map = opened.copy()
-        except Exception as e:
-            raise user_error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
-                             "instance ids (8- or 16-bit).") from e
-    return run(load_pipeline("hd").label_processor.instance_ids, instance_map, "The instance map")
+    path = None if isinstance(instance_map, Image.Image) else instance_map
+    try:
+        if path is not None:
+            check_header(upload_source(path), CONFIG["tabs"]["hd"]["max_side"], "instance map")
+            try:
+                with Image.open(path) as opened:
+                    instance_map = opened.copy()
+            except Exception as e:
+                raise user_error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
+                                 "instance ids (8- or 16-bit).") from e
+        return run(load_pipeline("hd").label_processor.instance_ids, instance_map, "The instance map")
+    except gr.Error:
+        discard(path)
+        raise
 
 
 def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarray | None]:
@@ -660,7 +684,8 @@ TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_t
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title=CONFIG["space"]["title"]) as demo:
+    age = CONFIG["limits"]["cache_max_age"]
+    with gr.Blocks(title=CONFIG["space"]["title"], delete_cache=(age, age)) as demo:  # evict every `age` s
         gr.Markdown(f"# {CONFIG['space']['title']}: {CONFIG['space']['short_description']}")
         for tab, spec in CONFIG["tabs"].items():
             with gr.Tab(spec["title"], id=tab):

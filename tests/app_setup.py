@@ -74,11 +74,11 @@ def app_copy(folder: Path, **limits) -> Path:
 
 @contextmanager
 def serve(app_dir: Path, log: Path, port: int | None = None):
-    """`python app.py` in `app_dir` on `port` (default: a free one), offline; yields (its URL, its
-    process id)."""
+    """`python app.py` in `app_dir` on `port` (default: a free one), offline, with its own Gradio cache
+    (`app_dir/gradio_cache`); yields (its URL, its process id)."""
     port = port or free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(app_dir / "gradio_cache")}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -275,6 +275,11 @@ def test_data_urls_over_max_file_size_are_refused_before_decoding(app):
     assert app.upload_source(FileData(url=url, path="")) == small.getvalue()
 
 
+def test_gradio_cache_is_evicted(app):
+    age = app.CONFIG["limits"]["cache_max_age"]
+    assert app.build_demo().delete_cache == (age, age) and 0 < age <= 24 * 3600
+
+
 def test_hd_refuses_photos_and_noise_as_label_maps(app):
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg")
     with pytest.raises(gr.Error, match="looks like a photo, not a label map"):
@@ -454,9 +459,12 @@ def test_server_checks_match_the_readme_and_log_one_line(server, tmp_path):
         ("/facades", ({**editor_value(tmp_path / "photo.jpg"), "layers": [handle_file(str(tmp_path / "photo.jpg"))] * 60},
                       0, False), "The label map has 60 layers; at most 10 are read"),
     ]
+    cache = folder / "app" / "gradio_cache"
+    cached = set(cache.rglob("*"))
     for api, args, message in cases:
         with pytest.raises(Exception, match=message):
             client.predict(*args, api_name=api)
+    assert cache.is_dir() and {p for p in cache.rglob("*") if p.is_file()} <= cached  # refused uploads: deleted
     # a JSON body is not an upload, but can carry data: URLs: bodies over 4/3 of max_file_size are refused
     body = b'{"data": [{"url": "data:image/png;base64,' + b"A" * 28 * 2**20 + b'"}], "fn_index": 0}'
     start = time.perf_counter()
