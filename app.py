@@ -449,10 +449,20 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
     return run(processor.paint, labels, strokes, instances)
 
 
+def check_styles(class_styles: list, instance_styles, num_classes: int) -> None:
+    """A gr.Error for style choices the UI can't send (a malformed API call), instead of a traceback."""
+    if len(class_styles) != num_classes or any(s not in (None, "", *STYLE_CHOICES) for s in class_styles):
+        raise user_error(f"Class styles: give {num_classes}, each one of {STYLE_CHOICES}; got {list(class_styles)!r}.")
+    if not isinstance(instance_styles, (dict, type(None))) or any(
+            not str(i).isdigit() or str(s) not in STYLE_CHOICES for i, s in (instance_styles or {}).items()):
+        raise user_error(f"Instance styles must be {{instance id: one of {STYLE_CHOICES}}}, got {instance_styles!r}.")
+
+
 def hd_styles(class_styles: list[str], instance_styles: dict | None, labels: np.ndarray,
               instances: np.ndarray) -> tuple[dict, dict]:
     """The chosen styles for the classes and instances this map has; a warning names the others."""
     names = load_pipeline("hd").label_processor.class_names
+    check_styles(class_styles, instance_styles, len(names))
     chosen = {c: s for c, s in enumerate(class_styles) if s not in (None, "", "random")}
     per_instance = {int(i): s for i, s in (instance_styles or {}).items()}
     classes, ids = set(np.unique(labels).tolist()), set(np.unique(instances).tolist())

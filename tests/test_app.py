@@ -275,6 +275,20 @@ def test_data_urls_over_max_file_size_are_refused_before_decoding(app):
     assert app.upload_source(FileData(url=url, path="")) == small.getvalue()
 
 
+@pytest.mark.parametrize("instance_styles, class_styles, message", [
+    ("abc", ["random"] * 12, "Instance styles must be"),
+    ({"car": "3"}, ["random"] * 12, "Instance styles must be"),
+    ({"8001": "eleven"}, ["random"] * 12, "Instance styles must be"),
+    ({}, ["x"] * 12, "Class styles: give 12"),
+    ({}, ["random"] * 3, "Class styles: give 12"),
+])
+def test_malformed_style_arguments_get_one_line_errors(app, instance_styles, class_styles, message, caplog):
+    with pytest.raises(gr.Error, match=message):
+        app.hd(hd_label_map()[0], None, 0, instance_styles, *class_styles)
+    logged = [r for r in caplog.records if r.name == "p2p.app"]
+    assert [r.getMessage().startswith("refused: ") and r.exc_info is None for r in logged] == [True]
+
+
 def test_gradio_cache_is_evicted(app):
     age = app.CONFIG["limits"]["cache_max_age"]
     assert app.build_demo().delete_cache == (age, age) and 0 < age <= 24 * 3600
