@@ -10,7 +10,6 @@ import argparse
 import base64
 import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -26,8 +25,11 @@ import torch
 import yaml
 from huggingface_hub import constants
 from PIL import Image
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
-from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image
+from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image, seeded_generator
 
 try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
     import spaces
@@ -44,6 +46,7 @@ CONFIG = yaml.safe_load((ROOT / "spaces.yaml").read_text())
 STYLE_CHOICES = ["random"] + [str(k) for k in range(10)]
 MAX_ASPECT_CHANGE = 2  # an HD label map may be at most this much wider or taller (in aspect) than the model's size
 AERIAL_SMOOTHNESS = 0.3  # map tiles have >= 38% of pixels equal to their right neighbour; most aerial photos less
+MAX_FILE_BYTES = gr.utils._parse_file_size(CONFIG["limits"]["max_file_size"])
 logger = logging.getLogger("p2p.app")
 
 
@@ -129,15 +132,38 @@ def unreadable(e: Exception) -> str:
     return type(e).__name__
 
 
+def check_upload_size(size: int) -> None:
+    """Refuse an upload over `max_file_size` before it is read or decoded: Gradio checks the size of
+    uploaded files only, not of data: URLs or files named by path."""
+    if size > MAX_FILE_BYTES:
+        raise user_error(f"The upload is {size / 2**20:.1f} MB; uploads may be at most "
+                         f"{CONFIG['limits']['max_file_size']}.")
+
+
 def upload_source(data):
     """The file behind one upload in a component payload: a path, raw bytes (a blob or a data: URL),
-    or None."""
+    or None; each within `max_file_size`."""
     if data is None or isinstance(data, (bytes, bytearray)):
+        check_upload_size(len(data or b""))
         return data
     url = getattr(data, "url", None) or ""
     if url.startswith("data:"):
-        return base64.b64decode(url.partition(",")[2])
-    return getattr(data, "path", None)
+        encoded = url.partition(",")[2]
+        check_upload_size(len(encoded) * 3 // 4)
+        return base64.b64decode(encoded)
+    path = data if isinstance(data, str) else getattr(data, "path", None)
+    if path and os.path.isfile(path):
+        check_upload_size(os.path.getsize(path))
+    return path
+
+
+def discard(*parts) -> None:
+    """Delete the uploaded files of a refused payload from Gradio's upload folder (nothing else)."""
+    folder = Path(gr.utils.get_upload_folder()).resolve()
+    for part in parts:
+        path = getattr(part, "path", None) or (part if isinstance(part, str) else None)
+        if path and folder in Path(path).resolve().parents:
+            Path(path).unlink(missing_ok=True)
 
 
 class ImageInput(gr.Image):
@@ -151,15 +177,17 @@ class ImageInput(gr.Image):
         return "image"
 
     def preprocess(self, payload):
-        check_header(upload_source(payload), self.max_side)
         try:
+            check_header(upload_source(payload), self.max_side)
             image = super().preprocess(payload)
             if isinstance(image, Image.Image):
                 image.load()  # decode here, so a truncated file is reported as one
             return image
         except gr.Error:
+            discard(payload)
             raise
         except Exception as e:  # not an image, truncated, decompression bomb
+            discard(payload)
             raise user_error(f"The upload can't be read as an image ({unreadable(e)}): use a PNG, JPEG or WebP "
                              f"file of at most {CONFIG['limits']['max_file_size']}.") from e
 
@@ -175,11 +203,22 @@ class LabelEditor(gr.ImageEditor):
         return "imageeditor"
 
     def preprocess(self, payload):
-        if payload is not None:
-            blobs = self.blob_storage.get(payload.id) if payload.id is not None else None
-            parts = blobs or payload
-            for part in (parts.background, parts.composite, *(parts.layers or [])):
-                check_header(upload_source(part), self.max_side, "label map", refuse_high_bit=True)
+        parts = payload
+        if payload is not None and payload.id is not None:
+            parts = self.blob_storage.get(payload.id) or payload
+        uploads = [] if parts is None else [parts.background, parts.composite, *(parts.layers or [])]
+        try:
+            return self.checked(payload, uploads)
+        except gr.Error:
+            discard(*uploads)
+            raise
+
+    def checked(self, payload, uploads: list):
+        layers, limit = len(uploads) - 2, CONFIG["limits"]["max_layers"]
+        if layers > limit:
+            raise user_error(f"The label map has {layers} layers; at most {limit} are read. Merge them first.")
+        for part in uploads:
+            check_header(upload_source(part), self.max_side, "label map", refuse_high_bit=True)
         try:
             value = super().preprocess(payload)
         except Exception as e:
@@ -222,21 +261,26 @@ def editor_image(value, fill: list[int]) -> Image.Image | None:
 
 
 def seed_value(seed) -> int:
-    """The Seed field as an int (empty = 0), or a gr.Error for what a pipeline can't take."""
+    """The Seed field as an exact int (empty = 0): an int, a string of one, or a whole float (exact
+    below 2**53); a gr.Error for what a pipeline can't take."""
     if seed is None or seed == "":
         return 0
-    try:
-        value = float(seed)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value != int(value) or not 0 <= int(value) < MAX_SEED:
+    value = seed
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            value = float(value) if value.strip().replace(".", "", 1).isdigit() else None
+    if isinstance(value, float) and value.is_integer() and value < 2**53:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < MAX_SEED:
         raise user_error(f"The seed must be a whole number from 0 to 2**64 - 1, got {seed!r}.")
     return int(value)
 
 
 def seeded(pipe, seed) -> torch.Generator:
     """The Seed field as a generator on the pipeline's device, how pipelines are seeded."""
-    return torch.Generator(pipe.device).manual_seed(seed_value(seed))
+    return seeded_generator(seed_value(seed), pipe.device)
 
 
 def timing(start: float, pipe) -> str:
@@ -248,6 +292,36 @@ def run(pipe, *args, **kwargs):
         return pipe(*args, **kwargs)
     except (TypeError, ValueError) as e:
         raise user_error(str(e)) from e
+
+
+class BodyLimit:
+    """ASGI middleware refusing (413) a request body over `max_bytes` other than a file upload
+    (multipart, which Gradio checks against `max_file_size`): a JSON body can carry data: URLs."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            return await self.app(scope, receive, send)
+        if int(headers.get(b"content-length", b"0") or 0) > self.max_bytes:
+            return await PlainTextResponse(self.refusal, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted():  # a body sent without a length (chunked)
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self.refusal)
+            return message
+
+        await self.app(scope, counted, send)
+
+    @property
+    def refusal(self) -> str:
+        return f"request body over {self.max_bytes:,} bytes (uploads may be at most {CONFIG['limits']['max_file_size']})"
 
 
 # --- admission: each tab queues its own requests ---------------------------------------------------
@@ -289,6 +363,7 @@ GATES = {tab: TabGate(spec["title"], CONFIG["limits"]["queue_size"]) for tab, sp
 def colorize(image, seed: float = 0, deterministic: bool = False):
     """Colour photo or grey photo -> (the grey input, the colourised photo at its size, timing)."""
     grey = checked(image, "colorization", "photo").convert("L")
+    grey.info = {}  # the upload's metadata (an RGB ICC profile of megabytes) would be written into the grey PNG
     pipe = load_pipeline("colorization")
     start = time.perf_counter()
     out = run(pipe, grey, generator=seeded(pipe, seed), deterministic=deterministic).images[0]
@@ -329,15 +404,20 @@ def facades(label_map, seed: float = 0, deterministic: bool = False):
 def read_instance_map(instance_map) -> np.ndarray | None:
     if instance_map is None:
         return None
-    if not isinstance(instance_map, Image.Image):
-        check_header(instance_map, CONFIG["tabs"]["hd"]["max_side"], "instance map")
-        try:
-            with Image.open(instance_map) as opened:
-                instance_map = opened.copy()
-        except Exception as e:
-            raise user_error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
-                             "instance ids (8- or 16-bit).") from e
-    return run(load_pipeline("hd").label_processor.instance_ids, instance_map, "The instance map")
+    path = None if isinstance(instance_map, Image.Image) else instance_map
+    try:
+        if path is not None:
+            check_header(upload_source(path), CONFIG["tabs"]["hd"]["max_side"], "instance map")
+            try:
+                with Image.open(path) as opened:
+                    instance_map = opened.copy()
+            except Exception as e:
+                raise user_error(f"The instance map can't be read as an image ({type(e).__name__}): use a PNG of "
+                                 "instance ids (8- or 16-bit).") from e
+        return run(load_pipeline("hd").label_processor.instance_ids, instance_map, "The instance map")
+    except gr.Error:
+        discard(path)
+        raise
 
 
 def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarray | None]:
@@ -371,10 +451,20 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
     return run(processor.paint, labels, strokes, instances)
 
 
+def check_styles(class_styles: list, instance_styles, num_classes: int) -> None:
+    """A gr.Error for style choices the UI can't send (a malformed API call), instead of a traceback."""
+    if len(class_styles) != num_classes or any(s not in (None, "", *STYLE_CHOICES) for s in class_styles):
+        raise user_error(f"Class styles: give {num_classes}, each one of {STYLE_CHOICES}; got {list(class_styles)!r}.")
+    if not isinstance(instance_styles, (dict, type(None))) or any(
+            not str(i).isdigit() or str(s) not in STYLE_CHOICES for i, s in (instance_styles or {}).items()):
+        raise user_error(f"Instance styles must be {{instance id: one of {STYLE_CHOICES}}}, got {instance_styles!r}.")
+
+
 def hd_styles(class_styles: list[str], instance_styles: dict | None, labels: np.ndarray,
               instances: np.ndarray) -> tuple[dict, dict]:
     """The chosen styles for the classes and instances this map has; a warning names the others."""
     names = load_pipeline("hd").label_processor.class_names
+    check_styles(class_styles, instance_styles, len(names))
     chosen = {c: s for c, s in enumerate(class_styles) if s not in (None, "", "random")}
     per_instance = {int(i): s for i, s in (instance_styles or {}).items()}
     classes, ids = set(np.unique(labels).tolist()), set(np.unique(instances).tolist())
@@ -606,7 +696,8 @@ TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_t
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title=CONFIG["space"]["title"]) as demo:
+    age = CONFIG["limits"]["cache_max_age"]
+    with gr.Blocks(title=CONFIG["space"]["title"], delete_cache=(age, age)) as demo:  # evict every `age` s
         gr.Markdown(f"# {CONFIG['space']['title']}: {CONFIG['space']['short_description']}")
         for tab, spec in CONFIG["tabs"].items():
             with gr.Tab(spec["title"], id=tab):
@@ -637,9 +728,10 @@ def main(argv=None) -> None:
         for tab, spec in CONFIG["tabs"].items():
             for model in spec["models"]:
                 load_pipeline(tab, model)
+    body_limit = Middleware(BodyLimit, max_bytes=MAX_FILE_BYTES * 4 // 3 + 2**16)  # one data: URL, plus the rest
     build_demo().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                         max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),
-                        head=swatch_names())
+                        head=swatch_names(), app_kwargs={"middleware": [body_limit]})
 
 
 if __name__ == "__main__":

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import hf_hub_download
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
 from . import convert
 from .backends import BACKENDS
 from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
 from .pipelines.hub import check_local_folder
-from .pipelines.pipeline_utils import check_seed, pipeline_class_name
+from .pipelines.pipeline_utils import pipeline_class_name, seeded_generator
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -72,11 +72,24 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, failed
 
 
+def check_output_folder(output: Path, inputs: list[str]) -> None:
+    """An error if `output` is, or is inside, an input folder: its images would be overwritten, or
+    read back as inputs by a later run."""
+    resolved = output.resolve()
+    for folder in (Path(path) for path in inputs):
+        if folder.is_dir() and (resolved == folder.resolve() or folder.resolve() in resolved.parents):
+            raise CommandError(f"--output {output} is {'the' if resolved == folder.resolve() else 'inside the'} input "
+                               f"folder {folder}; choose a folder outside the inputs")
+
+
 def output_paths(files: list[Path], output: Path) -> dict[Path, Path]:
-    """Each input's output, `output/<its name>.png`; an error if two inputs would share one."""
-    outputs = {}
+    """Each input's output, `output/<its name>.png`; an error if two inputs would share one or one would
+    overwrite an input."""
+    outputs, inputs = {}, {file.resolve() for file in files}
     for file in files:
         target = output / f"{file.stem}.png"
+        if target.resolve() in inputs:
+            raise CommandError(f"{file}'s output {target} would overwrite an input; choose another --output")
         clash = next((f for f, t in outputs.items() if t == target), None)
         if clash is not None:
             raise CommandError(f"{clash} and {file} would both be written to {target}: translate them in separate runs "
@@ -96,6 +109,28 @@ def instance_for(label_file: Path, instances: dict[str, Path]) -> Path:
     raise ValueError(f"no instance map named {' or '.join(dict.fromkeys(names))} among --instances")
 
 
+def open_image(path: Path, max_pixels: int | None) -> Image.Image:
+    """`path` opened lazily and turned upright as its EXIF orientation says (as browsers and the app
+    show it); one over `max_pixels` is left as it is, for the pipeline to refuse undecoded."""
+    image = Image.open(path)
+    upright = image.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1)
+    if upright or (max_pixels is not None and image.width * image.height > max_pixels):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def write_png(image: Image.Image, path: Path) -> None:
+    """Save `image` as `path` atomically: to `.<name>.partial-<pid>-` beside it, renamed over `path` when
+    complete, so an interrupted run never leaves a truncated image under an output's name."""
+    temp = path.with_name(f".{path.name}.partial-{os.getpid()}-")
+    try:
+        image.save(temp, "PNG")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 class Translator:
     """Runs the pipeline over files, one batch at a time; a failing batch is retried image by image
     so that only the bad files fail."""
@@ -109,14 +144,15 @@ class Translator:
         if isinstance(self.pipe, Pix2PixHDPipeline):
             (file,) = files
             instance_map = Image.open(instance_for(file, self.instances)) if self.instances is not None else None
-            return self.pipe(Image.open(file), instance_map, generator=self.generators(1), **self.options).images
-        images = [Image.open(file) for file in files]
+            label_map = open_image(file, self.pipe.max_pixels)
+            return self.pipe(label_map, instance_map, generator=self.generators(1), **self.options).images
+        images = [open_image(file, self.pipe.max_pixels) for file in files]
         return self.pipe(images, generator=self.generators(len(images)), deterministic=self.args.deterministic,
                          **self.options).images
 
     def generators(self, count: int) -> list[torch.Generator]:
         """One generator seeded with `--seed` per image: each file as if alone."""
-        return [torch.Generator(self.pipe.device).manual_seed(check_seed(self.args.seed)) for _ in range(count)]
+        return [seeded_generator(self.args.seed, self.pipe.device) for _ in range(count)]
 
     def run(self, files: list[Path], outputs: dict[Path, Path], progress) -> list[tuple[str, str]]:
         failed = []
@@ -138,7 +174,10 @@ class Translator:
                         failed.append((str(file), message(e)))
                         progress.update(1)
             for file, image in results:
-                image.save(outputs[file])
+                try:
+                    write_png(image, outputs[file])
+                except OSError as e:
+                    failed.append((str(file), f"could not write {outputs[file]} ({e.strerror or e})"))
                 progress.update(1)
         return failed
 
@@ -157,7 +196,6 @@ def translate(args: argparse.Namespace) -> int:
     if args.tile_size is not None:
         args.tile_size = args.tile_size[0] if len(args.tile_size) == 1 else tuple(args.tile_size)
     files, failed = image_files(args.inputs)
-    total = len(files) + len(failed)
     instances = None
     if args.instances is not None:
         instance_files, missing = image_files(args.instances)
@@ -174,7 +212,15 @@ def translate(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise CommandError(f"--output {output} is a file; expected a folder (created if missing)")
+    check_output_folder(output, args.inputs)
     outputs = output_paths(files, output)
+    if args.skip_existing:
+        done = [file for file in files if outputs[file].exists()]
+        files = [file for file in files if file not in done]
+        if done:
+            print(f"p2p translate: skipping {len(done)} input(s) whose output exists (--skip_existing)",
+                  file=sys.stderr)
+    total = len(files) + len(failed)
     pipe = load_pipeline(args.model, args.device, args.dtype)
     if instances is not None and not isinstance(pipe, Pix2PixHDPipeline):
         raise CommandError(f"--instances is for pix2pixHD models; {args.model} is a {type(pipe).__name__}")
@@ -187,7 +233,15 @@ def translate(args: argparse.Namespace) -> int:
         pipe.set_backend(args.backend, args.onnx)
     except (ValueError, OSError) as e:
         raise CommandError(str(e)) from e
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".p2p-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise CommandError(f"--output {output}: can't write there ({e.strerror or e})") from e
+    for temp in convert.stale_temporaries(output, ".*.partial-*-"):
+        temp.unlink(missing_ok=True)
     with tqdm(total=len(files), unit="image", desc="translate", file=sys.stderr) as progress:
         failed += Translator(pipe, args, instances).run(files, outputs, progress)
     for path, reason in failed:
@@ -245,6 +299,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=BACKENDS, default="fast",
                    help="fast (default; plain torch off-CPU), torch, or onnxruntime (deterministic)")
     t.add_argument("--onnx", metavar="FILE", help="onnxruntime: a file from `p2p export-onnx` (default: export now)")
+    t.add_argument("--skip_existing", action="store_true",
+                   help="leave out inputs whose output exists (outputs are written whole, so an existing one is done)")
     t.set_defaults(run=translate)
 
     c = commands.add_parser("convert", help="convert reference pix2pix / pix2pixHD checkpoints to a pipeline folder",
@@ -271,6 +327,14 @@ def main(argv=None) -> int:
     except (CommandError, ValueError, ModuleNotFoundError) as e:
         print(f"p2p {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk, or a folder that can't be written
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"p2p {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        hint = "; the outputs written are complete: rerun with --skip_existing to go on" if args.command == "translate" else ""
+        print(f"p2p {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

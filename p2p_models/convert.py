@@ -17,6 +17,7 @@ dict; it is only read with `--allow_pickle`, since unpickling a file can run cod
 """
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -364,13 +365,47 @@ def _check_output_dir(output_dir: str | os.PathLike) -> None:
                          "Choose a new or empty folder, or an earlier pipeline folder.")
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def stale_temporaries(folder: Path, pattern: str) -> list[Path]:
+    """The `<name>.partial-<pid>-...` / `<name>.old-<pid>-...` temporaries matching `pattern` in `folder`
+    whose process is gone (killed mid-write)."""
+    found = []
+    for temp in folder.glob(pattern):
+        pid = re.search(r"\.(?:partial|old)-(\d+)-", temp.name)
+        if pid and not running(int(pid.group(1))):
+            found.append(temp)
+    return found
+
+
+def clean_stale(path: Path) -> None:
+    """Remove what a conversion to `path` killed mid-write left beside it: its staging folder, and the
+    previous pipeline set aside while it was swapped in (put back if `path` itself is missing)."""
+    for temp in stale_temporaries(path.parent, f".{glob.escape(path.name)}.*-*"):
+        if ".old-" in temp.name and not path.exists():
+            temp.rename(path)
+        else:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
 def save_atomically(pipe, discriminator, output_dir: str | os.PathLike) -> None:
     """Write the pipeline (and `discriminator/`) to a temporary sibling folder, then rename it into
-    place: a failure never leaves a partial `output_dir`, and an existing one stays as it was."""
+    place: a failure never leaves a partial `output_dir`, and an existing one stays as it was. What a
+    run killed mid-write left (`.<name>.partial-<pid>-*`) is removed by the next one."""
     path = Path(output_dir).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     _check_output_dir(path)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
         pipe.save_pretrained(staging)
         if discriminator is not None:
@@ -388,7 +423,6 @@ def save_atomically(pipe, discriminator, output_dir: str | os.PathLike) -> None:
         shutil.rmtree(old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

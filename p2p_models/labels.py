@@ -2,6 +2,7 @@
 colour palettes."""
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -64,16 +65,56 @@ def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.T
     return out
 
 
+def nearest_colours(colours: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 3) float32 colours, (K, 3) palette -> the index of each colour's nearest palette colour (the
+    first of equals) and the squared distances to the nearest and the second nearest; one pass over
+    the colours per palette colour, so memory is O(N)."""
+    index = np.zeros(len(colours), np.uint8 if len(palette) <= 256 else np.uint16)
+    best, second = np.full(len(colours), np.inf, np.float32), np.full(len(colours), np.inf, np.float32)
+    distance, closer = np.empty(len(colours), np.float32), np.empty(len(colours), bool)
+    for k, colour in enumerate(palette):
+        np.square(colours[:, 0] - colour[0], out=distance)
+        distance += np.square(colours[:, 1] - colour[1])
+        distance += np.square(colours[:, 2] - colour[2])
+        np.less(distance, best, out=closer)
+        np.minimum(second, distance, out=second)
+        second[closer], best[closer], index[closer] = best[closer], distance[closer], k
+    return index, best, second
+
+
+@lru_cache(maxsize=8)
+def palette_table(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """The index of the nearest palette colour for each of the 2**24 RGB colours (indexed by
+    r << 16 | g << 8 | b); 16 MB, built once per palette. The cube is cut into 4x4x4 cells: where,
+    from a cell's centre, the nearest colour beats the second by more than the cell's diameter, it is
+    the nearest for the whole cell; the colours of the other cells (near a boundary) are computed one
+    by one."""
+    colours = np.asarray(palette, np.float32)
+    corners = np.stack(np.meshgrid(*[np.arange(0, 256, 4, dtype=np.float32)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    index, best, second = nearest_colours(corners + 1.5, colours)
+    decided = np.sqrt(second) - np.sqrt(best) > 3 * 3 ** 0.5 + 1e-3
+    table = np.empty((64, 4, 64, 4, 64, 4), index.dtype)
+    table[:] = index.reshape(64, 1, 64, 1, 64, 1)
+    offsets = np.stack(np.meshgrid(*[np.arange(4, dtype=np.float32)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    near = (corners[~decided][:, None] + offsets).reshape(-1, 3)
+    packed = near.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
+    table = table.reshape(-1)
+    table[packed] = nearest_colours(near, colours)[0]
+    return table
+
+
 def nearest_palette(image: Image.Image, palette: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """RGB label image -> (H, W) int64 ids of the nearest palette colour and (H, W) float RGB
-    distances to it."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
-    packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
-    unique, inverse = np.unique(packed, return_inverse=True)
-    colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=1)
-    distances = ((colours[:, None, :] - np.asarray(palette, dtype=np.int64)[None]) ** 2).sum(-1)
-    inverse = inverse.reshape(packed.shape)
-    return distances.argmin(1)[inverse], np.sqrt(distances.min(1))[inverse]
+    """RGB label image -> (H, W) int64 ids of the nearest palette colour and (H, W) float32 RGB
+    distances to it. Time and memory are O(pixels), whatever the number of colours (`palette_table`)."""
+    pixels = np.asarray(image.convert("RGB"))
+    packed = (pixels[..., 0].astype(np.int32) << 16) | (pixels[..., 1].astype(np.int32) << 8) | pixels[..., 2]
+    ids = palette_table(tuple(tuple(int(v) for v in c) for c in palette))[packed].astype(np.int64)
+    del packed
+    colours = np.asarray(palette, np.int32)
+    squared = np.zeros(ids.shape, np.int32)
+    for channel in range(3):
+        squared += (pixels[..., channel] - colours[ids, channel]) ** 2
+    return ids, np.sqrt(squared, dtype=np.float32)
 
 
 def colors_to_ids(image: Image.Image, palette: list[list[int]]) -> np.ndarray:

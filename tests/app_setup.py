@@ -75,9 +75,11 @@ def app_copy(folder: Path, **limits) -> Path:
 @contextmanager
 def serve(app_dir: Path, log: Path, port: int | None = None, port_from_env: bool = False):
     """`python app.py --host 127.0.0.1 --port PORT` in `app_dir` (`port` default: a free one; with
-    `port_from_env`, the port in GRADIO_SERVER_PORT instead), offline; yields (its URL, its process id)."""
+    `port_from_env`, the port in GRADIO_SERVER_PORT instead), offline, with its own Gradio cache
+    (`app_dir/gradio_cache`); yields (its URL, its process id)."""
     port = port or free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_TEMP_DIR": str(app_dir / "gradio_cache")}
     env.pop("GRADIO_SERVER_PORT", None)
     flags = ["--host", "127.0.0.1", "--port", str(port)]
     if port_from_env:

@@ -1,7 +1,9 @@
 """The demo: its tab functions (PIL in, PIL out, clear errors), and `python app.py` as a real server
 called over HTTP with gradio_client. The browser test is test_app_browser.py."""
 
+import base64
 import importlib
+import io
 import os
 import subprocess
 import sys
@@ -9,14 +11,17 @@ import time
 import warnings
 
 import gradio as gr
+import httpx
 import numpy as np
 import pytest
 import torch
 import yaml
 from app_setup import app_copy, serve
 from conftest import ROOT, free_port
+from gradio.data_classes import FileData
+from gradio.processing_utils import encode_pil_to_bytes
 from gradio_client import Client, handle_file
-from PIL import Image
+from PIL import Image, ImageCms
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.color import rgb_to_model_lab
@@ -74,6 +79,17 @@ def test_colorize_returns_grey_input_and_colour_at_input_size(app):
     assert (lightness(out) - lightness(grey)).abs().mean() < 0.05
     expected = app.load_pipeline("colorization")(grey, seed=2).images[0]
     assert np.array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_the_grey_output_carries_no_metadata_of_the_upload(app):
+    """A photo with a large RGB ICC profile: the grey PNG the app returns must not copy it (an RGB profile in a
+    grey PNG, megabytes of it, makes the file unreadable to colour-managed viewers)."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = noise(40, 32)
+    photo.info["icc_profile"] = profile + b"\0" * 2**20
+    grey, _, _ = app.colorize(photo, 0)
+    saved = Image.open(io.BytesIO(encode_pil_to_bytes(grey, "png")))  # as Gradio writes outputs
+    assert "icc_profile" not in saved.info and len(encode_pil_to_bytes(grey, "png")) < 2**16
 
 
 def test_maps_direction_picks_the_model(app):
@@ -238,6 +254,46 @@ def test_bad_seeds_get_clear_errors(app, seed):
         app.colorize(noise(20, 20), seed)
     with pytest.raises(gr.Error, match="The seed must be a whole number"):
         app.hd(hd_label_map()[0], None, seed, {}, *["random"] * 12)
+
+
+
+def test_seeds_are_exact_integers_over_the_whole_range(app):
+    for seed in (2**64 - 1, 2**53 + 1, str(2**64 - 1), 7.0, "7"):
+        assert app.seed_value(seed) == int(seed)
+    label_map = hd_label_map()[0]  # random styles: drawn from the seed
+    outputs = [np.asarray(app.hd(label_map, None, seed, {}, *["random"] * 12)[1])
+               for seed in (5, 5 + 2**32, 2**53, 2**53 + 1)]
+    assert not np.array_equal(outputs[0], outputs[1])  # torch's CPU generator alone keeps only 32 bits
+    assert not np.array_equal(outputs[2], outputs[3])  # through a float, both were 2**53
+
+
+def test_data_urls_over_max_file_size_are_refused_before_decoding(app):
+    huge = FileData(url="data:image/png;base64," + "A" * (28 * 2**20), path="")  # 21 MB once decoded
+    with pytest.raises(gr.Error, match="The upload is 21.0 MB; uploads may be at most 20mb"):
+        app.upload_source(huge)
+    small = io.BytesIO()
+    noise(8, 8).save(small, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(small.getvalue()).decode()
+    assert app.upload_source(FileData(url=url, path="")) == small.getvalue()
+
+
+@pytest.mark.parametrize("instance_styles, class_styles, message", [
+    ("abc", ["random"] * 12, "Instance styles must be"),
+    ({"car": "3"}, ["random"] * 12, "Instance styles must be"),
+    ({"8001": "eleven"}, ["random"] * 12, "Instance styles must be"),
+    ({}, ["x"] * 12, "Class styles: give 12"),
+    ({}, ["random"] * 3, "Class styles: give 12"),
+])
+def test_malformed_style_arguments_get_one_line_errors(app, instance_styles, class_styles, message, caplog):
+    with pytest.raises(gr.Error, match=message):
+        app.hd(hd_label_map()[0], None, 0, instance_styles, *class_styles)
+    logged = [r for r in caplog.records if r.name == "p2p.app"]
+    assert [r.getMessage().startswith("refused: ") and r.exc_info is None for r in logged] == [True]
+
+
+def test_gradio_cache_is_evicted(app):
+    age = app.CONFIG["limits"]["cache_max_age"]
+    assert app.build_demo().delete_cache == (age, age) and 0 < age <= 24 * 3600
 
 
 def test_hd_refuses_photos_and_noise_as_label_maps(app):
@@ -416,10 +472,23 @@ def test_server_checks_match_the_readme_and_log_one_line(server, tmp_path):
          "The label map is a 16-bit or float image"),
         ("/colorization", (handle_file(str(tmp_path / "truncated.jpg")), 0, False), "the file is cut short"),
         ("/maps", (handle_file(str(tmp_path / "truncated.jpg")), "Aerial -> map", 0, False), "the file is cut short"),
+        ("/facades", ({**editor_value(tmp_path / "photo.jpg"), "layers": [handle_file(str(tmp_path / "photo.jpg"))] * 60},
+                      0, False), "The label map has 60 layers; at most 10 are read"),
     ]
+    cache = folder / "app" / "gradio_cache"
+    cached = set(cache.rglob("*"))
     for api, args, message in cases:
         with pytest.raises(Exception, match=message):
             client.predict(*args, api_name=api)
+    assert cache.is_dir() and {p for p in cache.rglob("*") if p.is_file()} <= cached  # refused uploads: deleted
+    # a JSON body is not an upload, but can carry data: URLs: bodies over 4/3 of max_file_size are refused
+    body = b'{"data": [{"url": "data:image/png;base64,' + b"A" * 28 * 2**20 + b'"}], "fn_index": 0}'
+    start = time.perf_counter()
+    for content in (body, iter([body[i:i + 2**20] for i in range(0, len(body), 2**20)])):  # with a length, chunked
+        response = httpx.post(f"{url}gradio_api/queue/join", content=content, timeout=60,
+                              headers={"content-type": "application/json"})
+        assert response.status_code == 413 and "uploads may be at most 20mb" in response.text, response.text[:300]
+    assert time.perf_counter() - start < 30
     log = (folder / "app.log").read_text()
     assert log.count("refused: The label map has transparent pixels") == 2
     assert "refused: The upload can't be read as an image (the file is cut short" in log

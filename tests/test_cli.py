@@ -2,20 +2,24 @@
 `p2p` entry point calls)."""
 
 import re
+import resource
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tomllib
 import torch
 from conftest import ROOT, environment
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from reference_layout import RefUnet, randomize
 from test_pipeline import make_pipe, photo
 from test_pix2pixhd import hd_pipe, scene
 
 from p2p_models import Pix2PixPipeline
+from p2p_models.cli import main
 
 
 def p2p(tmp_path, *args, timeout=600):
@@ -142,3 +146,78 @@ def test_a_mistyped_local_model_fails_at_once(name, problem, tmp_path):
     assert done.returncode == 2 and line.startswith(f"p2p translate: error: --model {name}: {problem}"), line
     with pytest.raises(FileNotFoundError, match=problem):
         Pix2PixPipeline.from_pretrained(tmp_path / name.removeprefix("./"))
+
+
+def test_an_output_folder_that_is_or_is_inside_an_input_folder_is_refused(model, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    photo(64, 64).save(labels / "a.png")
+    photo(64, 64, seed=1).save(tmp_path / "b.png")
+    before = (labels / "a.png").read_bytes()
+    for output, message in ((labels, "is the input folder"), (labels / "out", "is inside the input folder")):
+        assert main(["translate", "--model", str(model), str(labels), "--output", str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["translate", "--model", str(model), str(tmp_path / "b.png"), "--output", str(tmp_path)]) == 2
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert (labels / "a.png").read_bytes() == before and sorted(p.name for p in labels.iterdir()) == ["a.png"]
+
+
+def test_sigint_leaves_only_whole_outputs_and_skip_existing_finishes_the_rest(model, tmp_path):
+    """Interrupted while an output is being written (large PNGs take a while): every PNG under its final name
+    is complete, no temporary is left, and `--skip_existing` translates only what is missing."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(3):
+        photo(3000, 3000, seed=k).save(inputs / f"{k}.png", compress_level=0)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "p2p_models.cli", "translate", "--model", str(model), str(inputs), "--output",
+               str(out), "--backend", "torch"]
+    proc = subprocess.Popen(command, env=environment(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out.is_dir() and any(out.iterdir())) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    finished = sorted(out.iterdir())
+    assert len(finished) < 3 and all(p.suffix == ".png" and not p.name.startswith(".") for p in finished), finished
+    for path in finished:
+        Image.open(path).load()  # complete
+    stamps = {p.name: p.stat().st_mtime_ns for p in finished}
+    rerun = p2p(tmp_path, "translate", "--model", model, inputs, "--output", out, "--backend", "torch",
+                "--skip_existing")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"translated {3 - len(finished)} of {3 - len(finished)} images" in rerun.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"]
+    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps  # finished ones left alone
+
+
+def test_unwritable_outputs_are_named_without_a_traceback(model, tmp_path, capsys):
+    photo(64, 64).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["translate", "--model", str(model), str(tmp_path / "a.png"), "--output",
+                 str(tmp_path / "file" / "o")]) == 2
+    assert re.search(r"error: --output .*o: can't write there \(Not a directory\)", capsys.readouterr().err)
+
+    def small_files():  # a full disk: writes past 4 KB fail (EFBIG) instead of raising SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    full = subprocess.run([sys.executable, "-m", "p2p_models.cli", "translate", "--model", str(model),
+                           str(tmp_path / "a.png"), "--output", str(tmp_path / "o")], env=environment(tmp_path),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, preexec_fn=small_files)
+    assert full.returncode == 1 and re.search(r"a\.png: could not write .*a\.png \(File too large\)", full.stderr)
+    assert "Traceback" not in full.stderr and list((tmp_path / "o").iterdir()) == []
+
+
+def test_exif_orientation_is_applied_as_the_app_does(model, tmp_path):
+    upright = photo(90, 50)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    assert main(["translate", "--model", str(model), str(tmp_path / "sideways.jpg"), "--output", str(tmp_path / "o"),
+                 "--deterministic", "--backend", "torch"]) == 0
+    shown = ImageOps.exif_transpose(Image.open(tmp_path / "sideways.jpg"))
+    assert shown.size == (90, 50)
+    expected = Pix2PixPipeline.from_pretrained(model)(shown, deterministic=True).images[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "sideways.png")), np.asarray(expected))

@@ -1,11 +1,16 @@
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import environment
 
 from p2p_models import PatchDiscriminator, Pix2PixPipeline
 from p2p_models.convert import (
+    clean_stale,
     load_reference_discriminator,
     load_reference_generator,
     main,
@@ -255,3 +260,30 @@ def test_a_numeric_npy_as_clusters_is_explained(tmp_path):
     np.save(tmp_path / "empty.npy", {}, allow_pickle=True)
     with pytest.raises(ValueError, match="holds no cluster centres"):
         load_reference_clusters(tmp_path / "empty.npy", 35, allow_pickle=True)
+
+
+def test_what_a_killed_conversion_left_is_cleaned_by_the_next(tmp_path):
+    """SIGKILL while the pipeline is being written leaves `.pipe.partial-<pid>-*`; the next conversion removes
+    it. A previous pipeline set aside (`.old-`) by a killed run, with the folder itself missing, is put back."""
+    g_path = save_reference(randomize(RefUnet(3, 3, 8, 32, "batch")).eval(), tmp_path / "latest_net_G.pth")
+    out = tmp_path / "pipe"
+    command = [sys.executable, "-m", "p2p_models.cli", "convert", "--checkpoint", str(g_path), "--output_dir", str(out)]
+    proc = subprocess.Popen(command, env=environment(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob(".pipe.partial-*/generator")) and proc.poll() is None and time.time() < deadline:
+        pass
+    proc.kill()
+    proc.wait()
+    assert list(tmp_path.glob(".pipe.partial-*")), "the conversion finished before it could be killed"
+    main(["--checkpoint", str(g_path), "--output_dir", str(out), "--image_size", "256"])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    Pix2PixPipeline.from_pretrained(out)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / f".pipe.old-{gone.stdout.strip()}-x"  # killed between setting the old folder aside and the swap
+    out.rename(aside)
+    clean_stale(out)
+    assert not aside.exists() and Pix2PixPipeline.from_pretrained(out).config.image_size == 256
+    out.rename(aside)
+    main(["--checkpoint", str(g_path), "--output_dir", str(out), "--image_size", "512"])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert Pix2PixPipeline.from_pretrained(out).config.image_size == 512

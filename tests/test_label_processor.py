@@ -4,11 +4,13 @@ CamVid mapping from the shipped CamVid config, instance maps, strokes, and confi
 
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, environment
 from PIL import Image
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator, camvid
@@ -160,7 +162,7 @@ def test_instance_maps_are_checked():
     with pytest.raises(ValueError, match="instance_map is 64x47 but label_map is 64x48"):
         processor.label_and_instance_ids(labels, np.zeros((47, 64), np.int64))
     many = np.arange(48 * 64).reshape(48, 64)
-    processor.max_instances = 4000
+    processor.max_instances, processor.max_boundary_fraction = 4000, None  # every pixel its own instance: noise
     assert len(np.unique(processor.label_and_instance_ids(labels, many)[1])) == 48 * 64
     processor.max_instances = 100
     with pytest.raises(ValueError, match="hold 3072 instances, more than this pipeline's limit of 100"):
@@ -223,3 +225,97 @@ def test_facades_config_round_trips_and_bad_ones_are_refused_at_load(tmp_path):
         (tmp_path / "model_index.json").write_text(json.dumps({**index, **change}))
         with pytest.raises(ValueError, match=message):
             Pix2PixPipeline.from_pretrained(tmp_path)
+
+
+def test_nearest_palette_is_exact_on_every_colour_near_a_boundary():
+    palette = np.random.default_rng(0).integers(0, 256, (30, 3)).tolist() + [[10, 20, 30], [10, 20, 30]]  # a tie
+    colours = np.random.default_rng(1).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    ids, distance = nearest_palette(Image.fromarray(colours), palette)
+    squared = ((colours[:, :, None].astype(np.int64) - np.asarray(palette)[None, None]) ** 2).sum(-1)
+    assert np.array_equal(ids, squared.argmin(-1))  # the first of equally near colours, as argmin
+    assert np.allclose(distance, np.sqrt(squared.min(-1)))
+
+
+ALL_COLOURS = """
+import io, json, resource, sys, time
+import numpy as np
+from PIL import Image
+from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline
+
+
+def status(key):
+    return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
+
+colours = np.arange(2**24, dtype=np.uint32)
+pixels = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
+buffer = io.BytesIO()
+Image.fromarray(pixels).save(buffer, "PNG")  # every colour once: a small PNG
+del colours, pixels
+pipes = [Pix2PixPipeline.from_pretrained("pretrained/facades"), Pix2PixHDPipeline.from_pretrained("pretrained/camvid_hd")]
+resource.setrlimit(resource.RLIMIT_AS, (status("VmSize") + 3 * 2**30, resource.RLIM_INFINITY))  # bound the test
+results = []
+for pipe in pipes:
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current RSS
+    before, start = status("VmRSS"), time.process_time()
+    try:
+        pipe(image)
+        error = None
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    results.append([error, time.process_time() - start, (status("VmHWM") - before) / 2**30])
+print(json.dumps(results))
+"""
+
+
+def test_a_map_of_all_two_to_the_24_colours_costs_pixels_not_colours_times_classes(tmp_path):
+    """16.7 M distinct colours in a 4096x4096 PNG: refused as a photo by both shipped label-map pipelines,
+    each in under 5 s of CPU and 1 GB (the old palette matching held colours x classes x 3 int64: 8 GB)."""
+    done = subprocess.run([sys.executable, "-c", ALL_COLOURS], cwd=ROOT, env=environment(tmp_path, OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for error, seconds, gigabytes in json.loads(done.stdout.splitlines()[-1]):
+        assert error is not None and "looks like a photo, not a label map" in error, error
+        assert seconds < 5 and gigabytes < 1, (seconds, gigabytes)
+
+
+def test_a_colour_map_saved_indexed_is_read_by_its_colours_and_an_indexed_id_map_by_its_indices(tmp_path):
+    """A CamVid colour map saved as a palette-mode PNG (indices in the order the quantiser chose): the pipeline
+    and `p2p translate` read its colours, as they read the RGB file; an id map with a grey palette keeps its ids."""
+    rgb = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png")
+    rgb.quantize(colors=12, method=Image.Quantize.MAXCOVERAGE).save(tmp_path / "indexed.png")
+    indexed = Image.open(tmp_path / "indexed.png")
+    assert indexed.mode == "P"
+    pipe = hd_pipe()
+    expected = pipe.label_processor.ids(rgb)
+    assert np.array_equal(pipe.label_processor.ids(indexed), expected)
+    assert pipe.label_processor.id_map(indexed.convert("RGBA")) is None  # as the editor converts it
+    assert pipe.label_processor.id_map(indexed) is None  # the app's check: a colour map, not ids
+    grey_ids = Image.fromarray(expected.astype(np.uint8)).convert("P")  # ids 0-11 with PIL's grey palette
+    assert grey_ids.mode == "P" and np.array_equal(pipe.label_processor.ids(grey_ids), expected)
+    assert np.array_equal(pipe.label_processor.id_map(grey_ids), expected)
+    pipe.save_pretrained(tmp_path / "model")
+    rgb.save(tmp_path / "rgb.png")
+    for name in ("rgb", "indexed"):
+        done = subprocess.run([sys.executable, "-m", "p2p_models.cli", "translate", "--model", str(tmp_path / "model"),
+                               str(tmp_path / f"{name}.png"), "--output", str(tmp_path / f"out_{name}")], cwd=tmp_path,
+                              env=environment(tmp_path), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out_indexed" / "indexed.png")),
+                          np.asarray(Image.open(tmp_path / "out_rgb" / "rgb.png")))
+
+
+
+def test_a_noise_instance_map_is_refused_even_with_few_ids(tmp_path):
+    """16-bit noise of 2000 ids (within `max_instances`) beside the real Cityscapes label map: noise, refused;
+    the map's real instance map passes."""
+    label, instances = cityscapes_pair()
+    processor = hd_pipe().label_processor
+    assert processor.label_and_instance_ids(label, instances)[1].shape == (label.height, label.width)
+    noise = np.random.default_rng(0).integers(24000, 26000, (label.height, label.width)).astype(np.uint16)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    assert Image.open(tmp_path / "noise.png").mode.startswith("I;16")
+    with pytest.raises(ValueError, match="instance_map: \\d+% of its pixels lie on an instance boundary .* looks like "
+                                         "noise or a photo"):
+        processor.label_and_instance_ids(label, Image.open(tmp_path / "noise.png"))

@@ -1,12 +1,16 @@
 import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
-from p2p_models import Pix2PixPipeline, UNetGenerator
+from p2p_models import P2PPipeline, Pix2PixPipeline, UNetGenerator
+from p2p_models.pipelines import seeded_generator
 
 
 def make_pipe(**kwargs):
@@ -200,6 +204,45 @@ def test_corrupt_pipeline_weights_name_the_file(pipe, tmp_path):
         Pix2PixPipeline.from_pretrained(tmp_path)
 
 
+
+def test_missing_or_empty_weights_are_named_at_load_not_at_the_first_call(tmp_path):
+    Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades").save_pretrained(tmp_path)
+    weights = tmp_path / "generator" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if k != "down_blocks.3.conv.weight"}, weights)
+    with pytest.raises(ValueError, match=r"generator/diffusion_pytorch_model.safetensors: lacks 1 of UNetGenerator's "
+                                         r"82 tensors, e.g. down_blocks.3.conv.weight"):
+        Pix2PixPipeline.from_pretrained(tmp_path)
+    save_file({}, weights)  # a valid file holding no tensors
+    with pytest.raises(ValueError, match="lacks 82 of UNetGenerator's 82 tensors, e.g. down_blocks.0.conv.weight"):
+        Pix2PixPipeline.from_pretrained(tmp_path)
+    weights.unlink()
+    with pytest.raises(OSError, match=r"/generator: no weights file \(diffusion_pytorch_model.safetensors\)"):
+        Pix2PixPipeline.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("file, key, value, message", [
+    ("generator/config.json", "ngf", "64", "UNetGenerator config: ngf must be int, got '64' \\(str\\)"),
+    ("generator/config.json", "use_dropout", "no", "UNetGenerator config: use_dropout must be bool, got 'no'"),
+    ("generator/config.json", "num_downs", 8.0, "UNetGenerator config: num_downs must be int, got 8.0 \\(float\\)"),
+    ("model_index.json", "image_size", "256", "Pix2PixPipeline config: image_size must be int \\| list\\[int\\]"),
+])
+def test_config_values_of_the_wrong_type_are_named_at_load(tmp_path, file, key, value, message):
+    Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / file).read_text())
+    (tmp_path / file).write_text(json.dumps({**config, key: value}))
+    with pytest.raises(ValueError, match=f"{file}: {message}"):
+        Pix2PixPipeline.from_pretrained(tmp_path)
+
+
+def test_an_hd_config_value_of_the_wrong_type_is_named_at_load(tmp_path):
+    shutil.copytree(ROOT / "pretrained" / "camvid_hd", tmp_path / "hd")
+    index = json.loads((tmp_path / "hd" / "model_index.json").read_text())
+    (tmp_path / "hd" / "model_index.json").write_text(json.dumps({**index, "use_instance": "no"}))
+    with pytest.raises(ValueError, match="model_index.json: Pix2PixHDPipeline config: use_instance must be bool"):
+        P2PPipeline.from_pretrained(tmp_path / "hd")
+
+
 def test_colorization_recombines_ab_with_the_full_resolution_L():
     from p2p_models.color import rgb_to_lab
 
@@ -272,6 +315,18 @@ def test_bad_seeds_get_a_clear_error(pipe, seed):
 def test_seeds_at_both_ends_of_the_range_work(pipe):
     assert pipe(photo(), seed=0).images[0].size == pipe(photo(), seed=2**64 - 1).images[0].size == (90, 50)
     assert pipe(photo(), seed=np.int64(7)).images[0].tobytes() == pipe(photo(), seed=7).images[0].tobytes()
+
+
+
+def test_every_bit_of_a_seed_changes_the_noise():
+    draws = [tuple(torch.rand(4, generator=seeded_generator(seed)).tolist()) for seed in
+             [0, *(2**bit for bit in range(64)), 2**64 - 1]]
+    assert len(set(draws)) == len(draws)
+    for seed in (0, 12345, 2**32 - 1):  # below 2**32: what manual_seed gives
+        assert torch.equal(torch.rand(4, generator=seeded_generator(seed)),
+                           torch.rand(4, generator=torch.Generator().manual_seed(seed)))
+    with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
+        seeded_generator(2**64)
 
 
 def test_nan_weights_give_an_error_not_a_black_image(pipe):

@@ -7,7 +7,7 @@ from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, check_image
 from .label_processor import ID_MODES, LabelMapProcessor
 from .pipeline_pix2pix import Pix2PixPipeline
 from .pipeline_pix2pixhd import Pix2PixHDPipeline
-from .pipeline_utils import MAX_SEED, P2PPipeline, size_rule
+from .pipeline_utils import MAX_SEED, P2PPipeline, seeded_generator, size_rule
 
 __all__ = [
     "BACKENDS",
@@ -22,5 +22,6 @@ __all__ = [
     "check_image",
     "eval_mode",
     "paper_test_mode",
+    "seeded_generator",
     "size_rule",
 ]

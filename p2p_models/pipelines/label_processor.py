@@ -94,10 +94,12 @@ class LabelMapProcessor:
 
     def ids(self, label_map, what: str = "label_map", max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A label map -> (H, W) int64 ids: an (H, W) integer array or tensor, an id image, or a colour
-        image snapped to the palette (`colour_ids`). The size is checked against `max_pixels` before
-        an image is decoded."""
-        if isinstance(label_map, Image.Image) and label_map.mode in ("RGB", "RGBA"):
+        image snapped to the palette (`colour_ids`), including one stored indexed (`indexed_colours`).
+        The size is checked against `max_pixels` before an image is decoded."""
+        if isinstance(label_map, Image.Image) and label_map.mode in ("RGB", "RGBA", "P"):
             check_size(label_map.width, label_map.height, max_pixels, what)
+            if label_map.mode == "P" and not self.indexed_colours(label_map):
+                return self.integer_ids(label_map, what, max_pixels)
             if self.palette is None:
                 raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
                                  "pass class ids (mode L or P, or an integer array)")
@@ -132,6 +134,17 @@ class LabelMapProcessor:
             raise ValueError(f"{what}: ids must be non-negative, found {instances.min()}")
         return instances
 
+    def indexed_colours(self, image: Image.Image) -> bool:
+        """Whether a palette-mode (P) image is a colour-coded map stored indexed, as editors and PNG
+        optimisers save one: every colour it uses is one of the pipeline's palette colours, so its
+        indices are not class ids. Other P images (ids with a grey or a dataset's palette) hold ids."""
+        if image.mode != "P" or self.palette is None:
+            return False
+        used = np.flatnonzero(np.bincount(np.asarray(image).ravel(), minlength=256))
+        colours = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+        own = {tuple(c) for c in self.palette}
+        return used.max() < len(colours) and all(tuple(c) in own for c in colours[used].tolist())
+
     def colour_ids(self, image, what: str = "label_map") -> np.ndarray:
         """A colour-coded map (PIL image, or (H, W, 3) uint8 array) -> (H, W) int64 ids of the nearest
         palette colour; a ValueError if more than `max_off_palette` of its pixels are farther than
@@ -150,18 +163,19 @@ class LabelMapProcessor:
         return self.label_image(self.colour_ids(image, what))
 
     def id_map(self, image: Image.Image) -> np.ndarray | None:
-        """The (H, W) ids an image holds: those of an id image, or of an RGB(A) image whose channels are
-        all equal (an id map an editor converted); None for a colour-coded map, including a grey one
-        made only of the palette's own greys (e.g. an all-sky canvas) rather than ids."""
-        if image.mode in ID_MODES:
+        """The (H, W) ids an image holds: those of an id image (not an `indexed_colours` map), or of an
+        RGB(A) image whose channels are all equal (an id map an editor converted); None for a
+        colour-coded map, including a grey one made only of the palette's own greys (e.g. an all-sky
+        canvas) rather than ids."""
+        if image.mode in ID_MODES and not self.indexed_colours(image):
             return np.asarray(image).astype(np.int64)
-        rgb = np.asarray(image.convert("RGB")).astype(np.int64)
-        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        rgb = np.asarray(image.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
             return None
         palette = self.palette or []
         greys = {c[0] for c in palette if c[0] == c[1] == c[2]}
-        values = set(np.unique(rgb[..., 0]).tolist())
-        return None if max(values) >= len(palette) and values <= greys else rgb[..., 0]
+        values = set(np.flatnonzero(np.bincount(rgb[..., 0].ravel(), minlength=256)).tolist())
+        return None if max(values) >= len(palette) and values <= greys else rgb[..., 0].astype(np.int64)
 
     def map_ids(self, labels: np.ndarray, instances: np.ndarray | None = None,
                 what: str = "label_map") -> tuple[np.ndarray, np.ndarray | None]:
@@ -218,13 +232,10 @@ class LabelMapProcessor:
         labels = self.ids(label_map, "label_map", max_pixels)
         instances = None if instance_map is None else self.instance_ids(instance_map, "instance_map", max_pixels)
         labels, instances = self.map_ids(labels, instances)
-        fragmented = boundary_fraction(labels)
-        if self.max_boundary_fraction is not None and fragmented > self.max_boundary_fraction:
-            raise ValueError(
-                f"label_map: {fragmented:.0%} of its pixels lie on a class boundary (label maps are made of regions: "
-                f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo, not a label map"
-            )
-        if instances is None:
+        self.check_regions(labels, "label_map", "a class boundary")
+        if instances is not None:
+            self.check_regions(instances, "instance_map", "an instance boundary")
+        else:
             instances = (connected_instances(labels, self.countable_classes).astype(np.int64)
                          if self.countable_classes else labels)
         count = len(np.unique(instances))
@@ -233,6 +244,15 @@ class LabelMapProcessor:
                              f"{self.max_instances} (`label_processor.max_instances`): a label map has at most a few "
                              "hundred objects")
         return labels, instances
+
+    def check_regions(self, ids: np.ndarray, what: str, boundary: str) -> None:
+        """A ValueError if more than `max_boundary_fraction` of the map's pixels lie on a boundary
+        between its regions: noise or a photo, not a label or instance map."""
+        fragmented = boundary_fraction(ids)
+        if self.max_boundary_fraction is not None and fragmented > self.max_boundary_fraction:
+            kind = what.replace("_", " ")
+            raise ValueError(f"{what}: {fragmented:.0%} of its pixels lie on {boundary} ({kind}s are made of regions: "
+                             f"below {self.max_boundary_fraction:.0%}), so it looks like noise or a photo")
 
     @staticmethod
     def resize(ids: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

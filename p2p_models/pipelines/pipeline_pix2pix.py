@@ -185,8 +185,8 @@ class Pix2PixPipeline(P2PPipeline):
             num_inference_steps, callback_on_step_end: diffusers' step arguments. There is one step:
                 `num_inference_steps` is ignored with a warning, a callback is refused.
             seed: deprecated (a FutureWarning): shorthand for
-                `generator=torch.Generator(pipe.device).manual_seed(seed)` (an int, or
-                a list of one per image), an integer in [0, 2**64).
+                `generator=seeded_generator(seed, pipe.device)` (an int, or a list of
+                one per image), an integer in [0, 2**64).
 
         Returns:
             `ImagePipelineOutput` with `.images`, or `(images,)`.

@@ -209,8 +209,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             num_inference_steps, callback_on_step_end: diffusers' step arguments. There is one step:
                 `num_inference_steps` is ignored with a warning, a callback is refused.
             seed: deprecated (a FutureWarning): shorthand for
-                `generator=torch.Generator().manual_seed(seed)` (an int, or a list of
-                one per map), an integer in [0, 2**64).
+                `generator=seeded_generator(seed)` (an int, or a list of one per map),
+                an integer in [0, 2**64).
         """
         check_diffusion_arguments(num_inference_steps, callback_on_step_end)
         check_output_type(output_type)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..backends import GeneratorBackend
 from .hub import check_local_folder, updated_card
+from ..modeling_utils import check_config_types
 from .image_processor import MAX_PIXELS
 
 HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
@@ -46,6 +47,12 @@ def pipeline_class_name(index: dict) -> str | None:
     return name[1] if isinstance(name, (list, tuple)) and len(name) == 2 else name
 
 
+def is_component_entry(entry) -> bool:
+    """Whether a model_index.json value names a component ([library, class], or [null, null] for an
+    optional one left out) rather than being a config value."""
+    return isinstance(entry, list) and len(entry) == 2 and all(x is None or isinstance(x, str) for x in entry)
+
+
 def check_seed(seed) -> int | None:
     """`seed` as an int in [0, 2**64), or None; a clear error otherwise."""
     if seed is None:
@@ -55,10 +62,23 @@ def check_seed(seed) -> int | None:
     return int(seed)
 
 
+def seeded_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A `torch.Generator` on `device` for an integer seed in [0, 2**64), taken exactly. Torch's CPU
+    generator keeps only a seed's low 32 bits, so the high 32, mixed (MurmurHash3's finaliser, a
+    bijection keeping 0), are XORed into them: every bit changes the noise, and a seed below 2**32
+    gives what `manual_seed(seed)` gives."""
+    seed = check_seed(seed)
+    high = seed >> 32
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        high = ((high ^ (high >> shift)) * factor) & 0xFFFFFFFF
+    high ^= high >> 16
+    return torch.Generator(device).manual_seed((seed & 0xFFFFFFFF) ^ high)
+
+
 def prepare_generators(generator, seed, count: int, device: str | torch.device = "cpu") -> list:
     """One `torch.Generator` (or None: torch's global RNG) per image: `generator` (one, shared by the
     images in turn, or a list of one per image), or the deprecated `seed` (an int or one per image,
-    shorthand for `torch.Generator(device).manual_seed(seed)`)."""
+    shorthand for `seeded_generator(seed, device)`)."""
     if generator is not None and seed is not None:
         raise ValueError("pass generator or seed, not both (seed=s is shorthand for a generator seeded with s)")
     if seed is not None:
@@ -67,9 +87,9 @@ def prepare_generators(generator, seed, count: int, device: str | torch.device =
         if isinstance(seed, (list, tuple)):
             if len(seed) != count:
                 raise ValueError(f"seed: got {len(seed)} seeds for {count} images")
-            generator = [torch.Generator(device).manual_seed(check_seed(s)) for s in seed]
+            generator = [seeded_generator(s, device) for s in seed]
         else:
-            generator = torch.Generator(device).manual_seed(check_seed(seed))
+            generator = seeded_generator(seed, device)
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * count
     if len(generators) != count:
         raise ValueError(f"generator: got a list of {len(generators)} generators for {count} images (one per image)")
@@ -205,6 +225,10 @@ class P2PPipeline(DiffusionPipeline):
                              "pipeline (Pix2PixPipeline or Pix2PixHDPipeline)")
         if issubclass(cls, target):  # a subclass of the folder's class loads as itself
             target = cls
+        try:
+            check_config_types(target, {k: v for k, v in index.items() if not is_component_entry(v)})
+        except ValueError as e:
+            raise ValueError(f"{pretrained_model_name_or_path}/model_index.json: {e}") from None
         # p2p components are loaded here: DiffusionPipeline would run the folder's `<component>/<module>.py`.
         dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
         shared = {k: kwargs[k] for k in ("variant", "use_safetensors") if k in kwargs}
