@@ -453,8 +453,10 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
 
 def check_styles(class_styles: list, instance_styles, num_classes: int) -> None:
     """A gr.Error for style choices the UI can't send (a malformed API call), instead of a traceback."""
-    if len(class_styles) != num_classes or any(s not in (None, "", *STYLE_CHOICES) for s in class_styles):
-        raise user_error(f"Class styles: give {num_classes}, each one of {STYLE_CHOICES}; got {list(class_styles)!r}.")
+    # none at all is every class "random": what the examples send (they fill the maps, not the dropdowns)
+    if len(class_styles) not in (0, num_classes) or any(s not in (None, "", *STYLE_CHOICES) for s in class_styles):
+        raise user_error(f"Class styles: give none or {num_classes}, each one of {STYLE_CHOICES}; "
+                         f"got {list(class_styles)!r}.")
     if not isinstance(instance_styles, (dict, type(None))) or any(
             not str(i).isdigit() or str(s) not in STYLE_CHOICES for i, s in (instance_styles or {}).items()):
         raise user_error(f"Instance styles must be {{instance id: one of {STYLE_CHOICES}}}, got {instance_styles!r}.")

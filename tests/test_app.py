@@ -281,14 +281,20 @@ def test_data_urls_over_max_file_size_are_refused_before_decoding(app):
     ("abc", ["random"] * 12, "Instance styles must be"),
     ({"car": "3"}, ["random"] * 12, "Instance styles must be"),
     ({"8001": "eleven"}, ["random"] * 12, "Instance styles must be"),
-    ({}, ["x"] * 12, "Class styles: give 12"),
-    ({}, ["random"] * 3, "Class styles: give 12"),
+    ({}, ["x"] * 12, "Class styles: give none or 12"),
+    ({}, ["random"] * 3, "Class styles: give none or 12"),
 ])
 def test_malformed_style_arguments_get_one_line_errors(app, instance_styles, class_styles, message, caplog):
     with pytest.raises(gr.Error, match=message):
         app.hd(hd_label_map()[0], None, 0, instance_styles, *class_styles)
     logged = [r for r in caplog.records if r.name == "p2p.app"]
     assert [r.getMessage().startswith("refused: ") and r.exc_info is None for r in logged] == [True]
+
+
+def test_hd_without_class_styles_is_every_class_random_as_the_examples_send_it(app):
+    """Clicking an example sends the maps and no dropdown values."""
+    _, image, status = app.hd(hd_label_map()[0], None, 0, None)
+    assert image is not None and "refused" not in status
 
 
 def test_gradio_cache_is_evicted(app):
