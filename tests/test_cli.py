@@ -75,7 +75,7 @@ def test_translate_native_deterministic_and_command_errors(model, tmp_path):
     clash = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", tmp_path / "sub", "--output", tmp_path / "o")
     assert clash.returncode == 2 and "would both be written to" in clash.stderr
     bad_model = p2p(tmp_path, "translate", "--model", tmp_path / "sub", tmp_path / "x.png", "--output", tmp_path / "o")
-    assert bad_model.returncode == 2 and "not a pipeline folder or a reachable Hub repo" in bad_model.stderr
+    assert bad_model.returncode == 2 and "no model_index.json in this folder" in bad_model.stderr
     sampling_ort = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
                        "--backend", "onnxruntime")
     assert sampling_ort.returncode == 2 and "add --deterministic" in sampling_ort.stderr
