@@ -202,7 +202,7 @@ def test_id_images_are_told_from_colour_maps():
     ({"label_mappings": {"cityscapes": [0] * 33 + [12]}},
      "label_mappings\\['cityscapes'\\]: must be a list of class ids in \\[0, 12\\)"),
     ({"label_mappings": {"short": [0] * 12}}, "maps ids 0-11, but ids below 12 are read as the model's own classes"),
-    ({"label_mappings": {"bad": "cityscapes"}}, "must be a list of class ids"),
+    ({"label_mappings": {"bad": "cityscapes"}}, r"label_mappings must be dict\[str, list\[int\]\] \| None"),
 ])
 def test_bad_label_mappings_are_refused_at_load(tmp_path, change, message):
     hd_pipe().save_pretrained(tmp_path)

@@ -221,7 +221,7 @@ def test_training_cards(monkeypatch, dataset, hub_ids):
                                     "1 example held out", pipe, {}, 4, 2.0, 1.0, 1, metrics)
     hd = Pix2PixHDPipeline(generator=GlobalGenerator(36, 3, ngf=4, n_downsampling=2, n_blocks=1), label_nc=35,
                            image_size=[64, 128])
-    hd_text = train_pix2pixhd.model_card(card_args(train_pix2pixhd, dataset), hd,
+    hd_text = train_pix2pixhd.model_card(card_args(train_pix2pixhd, dataset, "--no_vgg_loss"), hd,
                                          {"discriminator": MultiscaleDiscriminator(36)},
                                          "1 example held out", 9, 4, 2.0, 1.0, 1, metrics)
     for text, tag in ((text, "pix2pix"), (hd_text, "pix2pixhd")):

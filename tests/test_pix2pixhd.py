@@ -265,10 +265,14 @@ def test_random_label_maps_are_refused_fast_not_synthesised_per_instance():
     for label_map in (colours, ids):
         with pytest.raises(ValueError, match="lie on a class boundary .* looks like noise or a photo"):
             pipe(label_map, seed=0)
-    # a random 16-bit instance map: far more instances than any label map has
+    # a random 16-bit instance map: noise, and far more instances than any label map has
     instances = np.random.default_rng(1).integers(0, 2**16, (360, 480))
-    with pytest.raises(ValueError, match="hold \\d+ instances, more than this pipeline's limit of 2000"):
+    with pytest.raises(ValueError, match="lie on an instance boundary .* looks like noise or a photo"):
         pipe(np.full((360, 480), 3), instances, seed=0)
+    # 3,600 instances, regions of 12x16 pixels (not noise): over the limit
+    blocks = np.arange(60 * 60).reshape(60, 60).repeat(12, 0).repeat(16, 1)
+    with pytest.raises(ValueError, match="hold \\d+ instances, more than this pipeline's limit of 2000"):
+        pipe(np.full((720, 960), 3), blocks, seed=0)
 
 
 def test_many_instances_cost_one_pass_and_match_the_per_instance_definition():

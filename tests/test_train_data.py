@@ -111,10 +111,11 @@ def test_validation_split_is_the_datasets_or_a_seeded_holdout():
 
 
 def test_metrics_sanity():
-    x = torch.rand(2, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)  # unseeded, 0.1 noise gave SSIM 0.945-0.951: a flaky threshold
+    x = torch.rand(2, 3, 32, 32, generator=g)
     assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
-    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
-    assert (ssim(x, noisy) < 0.95).all()
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert (ssim(x, noisy) < 0.9).all()
     expected = 10 * torch.log10(1 / ((x - noisy) ** 2).flatten(1).mean(1))
     assert torch.allclose(psnr(x, noisy), expected)
 
