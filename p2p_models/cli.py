@@ -9,27 +9,24 @@
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import torch
 from diffusers.utils import logging as diffusers_logging
-from huggingface_hub import hf_hub_download
 from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
 from . import convert
 from .backends import BACKENDS
 from .pipelines import P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
-from .pipelines.hub import check_local_folder
-from .pipelines.pipeline_utils import pipeline_class_name, seeded_generator
+from .pipelines.hub_utils import check_local_folder
+from .pipelines.pipeline_utils import seeded_generator
 from .tiling import SIZE_MODES
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-PIPELINES = {"Pix2PixPipeline": Pix2PixPipeline, "Pix2PixHDPipeline": Pix2PixHDPipeline}
 
 
 class CommandError(Exception):
@@ -37,23 +34,16 @@ class CommandError(Exception):
 
 
 def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32") -> P2PPipeline:
-    """The pipeline in folder or Hub repo `model` (its class read from model_index.json)."""
+    """The pipeline in folder or Hub repo `model` (the class its model_index.json names)."""
     try:
         check_local_folder(model)
     except FileNotFoundError as e:
         raise CommandError(f"--model {e}") from e
     try:
-        index = Path(model) / "model_index.json" if os.path.isdir(model) else hf_hub_download(model, "model_index.json")
-        name = pipeline_class_name(json.loads(Path(index).read_text()))
-    except Exception as e:
-        raise CommandError(f"--model {model}: not a pipeline folder or a reachable Hub repo with a model_index.json "
+        pipe = P2PPipeline.from_pretrained(model, dtype=DTYPES[dtype]).to(device)
+    except Exception as e:  # a Hub repo out of reach, a folder of another pipeline, corrupt weights, ...
+        raise CommandError(f"--model {model}: could not be loaded on {device} as {dtype} "
                            f"({type(e).__name__}: {e})") from e
-    if name not in PIPELINES:
-        raise CommandError(f"--model {model}: its model_index.json names {name!r}; expected one of {sorted(PIPELINES)}")
-    try:
-        pipe = PIPELINES[name].from_pretrained(model, dtype=DTYPES[dtype]).to(device)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise CommandError(f"--model {model}: could not be loaded on {device} as {dtype} ({e})") from e
     pipe.set_progress_bar_config(disable=True)  # `translate` shows its own, over all files
     return pipe
 

@@ -20,6 +20,7 @@ from test_pix2pixhd import hd_pipe, scene
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator
 from p2p_models.pipelines import P2PPipeline
+from p2p_models.pipelines.hub_utils import write_loader_code
 
 SHIPPED = ["facades", "maps_aerial2map", "maps_map2aerial", "colorization", "camvid_hd"]
 
@@ -70,6 +71,24 @@ def test_diffusion_pipeline_loads_the_shipped_folders_as_our_loader_does(name):
     a = pipe(shipped_input(name), generator=seeded(0), output_type="np").images
     b = ours(shipped_input(name), generator=seeded(0), output_type="np").images
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_loader_files_are_what_save_pretrained_writes(name, tmp_path):
+    """The shipped folders' pipeline_p2p.py and <component>/<library>.py are remote code diffusers runs:
+    a change to what `save_pretrained` writes must be written into them too."""
+    folder = ROOT / "pretrained" / name
+    shutil.copy(folder / "model_index.json", tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, "_class_name": index["_class_name"][1]}))
+    shipped = sorted(p.relative_to(folder) for p in folder.rglob("*.py"))
+    for component in {p.parent for p in shipped if p.parent.name}:
+        (tmp_path / component).mkdir()
+    write_loader_code(tmp_path)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py")) == shipped
+    for path in shipped:
+        assert (tmp_path / path).read_text() == (folder / path).read_text(), path
+    assert json.loads((tmp_path / "model_index.json").read_text()) == index
 
 
 def test_without_trust_remote_code_or_p2p_the_errors_say_what_to_do(monkeypatch):

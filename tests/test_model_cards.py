@@ -22,7 +22,7 @@ from p2p_models import (
     Pix2PixPipeline,
     UNetGenerator,
 )
-from p2p_models.pipelines.hub import hub_dataset_id, public_command, public_path
+from p2p_models.pipelines.model_cards import hub_dataset_id, public_command, public_path
 from train import evaluate, train_pix2pix, train_pix2pixhd
 
 PRETRAINED = ROOT / "pretrained"

@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from p2p_models.cpu import native_bf16
 from p2p_models.diffaugment import POLICIES as DIFFAUGMENT_POLICIES
 from p2p_models.diffaugment import DiffAugment
-from p2p_models.pipelines.hub import card_data, eval_results, hub_dataset_id, looks_local, public_command
+from p2p_models.pipelines.hub_utils import looks_local
+from p2p_models.pipelines.model_cards import card_data, eval_results, hub_dataset_id, public_command
 from train.data import BadImageError
 from train.metrics import l1, psnr, ssim
 
@@ -132,7 +133,7 @@ def removed_if_left_empty(folder: str | os.PathLike):
 
 def check_exists(p: argparse.ArgumentParser, flag: str, value: str | None, hub: bool = False) -> None:
     """`p.error` for a flag's path that does not exist; with `hub`, only for one that looks local
-    (`hub.looks_local`), so Hub ids go on to the Hub."""
+    (`hub_utils.looks_local`), so Hub ids go on to the Hub."""
     if value is not None and not os.path.exists(value) and (not hub or looks_local(value)):
         p.error(f"{flag} {value}: no such file or folder")
 

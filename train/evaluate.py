@@ -28,14 +28,8 @@ from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline
 from p2p_models.pipelines import P2PPipeline
-from p2p_models.pipelines.hub import (
-    card_data,
-    check_local_folder,
-    eval_results,
-    hub_dataset_id,
-    make_card,
-    merge_eval_results,
-)
+from p2p_models.pipelines.hub_utils import check_local_folder
+from p2p_models.pipelines.model_cards import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
 from train.common import check_exists, label_colors, run_script, score, to_uint8_grid
 from train.data import (
     LabelImageDataset,

@@ -25,7 +25,7 @@ from p2p_models import (
     pix2pix_generator_loss,
 )
 from p2p_models.perceptual import EfficientNetPerceptualLoss
-from p2p_models.pipelines.hub import PIX2PIX_TAGS, make_card, public_path, usage
+from p2p_models.pipelines.model_cards import PIX2PIX_TAGS, make_card, public_path, usage
 from p2p_models.projected import ProjectedDiscriminator
 from train.common import (
     RealFakeDiscriminator,

@@ -38,7 +38,7 @@ from p2p_models import (
 from p2p_models.labels import instance_boundaries, one_hot
 from p2p_models.losses import summed_gan_loss
 from p2p_models.perceptual import EfficientNetPerceptualLoss
-from p2p_models.pipelines.hub import PIX2PIXHD_TAGS, make_card, public_path, usage
+from p2p_models.pipelines.model_cards import PIX2PIXHD_TAGS, make_card, public_path, usage
 from p2p_models.pipelines.image_processor import to_pil
 from p2p_models.projected import ProjectedDiscriminator
 from p2p_models.vgg import NO_WEIGHTS

@@ -10,7 +10,7 @@ from PIL import Image
 from ..color import model_lab_to_rgb, rgb_to_model_lab
 from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
-from .hub import PIX2PIX_TAGS, config_section, pix2pix_card
+from .model_cards import PIX2PIX_TAGS, config_section, pix2pix_card
 from .image_processor import (
     RESAMPLE,
     batch_outputs,

@@ -9,7 +9,7 @@ from ..labels import class_count, instance_boundaries, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
-from .hub import PIX2PIXHD_TAGS, config_section, pix2pixhd_card
+from .model_cards import PIX2PIXHD_TAGS, config_section, pix2pixhd_card
 from .image_processor import (
     batch_outputs,
     check_image,

@@ -2,7 +2,6 @@
 `backends.GeneratorBackend`)."""
 
 import importlib
-import json
 import os
 import tempfile
 import warnings
@@ -15,42 +14,19 @@ from huggingface_hub import HfApi, snapshot_download
 from torch import nn
 
 from ..backends import GeneratorBackend
-from .hub import check_local_folder, updated_card
 from ..modeling_utils import check_config_types
+from .hub_utils import (
+    HUB_FILES,
+    check_local_folder,
+    drop_local_paths,
+    is_component_entry,
+    is_p2p_component,
+    write_loader_code,
+)
 from .image_processor import MAX_PIXELS
+from .model_cards import updated_card
 
-HUB_FILES = ["model_index.json", "README.md", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json"]
-LOADER = "pipeline_p2p"  # the module model_index.json's `_class_name` names, for diffusers' DiffusionPipeline
-# What `save_pretrained` writes beside a p2p class: diffusers' `trust_remote_code` loading imports it (from
-# the installed p2p package). `import_module` rather than an import statement: diffusers scans those and
-# would tell a user without p2p to `pip install p2p_models`, a package that doesn't exist.
-LOADER_CODE = '''"""Lets `diffusers.DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` load this p2p
-folder: {name} comes from the installed p2p package."""
-
-from importlib import import_module
-
-try:
-    {name} = import_module("{module}").{name}
-except ImportError as e:
-    raise ImportError(
-        "this is a p2p pipeline (pix2pix / pix2pixHD): loading it needs the p2p package (its `p2p_models` "
-        "module) installed: `pip install -e .` in a checkout of p2p"
-    ) from e
-'''
 MAX_SEED = 2**64  # seeds lie in [0, MAX_SEED): what both torch and numpy accept
-
-
-def pipeline_class_name(index: dict) -> str | None:
-    """The class a model_index.json's `_class_name` names: [module, class], as diffusers writes a custom
-    pipeline's (and `write_loader_code` ours), or a bare class name."""
-    name = index.get("_class_name")
-    return name[1] if isinstance(name, (list, tuple)) and len(name) == 2 else name
-
-
-def is_component_entry(entry) -> bool:
-    """Whether a model_index.json value names a component ([library, class], or [null, null] for an
-    optional one left out) rather than being a config value."""
-    return isinstance(entry, list) and len(entry) == 2 and all(x is None or isinstance(x, str) for x in entry)
 
 
 def check_seed(seed) -> int | None:
@@ -150,9 +126,15 @@ def check_working_size(size: list[int], factor: int, factor_name: str) -> list[i
 class P2PPipeline(DiffusionPipeline):
     """Hub plumbing shared by the p2p pipelines: loading from a folder or a Hub id, a model card on
     save (the one it was loaded with, kept), and `push_to_hub` as `save_pretrained` + one upload.
-    Subclasses define `card_tags` and `new_model_card`. Its six
-    overrides of `DiffusionPipeline` each start with what diffusers can't do for a pipeline whose
-    components live in another library.
+    Subclasses define `card_tags` and `new_model_card`. Each of its overrides of `DiffusionPipeline`
+    starts with the one line of what diffusers can't do for a pipeline whose components live in
+    another library.
+
+    `generator` names two things, as in any GAN pipeline: the component `pipe.generator` (the
+    network; the `generator/` folder and model_index.json key of every saved pipeline) and
+    `__call__`'s `generator=` (a `torch.Generator`, diffusers' name). Neither is renamed: saved folders
+    are loaded by diffusers itself (`trust_remote_code`), which passes each folder's components to
+    `__init__` by their saved names, so an old name could not be aliased there.
 
     `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed,
     whatever the `size_mode`; set it on an instance (`pipe.max_pixels = None` lifts it).
@@ -185,7 +167,7 @@ class P2PPipeline(DiffusionPipeline):
         return self
 
     def enable_model_cpu_offload(self, *args, **kwargs):
-        """Why overridden: offloading saves nothing here, so it is refused with the reason."""
+        """Why overridden: offloading frees nothing for a one-pass generator, so it is refused with the reason."""
         raise NotImplementedError(
             "enable_model_cpu_offload: a p2p pipeline's weights are one generator (plus, for pix2pixHD, a small "
             "encoder) needed all at once for its single forward pass, so offloading frees no accelerator memory; "
@@ -202,18 +184,16 @@ class P2PPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Why overridden: diffusers' Hub download refuses components of a library it doesn't know, and its
-        loader would import each component from the folder's code rather than the installed p2p_models.
+        """Why overridden: diffusers would run the folder's loader modules (asking for trust_remote_code).
 
         Load the pipeline class a folder or Hub repo names in its model_index.json (a Hub repo is
         downloaded with `snapshot_download`: `revision`, `cache_dir`, `token`, `local_files_only` and
         `force_download` are passed on; its .py files are neither downloaded nor run). `torch_dtype`
         (or `dtype`), `variant` and `use_safetensors` apply to every component. A name meant as a
-        folder (`hub.looks_local`) that is none fails at once ("no such folder")."""
+        folder (`hub_utils.looks_local`) that is none fails at once ("no such folder")."""
         folder = str(pretrained_model_name_or_path)
         check_local_folder(folder)
         if not os.path.isdir(folder):
-            # diffusers' own download step rejects components from libraries it doesn't know.
             names = ("revision", "cache_dir", "token", "local_files_only", "force_download")
             download = {k: kwargs.pop(k) for k in names if k in kwargs}
             folder = snapshot_download(folder, allow_patterns=HUB_FILES, **download)
@@ -233,8 +213,7 @@ class P2PPipeline(DiffusionPipeline):
         dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
         shared = {k: kwargs[k] for k in ("variant", "use_safetensors") if k in kwargs}
         for component, entry in index.items():
-            if component in kwargs or not isinstance(entry, list) or len(entry) != 2 or not \
-                    isinstance(entry[0], str) or not entry[0].startswith("p2p_models."):
+            if component in kwargs or not is_p2p_component(entry):
                 continue
             model_class = getattr(importlib.import_module(entry[0]), entry[1])
             component_dtype = dtype.get(component, dtype.get("default")) if isinstance(dtype, dict) else dtype
@@ -248,22 +227,24 @@ class P2PPipeline(DiffusionPipeline):
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """Why overridden: diffusers reads a [module, class] `_class_name` as a custom pipeline file to import.
+        """Why overridden: diffusers reads `_class_name` [module, class] as a pipeline file to run, p2p as a class.
 
-        `ConfigMixin.load_config`, reading model_index.json's `_class_name` [module, class] as the class."""
+        `ConfigMixin.load_config`, with model_index.json's `_class_name` as the class name alone (the one
+        place it is unwrapped; `hub_utils.write_loader_code` writes it)."""
         out = super().load_config(*args, **kwargs)
         config = out[0] if isinstance(out, tuple) else out
-        config["_class_name"] = pipeline_class_name(config)
+        name = config.get("_class_name")
+        if isinstance(name, (list, tuple)) and len(name) == 2:
+            config["_class_name"] = name[1]
         return out
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Why overridden: diffusers writes no model card for a pipeline outside it, nor the loader files
-        that `trust_remote_code` loading needs.
+        """Why overridden: diffusers writes neither our model card nor the loader files trust_remote_code needs.
 
         `DiffusionPipeline.save_pretrained`, plus a model card (README.md: `model_card()`; a new
         pipeline saved into a folder with a card leaves that card alone), and the files
         `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs (see
-        `write_loader_code`)."""
+        `hub_utils.write_loader_code`), without local paths (`hub_utils.drop_local_paths`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
         write_loader_code(save_directory)
         drop_local_paths(save_directory)
@@ -274,7 +255,7 @@ class P2PPipeline(DiffusionPipeline):
     def model_card(self, repo_id: str | None = None) -> str:
         """The model card (README.md) `save_pretrained` and `push_to_hub` write: the one this pipeline
         was loaded with, kept with its metadata brought up to date and its usage code naming `repo_id`
-        (`hub.updated_card`); for a new pipeline, one describing its config (`new_model_card`)."""
+        (`model_cards.updated_card`); for a new pipeline, one describing its config (`new_model_card`)."""
         if self._loaded_card is not None:
             return updated_card(self._loaded_card, self.card_tags, repo_id)
         return self.new_model_card(repo_id or "path/to/pipeline")
@@ -303,7 +284,7 @@ class P2PPipeline(DiffusionPipeline):
     ):
         """Why overridden: diffusers' push writes its generic card (or the Hub repo's) as README.md, not ours.
 
-Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
+        Save the pipeline to a temporary folder with `save_pretrained` and upload that folder as
         one commit to the Hub repo `repo_id` (created if missing), with `model_card` as README.md
         (default: `self.model_card(repo_id)`). Returns the commit info."""
         api = HfApi(token=token)
@@ -318,36 +299,3 @@ Save the pipeline to a temporary folder with `save_pretrained` and upload that f
                 create_pr=create_pr,
             )
 
-
-def drop_local_paths(folder: str | os.PathLike) -> None:
-    """Remove `_name_or_path` from a saved folder's model_index.json and component configs where it
-    is a local path (the folder a pipeline was loaded from): a shipped or pushed folder names no
-    path on the machine that wrote it. Hub ids stay."""
-    for path in [Path(folder) / "model_index.json", *Path(folder).glob("*/config.json")]:
-        config = json.loads(path.read_text())
-        source = config.get("_name_or_path")
-        local = isinstance(source, str) and (os.path.isabs(source) or source.startswith((".", "~"))
-                                             or os.path.exists(source))
-        if local:
-            del config["_name_or_path"]
-            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def write_loader_code(folder: str | os.PathLike) -> None:
-    """Make a saved p2p pipeline folder loadable by `diffusers.DiffusionPipeline.from_pretrained(folder
-    or Hub id, trust_remote_code=True)` with p2p installed: model_index.json's `_class_name` becomes
-    [`pipeline_p2p`, class], as diffusers names a custom pipeline class, and each p2p class gets a
-    module that imports it from the installed package: `pipeline_p2p.py` for the pipeline, and
-    `<component>/<library>.py` for each component (diffusers' Hub download refuses a component from a
-    library outside diffusers and transformers without one). The weights and configs are untouched."""
-    folder = Path(folder)
-    path = folder / "model_index.json"
-    index = json.loads(path.read_text())
-    name = pipeline_class_name(index)
-    index["_class_name"] = [LOADER, name]
-    path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    (folder / f"{LOADER}.py").write_text(LOADER_CODE.format(module="p2p_models", name=name))
-    for component, entry in index.items():
-        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and \
-                entry[0].startswith("p2p_models.") and (folder / component).is_dir():
-            (folder / component / f"{entry[0]}.py").write_text(LOADER_CODE.format(module=entry[0], name=entry[1]))

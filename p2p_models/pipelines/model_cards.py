@@ -8,12 +8,12 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .hub_utils import HUB_ID
+
 TASK = "image-to-image"
 TASK_NAME = "Image-to-Image"
 PIX2PIX_TAGS = ["pix2pix", "image-to-image", "p2p"]
 PIX2PIXHD_TAGS = ["pix2pixhd", "image-to-image", "p2p"]
-_HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")
-FILE_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npy", ".json", ".parquet", ".png", ".jpg"}
 
 
 def card_data(tags: list[str], datasets: list[str] | None = None, license: str | None = None,
@@ -47,33 +47,9 @@ def merge_eval_results(old: list[EvalResult] | None, new: list[EvalResult]) -> l
 def hub_dataset_id(dataset: str | os.PathLike) -> str | None:
     """`dataset` if it names a Hub dataset ("owner/name" or "name"), None if it is local data."""
     name = str(dataset)
-    if Path(name).exists() or not _HUB_ID.fullmatch(name):
+    if Path(name).exists() or not HUB_ID.fullmatch(name):
         return None
     return name
-
-
-def looks_local(name: str | os.PathLike) -> bool:
-    """Whether a name that is nothing here was meant as a local path, not as a Hub id: an absolute, `.`,
-    `..` or `~` path, a name that is no valid Hub id (three parts, a backslash), a file name
-    (`vgg19.safetensors`), or one whose owner part is a folder here (`pretrained/nope` beside `pretrained/`)."""
-    text = str(name)
-    if os.path.isabs(text) or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text) or \
-            Path(text).suffix in FILE_SUFFIXES:
-        return True
-    return "/" in text and os.path.isdir(text.split("/")[0])
-
-
-def check_local_folder(name: str | os.PathLike) -> None:
-    """A clear, immediate error for a model name meant as a local folder (`looks_local`) that is not
-    a pipeline folder, rather than a Hub download that retries before failing."""
-    text = str(name)
-    if os.path.isdir(text):
-        if not os.path.isfile(os.path.join(text, "model_index.json")):
-            raise FileNotFoundError(f"{text}: no model_index.json in this folder (a pipeline folder, as "
-                                    "save_pretrained writes it, has one)")
-    elif looks_local(text):
-        raise FileNotFoundError(f"{text}: no such folder (expected a pipeline folder, or a Hub id such as "
-                                "user/model)")
 
 
 def public_path(path: str | os.PathLike) -> str:
