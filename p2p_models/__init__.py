@@ -4,7 +4,7 @@ from .diffaugment import DiffAugment
 from .efficientnet import EfficientNetLite0
 from .losses import GANLoss, discriminator_loss, feature_matching_loss, multiscale_gan_loss, pix2pix_generator_loss
 from .perceptual import EfficientNetPerceptualLoss
-from .pipelines import LabelMapProcessor, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
+from .pipelines import LabelMapProcessor, P2PImageProcessor, P2PPipeline, Pix2PixHDPipeline, Pix2PixPipeline
 from .pix2pix import PatchDiscriminator, UNetGenerator
 from .pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
 from .projected import ProjectedDiscriminator
@@ -21,6 +21,7 @@ __all__ = [
     "LabelMapProcessor",
     "LocalEnhancer",
     "MultiscaleDiscriminator",
+    "P2PImageProcessor",
     "P2PPipeline",
     "PatchDiscriminator",
     "Pix2PixHDPipeline",

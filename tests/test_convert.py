@@ -98,9 +98,9 @@ def test_cli_writes_a_loadable_pipeline(tmp_path):
     pipe = Pix2PixPipeline.from_pretrained(out)
     assert pipe.generator.config.use_dropout
     x = torch.rand(1, 3, 64, 64) * 2 - 1
-    image = pipe.postprocess(x)[0]
+    image = pipe.image_processor.postprocess(x)[0]
     with torch.no_grad():
-        expected = pipe.postprocess(ref_g(pipe.preprocess([image])))[0]
+        expected = pipe.image_processor.postprocess(ref_g(pipe.image_processor.preprocess(image, 64, 64)))[0]
     assert np.array_equal(np.asarray(pipe(image, deterministic=True).images[0]), np.asarray(expected))
     loaded_d = PatchDiscriminator.from_pretrained(out / "discriminator")
     y = torch.randn(1, 6, 64, 64)

@@ -60,8 +60,8 @@ def test_default_is_the_reference_test_behaviour(pipe):
     reference = copy.deepcopy(pipe.generator).train()
     torch.manual_seed(5)
     with torch.no_grad():
-        expected = reference(pipe.preprocess([image]))
-    assert np.array_equal(arr(out), arr(pipe.postprocess(expected)[0]))
+        expected = reference(pipe.image_processor.preprocess(image, *pipe.working_size))
+    assert np.array_equal(arr(out), arr(pipe.image_processor.postprocess(expected)[0]))
 
 
 def test_deterministic_is_eval_mode_and_ignores_seeds(pipe):
@@ -69,9 +69,9 @@ def test_deterministic_is_eval_mode_and_ignores_seeds(pipe):
     a, b = pipe(image, seed=1, deterministic=True).images[0], pipe(image, seed=2, deterministic=True).images[0]
     assert np.array_equal(arr(a), arr(b))
     with torch.no_grad():
-        expected = pipe.generator.eval()(pipe.preprocess([image]))
+        expected = pipe.generator.eval()(pipe.image_processor.preprocess(image, *pipe.working_size))
     out = pipe(image, deterministic=True, keep_size=False).images[0]
-    assert np.array_equal(arr(out), arr(pipe.postprocess(expected)[0]))
+    assert np.array_equal(arr(out), arr(pipe.image_processor.postprocess(expected)[0]))
     assert np.abs(arr(a) - arr(pipe(image, seed=1).images[0])).mean() > 1.0  # differs from the sampled output
 
 

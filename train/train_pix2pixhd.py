@@ -39,7 +39,6 @@ from p2p_models.labels import instance_boundaries, one_hot
 from p2p_models.losses import summed_gan_loss
 from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.model_cards import PIX2PIXHD_TAGS, make_card, public_path, usage
-from p2p_models.pipelines.image_processor import to_pil
 from p2p_models.projected import ProjectedDiscriminator
 from p2p_models.vgg import NO_WEIGHTS
 from train.common import (
@@ -195,7 +194,7 @@ def validate(pipeline, inputs: Inputs, dataset, n_grid, limit, palette, step):
         for item in chain([first], items):
             batch = {k: v[None] for k, v in item.items() if k != "index"}
             real = (batch["image"] + 1) / 2
-            style = to_pil(real[0]) if pipe.encoder is not None else None
+            style = real[0] if pipe.encoder is not None else None
             fake = pipe(item["label"], instance_map=inputs.regions(batch), style_image=style, size_mode="native",
                         output_type="pt").images
             score(fake, real, scores)

@@ -3,7 +3,7 @@ label-map processing they share, and the Hub / model-card code."""
 
 from ..backends import BACKENDS
 from ..modes import eval_mode, paper_test_mode
-from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, check_image
+from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, P2PImageProcessor, check_image
 from .label_processor import ID_MODES, LabelMapProcessor
 from .pipeline_pix2pix import Pix2PixPipeline
 from .pipeline_pix2pixhd import Pix2PixHDPipeline
@@ -16,6 +16,7 @@ __all__ = [
     "LabelMapProcessor",
     "MAX_PIXELS",
     "MAX_SEED",
+    "P2PImageProcessor",
     "P2PPipeline",
     "Pix2PixHDPipeline",
     "Pix2PixPipeline",

@@ -263,6 +263,28 @@ class LabelMapProcessor:
         resized = torch.nn.functional.interpolate(t, size=size, mode="nearest").long()
         return torch.from_numpy(values)[resized]
 
+    @staticmethod
+    def map_list(maps, what: str) -> list:
+        """Label or instance maps as a list of single maps (PIL images or (H, W) integer arrays): a PIL
+        image, an (H, W) integer array or tensor, a (B, H, W) or (B, 1, H, W) batch of them, or a list of
+        any of these."""
+        items = list(maps) if isinstance(maps, (list, tuple)) else [maps]
+        out = []
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                if item.is_floating_point() or item.is_complex():
+                    raise ValueError(f"{what}: a tensor must hold integer ids, got {item.dtype}")
+                item = item.detach().cpu().numpy()
+            if isinstance(item, np.ndarray) and item.ndim in (3, 4):
+                if item.ndim == 4 and item.shape[1] != 1:
+                    raise ValueError(f"{what}: a 4-d batch must be (B, 1, H, W), got {item.shape}")
+                out += list(item.reshape(-1, *item.shape[-2:]))
+            else:
+                out.append(item)
+        if not out:
+            raise ValueError(f"{what}: got an empty list")
+        return out
+
     # --- ids out --------------------------------------------------------------------------------
 
     def label_image(self, labels: np.ndarray) -> Image.Image:

@@ -1,26 +1,17 @@
 """`Pix2PixPipeline`: pix2pix image-to-image translation."""
 
 import functools
+import warnings
 
-import numpy as np
 import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
-from ..color import model_lab_to_rgb, rgb_to_model_lab
 from ..pix2pix import UNetGenerator
 from ..tiling import check_size_mode, run_at_size, tile_pair
-from .model_cards import PIX2PIX_TAGS, config_section, pix2pix_card
-from .image_processor import (
-    RESAMPLE,
-    batch_outputs,
-    check_image,
-    check_output_type,
-    image_list,
-    output_image,
-    to_array,
-)
+from .image_processor import P2PImageProcessor
 from .label_processor import LabelMapProcessor, class_names_of
+from .model_cards import PIX2PIX_TAGS, config_section, pix2pix_card
 from .pipeline_utils import (
     P2PPipeline,
     check_diffusion_arguments,
@@ -39,7 +30,8 @@ class Pix2PixPipeline(P2PPipeline):
     2**num_downs), `direction` (`AtoB` | `BtoA`, which side of a paired dataset is the input; for
     reference only), `resample` (filter used to resize inputs to the working size) and
     `color_space`: `rgb` (1 or 3 channels in and out, pixel values mapped to [-1, 1] as in training)
-    or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110)).
+    or `lab` (colorization: the generator maps L (1 channel, L/50 - 1) to ab (2 channels, ab/110));
+    images go in and out through `image_processor` (a `P2PImageProcessor` built from them).
     For label-map inputs (facades), `palette` (an RGB colour per class) and `id2label` ({class id:
     name}, as in transformers' configs): inputs
     are then colour-coded label maps, snapped to the palette by `label_processor` (a
@@ -71,8 +63,6 @@ class Pix2PixPipeline(P2PPipeline):
         check_working_size(size, generator.downsampling_factor, "2**num_downs")
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
-        if resample not in RESAMPLE:
-            raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
         channels = (generator.config.in_channels, generator.config.out_channels)
         if color_space == "lab":
             if channels != (1, 2):
@@ -87,6 +77,8 @@ class Pix2PixPipeline(P2PPipeline):
             raise ValueError("id2label names the classes of a palette, and this pipeline has none")
         if palette is not None and color_space != "rgb":
             raise ValueError(f"a palette (colour-coded label-map inputs) needs color_space 'rgb', got {color_space!r}")
+        self.image_processor = P2PImageProcessor(generator.downsampling_factor, resample,
+                                                 channels[0] == 1 and color_space == "rgb", color_space)
         self.label_processor = None if palette is None else LabelMapProcessor(
             len(palette), palette, class_names_of(id2label, len(palette)), off_palette_distance=80, max_off_palette=0.3,
             max_boundary_fraction=None)
@@ -102,40 +94,19 @@ class Pix2PixPipeline(P2PPipeline):
         return (size, size) if isinstance(size, int) else tuple(size)
 
     def preprocess(self, images: list[Image.Image], resize: bool = True) -> torch.Tensor:
-        """PIL images -> (B, C, H, W) generator input, at the working size if `resize` (else at the
-        images' own size, which must then be the same): [-1, 1] pixels, or L/50 - 1."""
-        lab = self.config.color_space == "lab"
-        mode = "L" if self.generator.config.in_channels == 1 and not lab else "RGB"
-        h, w = self.working_size
-        arrays = []
-        for i, image in enumerate(images):
-            image = check_image(image, i, self.max_pixels).convert(mode)
-            arrays.append(to_array(image.resize((w, h), RESAMPLE[self.config.resample]) if resize else image))
-        x = torch.from_numpy(np.stack(arrays))
-        x = rgb_to_model_lab(x)[0] if lab else x * 2 - 1
-        return x.to(self.device, self.generator.dtype)
+        """Deprecated: `pipe.image_processor.preprocess` (at `working_size` if `resize`), on the pipeline's
+        device and dtype."""
+        warnings.warn("pipe.preprocess is deprecated: use pipe.image_processor.preprocess", FutureWarning, stacklevel=2)
+        size = self.working_size if resize else (None, None)
+        return self.image_processor.preprocess(images, *size, self.max_pixels).to(self.device, self.generator.dtype)
 
-    def postprocess(
-        self, output: torch.Tensor, images: list[Image.Image] | None = None, keep_size: bool = True,
-        output_type: str = "pil",
-    ) -> list:
-        """Generator output (B, C, H, W) -> a list of `output_type` images (see `output_image`), resized to
-        the `images`' sizes if `keep_size`. In `lab` mode the `images` give the L channel (at full
-        resolution if `keep_size`)."""
-        output = output.float().cpu()
-        if self.config.color_space == "lab":
-            out = []
-            for ab, image in zip(output, images):
-                rgb = image.convert("RGB")
-                if not keep_size:
-                    rgb = rgb.resize(output.shape[-1:-3:-1], RESAMPLE[self.config.resample])
-                L = rgb_to_model_lab(torch.from_numpy(to_array(rgb)))[0]
-                if ab.shape[-2:] != L.shape[-2:]:
-                    ab = torch.nn.functional.interpolate(ab[None], size=L.shape[-2:], mode="bicubic")[0]
-                out.append(output_image(model_lab_to_rgb(L, ab.clamp(-1, 1)), None, output_type))
-            return out
-        sizes = [im.size for im in images] if keep_size and images is not None else [None] * len(output)
-        return [output_image((y + 1) / 2, size, output_type) for y, size in zip(output, sizes)]
+    def postprocess(self, output: torch.Tensor, images: list[Image.Image] | None = None, keep_size: bool = True,
+                    output_type: str = "pil") -> list:
+        """Deprecated: `pipe.image_processor.postprocess`, to the `images`' sizes if `keep_size`, as a list."""
+        warnings.warn("pipe.postprocess is deprecated: use pipe.image_processor.postprocess", FutureWarning,
+                      stacklevel=2)
+        sizes = [im.size for im in images] if keep_size and images is not None else None
+        return list(self.image_processor.postprocess(output, output_type, sizes, images))
 
     @torch.no_grad()
     def __call__(
@@ -192,12 +163,10 @@ class Pix2PixPipeline(P2PPipeline):
             `ImagePipelineOutput` with `.images`, or `(images,)`.
         """
         check_diffusion_arguments(num_inference_steps, callback_on_step_end)
-        images = image_list(image)
-        check_output_type(output_type)
+        images = self.image_processor.pil_images(image, self.max_pixels)
+        self.image_processor.check_output_type(output_type)
         check_size_mode(size_mode)
         generators = prepare_generators(generator, seed, len(images), self.device)
-        for i, im in enumerate(images):
-            check_image(im, i, self.max_pixels)
         if self.label_processor is not None:  # colour-coded label maps: snapped to the palette
             images = [self.label_processor.snap(im.convert("RGB"), f"image {i}") for i, im in enumerate(images)]
         resize = size_mode == "resize"
@@ -206,15 +175,18 @@ class Pix2PixPipeline(P2PPipeline):
             tile = tile_pair(tile_size, self.working_size)
             overlap = min(tile) // 4 if tile_overlap is None else tile_overlap
         batches = [list(range(len(images)))] if resize and deterministic else [[i] for i in range(len(images))]
+        height, width = self.working_size if resize else (None, None)
         out = []
         with self.progress_bar(total=len(batches)) as progress:
             for batch in batches:
                 chunk = [images[i] for i in batch]
-                x = self.preprocess(chunk, resize=resize)
+                x = self.image_processor.preprocess(chunk, height, width, self.max_pixels)
+                x = x.to(self.device, self.generator.dtype)
                 y = self._generate(x, [generators[i] for i in batch], deterministic, size_mode, tile, overlap)
-                out += self.postprocess(check_finite(y), chunk, keep_size or not resize, output_type)
+                sizes = [im.size for im in chunk] if keep_size or not resize else None
+                out += list(self.image_processor.postprocess(check_finite(y), output_type, sizes, chunk))
                 progress.update()
-        out = batch_outputs(out, output_type)
+        out = self.image_processor.stack(out, output_type)
         return ImagePipelineOutput(images=out) if return_dict else (out,)
 
     def _generate(self, x: torch.Tensor, generators: list[torch.Generator | None], deterministic: bool,

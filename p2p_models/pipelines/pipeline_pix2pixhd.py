@@ -9,16 +9,9 @@ from ..labels import class_count, instance_boundaries, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
-from .model_cards import PIX2PIXHD_TAGS, config_section, pix2pixhd_card
-from .image_processor import (
-    batch_outputs,
-    check_image,
-    check_output_type,
-    map_list,
-    output_image,
-    to_array,
-)
+from .image_processor import P2PImageProcessor
 from .label_processor import LabelMapProcessor, class_names_of
+from .model_cards import PIX2PIXHD_TAGS, config_section, pix2pixhd_card
 from .pipeline_utils import (
     P2PPipeline,
     check_diffusion_arguments,
@@ -43,7 +36,7 @@ class Pix2PixHDPipeline(P2PPipeline):
     a `feat_num`-channel map holding one style feature per instance.
 
     Label maps are read and checked by `label_processor` (a `LabelMapProcessor` built from this
-    config; its limits are settable on it): colour maps snapped to the palette, `label_mappings`
+    config; its limits are settable on it), images by `image_processor` (a `P2PImageProcessor`): colour maps snapped to the palette, `label_mappings`
     ({source name: [class per source id]}, e.g. Cityscapes label ids for a CamVid model) applied,
     photos, noise and maps with too many instances refused.
     """
@@ -79,6 +72,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                 f"{int(use_instance)} boundary + {feat_num} feature channels make {expected}"
             )
         check_working_size(list(image_size), generator.downsampling_factor, "the generator's downsampling factor")
+        self.image_processor = P2PImageProcessor(generator.downsampling_factor)
         self.label_processor = LabelMapProcessor(
             classes, palette, class_names_of(id2label, classes), countable_classes,
             label_nc if contain_dontcare_label else None, label_mappings)
@@ -126,10 +120,11 @@ class Pix2PixHDPipeline(P2PPipeline):
         if style_image is not None:
             if self.encoder is None:
                 raise ValueError("style_image needs the pipeline's encoder, and this pipeline has none")
-            h, w = labels.shape[-2:]
-            photo = check_image(style_image, 0, self.max_pixels).convert("RGB").resize((w, h), Image.BICUBIC)
             encoder = self.encoder
-            x = torch.from_numpy(to_array(photo))[None].to(self.device, encoder.dtype) * 2 - 1
+            x = self.image_processor.preprocess(style_image, *labels.shape[-2:], self.max_pixels)
+            if len(x) != 1:
+                raise ValueError(f"style_image: one photo, got {len(x)}")
+            x = x.to(self.device, encoder.dtype)
             features = run_padded(encoder.layers, x, encoder.downsampling_factor, encoder.min_size)
             encoded = instance_means(features.float()[0].flatten(1).T, inverse, len(ids))  # (instances, feat)
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
@@ -192,7 +187,8 @@ class Pix2PixHDPipeline(P2PPipeline):
                 map, batched the same way.
             styles: {class id: cluster index or "random"} from the style bank (for every map).
             instance_styles: {instance id: cluster index, or a feature vector} for single instances.
-            style_image: a photo whose encoded per-instance features set the styles.
+            style_image: a photo (a PIL image, an array or a tensor, as `Pix2PixPipeline` takes them)
+                whose encoded per-instance features set the styles.
             generator: draws the random clusters: a `torch.Generator` (shared by the maps in turn, one
                 draw each) or a list of one per map; same generator state and choices, same image.
                 `None`: random.
@@ -213,10 +209,11 @@ class Pix2PixHDPipeline(P2PPipeline):
                 an integer in [0, 2**64).
         """
         check_diffusion_arguments(num_inference_steps, callback_on_step_end)
-        check_output_type(output_type)
+        self.image_processor.check_output_type(output_type)
         check_size_mode(size_mode)
-        label_maps = map_list(label_map, "label_map")
-        instance_maps = [None] * len(label_maps) if instance_map is None else map_list(instance_map, "instance_map")
+        label_maps = LabelMapProcessor.map_list(label_map, "label_map")
+        instance_maps = [None] * len(label_maps) if instance_map is None else \
+            LabelMapProcessor.map_list(instance_map, "instance_map")
         if len(instance_maps) != len(label_maps):
             raise ValueError(f"instance_map: got {len(instance_maps)} instance maps for {len(label_maps)} label maps "
                              "(one per label map)")
@@ -231,8 +228,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             y = check_finite(self._generate(labels, instances, styles, instance_styles, style_image, map_seed,
                                             size_mode, tile, overlap))
             size = labels_in.size if isinstance(labels_in, Image.Image) else labels_in.shape[::-1]
-            out.append(output_image((y[0] + 1) / 2, tuple(size) if keep_size else None, output_type))
-        out = batch_outputs(out, output_type)
+            out += list(self.image_processor.postprocess(y, output_type, [tuple(size)] if keep_size else None))
+        out = self.image_processor.stack(out, output_type)
         return ImagePipelineOutput(images=out) if return_dict else (out,)
 
     def _generate(self, labels, instances, styles=None, instance_styles=None, style_image=None, seed=None,
