@@ -65,7 +65,7 @@ def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.T
     return out
 
 
-def nearest_colours(colours: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def nearest_colors(colours: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 3) float32 colours, (K, 3) palette -> the index of each colour's nearest palette colour (the
     first of equals) and the squared distances to the nearest and the second nearest; one pass over
     the colours per palette colour, so memory is O(N)."""
@@ -91,7 +91,7 @@ def palette_table(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     by one."""
     colours = np.asarray(palette, np.float32)
     corners = np.stack(np.meshgrid(*[np.arange(0, 256, 4, dtype=np.float32)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    index, best, second = nearest_colours(corners + 1.5, colours)
+    index, best, second = nearest_colors(corners + 1.5, colours)
     decided = np.sqrt(second) - np.sqrt(best) > 3 * 3 ** 0.5 + 1e-3
     table = np.empty((64, 4, 64, 4, 64, 4), index.dtype)
     table[:] = index.reshape(64, 1, 64, 1, 64, 1)
@@ -99,7 +99,7 @@ def palette_table(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     near = (corners[~decided][:, None] + offsets).reshape(-1, 3)
     packed = near.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
     table = table.reshape(-1)
-    table[packed] = nearest_colours(near, colours)[0]
+    table[packed] = nearest_colors(near, colours)[0]
     return table
 
 

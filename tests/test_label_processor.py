@@ -198,6 +198,15 @@ def test_id_images_are_told_from_colour_maps():
     assert processor.id_map(processor.label_image(ids.astype(np.int64))) is None
 
 
+def test_the_colour_spellings_are_deprecated_aliases():
+    processor = hd_pipe().label_processor
+    image = processor.label_image(np.random.default_rng(0).integers(0, 12, (8, 8)))
+    with pytest.warns(FutureWarning, match="use color_ids"):
+        assert np.array_equal(processor.colour_ids(image), processor.color_ids(image))
+    with pytest.warns(FutureWarning, match="use indexed_colors"):
+        assert processor.indexed_colours(image.quantize(12)) == processor.indexed_colors(image.quantize(12))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"label_mappings": {"cityscapes": [0] * 33 + [12]}},
      "label_mappings\\['cityscapes'\\]: must be a list of class ids in \\[0, 12\\)"),

@@ -53,7 +53,7 @@ class Segmenter:
         palette = self.info["palette"]
         processor = LabelMapProcessor(len(palette), palette, max_off_palette=1.0)  # every map is read, none refused
         pixels = (rgb.permute(0, 2, 3, 1).float().cpu() * 255).round().byte().numpy()
-        return torch.stack([torch.from_numpy(processor.colour_ids(p)) for p in pixels])
+        return torch.stack([torch.from_numpy(processor.color_ids(p)) for p in pixels])
 
     def scores(self) -> SegmentationScores:
         return SegmentationScores(self.num_classes)

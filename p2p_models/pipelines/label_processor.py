@@ -2,6 +2,8 @@
 arrays or colour-coded maps (snapped to the palette), source label sets mapped to the model's
 classes, instance maps and their checks, strokes painted onto a map, and ids back to colours."""
 
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image
@@ -94,16 +96,16 @@ class LabelMapProcessor:
 
     def ids(self, label_map, what: str = "label_map", max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A label map -> (H, W) int64 ids: an (H, W) integer array or tensor, an id image, or a colour
-        image snapped to the palette (`colour_ids`), including one stored indexed (`indexed_colours`).
+        image snapped to the palette (`color_ids`), including one stored indexed (`indexed_colors`).
         The size is checked against `max_pixels` before an image is decoded."""
         if isinstance(label_map, Image.Image) and label_map.mode in ("RGB", "RGBA", "P"):
             check_size(label_map.width, label_map.height, max_pixels, what)
-            if label_map.mode == "P" and not self.indexed_colours(label_map):
+            if label_map.mode == "P" and not self.indexed_colors(label_map):
                 return self.integer_ids(label_map, what, max_pixels)
             if self.palette is None:
                 raise ValueError(f"{what}: a colour image needs the pipeline's palette, and this pipeline has none; "
                                  "pass class ids (mode L or P, or an integer array)")
-            return self.colour_ids(label_map, what)
+            return self.color_ids(label_map, what)
         return self.integer_ids(label_map, what, max_pixels)
 
     @staticmethod
@@ -134,7 +136,7 @@ class LabelMapProcessor:
             raise ValueError(f"{what}: ids must be non-negative, found {instances.min()}")
         return instances
 
-    def indexed_colours(self, image: Image.Image) -> bool:
+    def indexed_colors(self, image: Image.Image) -> bool:
         """Whether a palette-mode (P) image is a colour-coded map stored indexed, as editors and PNG
         optimisers save one: every colour it uses is one of the pipeline's palette colours, so its
         indices are not class ids. Other P images (ids with a grey or a dataset's palette) hold ids."""
@@ -145,7 +147,7 @@ class LabelMapProcessor:
         own = {tuple(c) for c in self.palette}
         return used.max() < len(colours) and all(tuple(c) in own for c in colours[used].tolist())
 
-    def colour_ids(self, image, what: str = "label_map") -> np.ndarray:
+    def color_ids(self, image, what: str = "label_map") -> np.ndarray:
         """A colour-coded map (PIL image, or (H, W, 3) uint8 array) -> (H, W) int64 ids of the nearest
         palette colour; a ValueError if more than `max_off_palette` of its pixels are farther than
         `off_palette_distance` from every colour (a photo, or a map in other colours)."""
@@ -159,15 +161,15 @@ class LabelMapProcessor:
         return ids
 
     def snap(self, image, what: str = "label_map") -> Image.Image:
-        """A colour-coded map -> the same map in exact palette colours (see `colour_ids`)."""
-        return self.label_image(self.colour_ids(image, what))
+        """A colour-coded map -> the same map in exact palette colours (see `color_ids`)."""
+        return self.label_image(self.color_ids(image, what))
 
     def id_map(self, image: Image.Image) -> np.ndarray | None:
-        """The (H, W) ids an image holds: those of an id image (not an `indexed_colours` map), or of an
+        """The (H, W) ids an image holds: those of an id image (not an `indexed_colors` map), or of an
         RGB(A) image whose channels are all equal (an id map an editor converted); None for a
         colour-coded map, including a grey one made only of the palette's own greys (e.g. an all-sky
         canvas) rather than ids."""
-        if image.mode in ID_MODES and not self.indexed_colours(image):
+        if image.mode in ID_MODES and not self.indexed_colors(image):
             return np.asarray(image).astype(np.int64)
         rgb = np.asarray(image.convert("RGB"))
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
@@ -284,6 +286,17 @@ class LabelMapProcessor:
         if not out:
             raise ValueError(f"{what}: got an empty list")
         return out
+
+    def colour_ids(self, image, what: str = "label_map") -> np.ndarray:
+        """Deprecated spelling of `color_ids`."""
+        warnings.warn("LabelMapProcessor.colour_ids is deprecated: use color_ids", FutureWarning, stacklevel=2)
+        return self.color_ids(image, what)
+
+    def indexed_colours(self, image: Image.Image) -> bool:
+        """Deprecated spelling of `indexed_colors`."""
+        warnings.warn("LabelMapProcessor.indexed_colours is deprecated: use indexed_colors", FutureWarning,
+                      stacklevel=2)
+        return self.indexed_colors(image)
 
     # --- ids out --------------------------------------------------------------------------------
 
