@@ -14,15 +14,15 @@ FACADE = ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg"
 
 
 def test_facades_pipeline_translates_a_label_map():
-    pipe = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades")
+    folder = ROOT / "pretrained" / "facades"
+    pipe = Pix2PixPipeline.from_pretrained(folder)
     assert pipe.config.direction == "BtoA" and pipe.working_size == (256, 256)
     assert pipe.generator.config.ngf == 32 and next(pipe.generator.parameters()).dtype == torch.float32
     label = Image.open(FACADE).crop((80, 0, 160, 80))
     out = pipe(label, seed=0).images[0]
     assert out.size == label.size and np.asarray(out).std() > 5  # a picture, not a flat field
-    card = (ROOT / "pretrained" / "facades" / "README.md").read_text()
+    card = (folder / "README.md").read_text()
     assert "Trained on a CPU" in card and "model-index" in card
-    folder = ROOT / "pretrained" / "facades"
     assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 40e6  # fp16 weights on disk
 
 
