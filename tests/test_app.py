@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 from app_setup import app_copy, serve
-from conftest import free_port, ROOT, seeded
+from conftest import ROOT, free_port, seeded
 from gradio.data_classes import FileData
 from gradio.processing_utils import encode_pil_to_bytes
 from gradio_client import Client, handle_file

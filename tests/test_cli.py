@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
-from conftest import environment, ROOT, seeded
+from conftest import ROOT, environment, seeded
 from PIL import ExifTags, Image, ImageOps
 from reference_layout import RefUnet, randomize
 from test_pipeline import make_pipe, photo

@@ -1,6 +1,6 @@
 """LabelMapProcessor (`pipe.label_processor`): ids in every integer form, colour maps snapped to the
 pipeline's palette (the HD and facades thresholds, on real label maps and photos), the Cityscapes ->
-CamVid mapping from the shipped CamVid config, instance maps, strokes, and config checks at load."""
+CamVid mapping from the shipped CamVid config, instance maps, and config checks at load."""
 
 import io
 import json
@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import environment, ROOT, seeded
+from conftest import ROOT, environment, seeded
 from PIL import Image
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator, camvid
 from p2p_models.labels import nearest_palette
-from p2p_models.pipelines import LabelMapProcessor
+from p2p_models.pipelines import LabelMapProcessor, label_editing
 
 CITYSCAPES = ROOT / "tests" / "fixtures" / "cityscapes"
 FACADE_PAIR = ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg"  # photo | JPEG label map
@@ -173,33 +173,6 @@ def test_instance_maps_are_checked():
     assert dontcare.label_and_instance_ids(np.array([[0, 255], [1, 255]]))[0].tolist() == [[0, 2], [1, 2]]
 
 
-def test_strokes_are_painted_onto_ids_in_palette_classes():
-    processor = hd_pipe().label_processor
-    ids = np.full((48, 64), 3)
-    instances = ids.copy()
-    pedestrian = camvid.CLASS_NAMES.index("Pedestrian")
-    near = np.asarray(CAMVID_INDEX["palette"][pedestrian]) + [6, -5, 4]  # a brush colour a little off
-    stroke = Image.new("RGBA", (128, 96), (0, 0, 0, 0))  # drawn at twice the map's size
-    stroke.paste(tuple(int(v) for v in near) + (255,), (20, 10, 40, 30))
-    stroke.paste((255, 255, 255, 100), (80, 60, 100, 80))  # faint (alpha < 128): not drawn
-    labels, painted = processor.paint(ids, [stroke], instances)
-    expected = ids.copy()
-    expected[5:15, 10:20] = pedestrian
-    assert np.array_equal(labels, expected) and np.array_equal(painted, expected)
-    assert (ids == 3).all() and (instances == 3).all()  # the inputs are left alone
-    assert processor.paint(ids, [stroke])[1] is None
-
-
-def test_id_images_are_told_from_colour_maps():
-    processor = hd_pipe().label_processor
-    ids = np.random.default_rng(0).integers(0, 12, (8, 8)).astype(np.uint8)
-    assert np.array_equal(processor.id_map(Image.fromarray(ids)), ids)
-    assert np.array_equal(processor.id_map(Image.fromarray(ids).convert("RGBA")), ids)  # an editor's copy
-    sky = Image.new("RGBA", (8, 8), tuple(CAMVID_INDEX["palette"][0]) + (255,))  # the palette's own grey
-    assert processor.id_map(sky) is None
-    assert processor.id_map(processor.label_image(ids.astype(np.int64))) is None
-
-
 @pytest.mark.parametrize("change, message", [
     ({"label_mappings": {"cityscapes": [0] * 33 + [12]}},
      "label_mappings\\['cityscapes'\\]: must be a list of class ids in \\[0, 12\\)"),
@@ -292,11 +265,11 @@ def test_a_colour_map_saved_indexed_is_read_by_its_colours_and_an_indexed_id_map
     pipe = hd_pipe()
     expected = pipe.label_processor.ids(rgb)
     assert np.array_equal(pipe.label_processor.ids(indexed), expected)
-    assert pipe.label_processor.id_map(indexed.convert("RGBA")) is None  # as the editor converts it
-    assert pipe.label_processor.id_map(indexed) is None  # the app's check: a colour map, not ids
+    assert label_editing.id_map(pipe.label_processor, indexed.convert("RGBA")) is None  # as the editor converts it
+    assert label_editing.id_map(pipe.label_processor, indexed) is None  # the app's check: a colour map, not ids
     grey_ids = Image.fromarray(expected.astype(np.uint8)).convert("P")  # ids 0-11 with PIL's grey palette
     assert grey_ids.mode == "P" and np.array_equal(pipe.label_processor.ids(grey_ids), expected)
-    assert np.array_equal(pipe.label_processor.id_map(grey_ids), expected)
+    assert np.array_equal(label_editing.id_map(pipe.label_processor, grey_ids), expected)
     pipe.save_pretrained(tmp_path / "model")
     rgb.save(tmp_path / "rgb.png")
     for name in ("rgb", "indexed"):

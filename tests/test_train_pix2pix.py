@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ACCELERATE, environment, git_commit_folder, ROOT, seeded
+from conftest import ACCELERATE, ROOT, environment, git_commit_folder, seeded
 from PIL import Image
 from safetensors.torch import load_file
 

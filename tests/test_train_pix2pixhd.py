@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ACCELERATE, environment, ROOT, seeded
+from conftest import ACCELERATE, ROOT, environment, seeded
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
