@@ -11,8 +11,8 @@ from .modeling_utils import P2PModelMixin
 
 def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 100, init: torch.Tensor | None = None
            ) -> torch.Tensor:
-    """K-means of (N, D) points -> (min(k, N), D) centres: k-means++ seeding (reproducible for a seed),
-    or the (k, D) centres `init`; then at most `iterations` Lloyd iterations."""
+    """K-means of (N, D) points -> (k, D) centres: from k-means++ seeding (reproducible for a seed; k
+    at most N) or from the (k, D) centres `init`, at most `iterations` Lloyd iterations."""
     x = x.detach().cpu().double()
     points = x.numpy()
     if init is None:
