@@ -29,7 +29,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 
-from p2p_models.pipelines import HIGH_BIT_MODES, ID_MODES, MAX_SEED, P2PPipeline, check_image, seeded_generator
+from p2p_models.pipelines import (
+    HIGH_BIT_MODES,
+    ID_MODES,
+    MAX_SEED,
+    P2PPipeline,
+    check_image,
+    label_editing,
+    seeded_generator,
+)
 
 try:  # ZeroGPU Spaces: the tab functions get a GPU while they run
     import spaces
@@ -434,7 +442,7 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
         if max(image.size) > CONFIG["tabs"]["hd"]["max_side"]:
             checked(image.convert("L"), "hd", "label map")
     elif (isinstance(label_map, dict) and label_map.get("background") is not None
-          and processor.id_map(label_map["background"]) is not None):
+          and label_editing.id_map(processor, label_map["background"]) is not None):
         image = checked(label_map["background"], "hd", "label map")  # strokes go on the uploaded ids
         strokes = label_map.get("layers") or []
     else:
@@ -444,11 +452,11 @@ def hd_maps(label_map, instance_map) -> tuple[np.ndarray | Image.Image, np.ndarr
     if max(width / height / (w / h), (w / h) / (width / height)) > MAX_ASPECT_CHANGE:
         raise user_error(f"The label map is {width}x{height}, but the model works at {w}x{h}: crop it to a similar "
                          f"shape (at most {MAX_ASPECT_CHANGE}x wider or taller) so it isn't squashed.")
-    ids = processor.id_map(image)
+    ids = label_editing.id_map(processor, image)
     if ids is None:
         return image.convert("RGB"), instances
     labels, instances = run(processor.map_ids, ids, instances, "The label map")
-    return run(processor.paint, labels, strokes, instances)
+    return run(label_editing.paint, processor, labels, strokes, instances)
 
 
 def check_styles(class_styles: list, instance_styles, num_classes: int) -> None:

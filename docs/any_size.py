@@ -10,6 +10,7 @@ classes with its instance map, centre-cropped to 4:3 and scaled to 1024x768 (nea
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from p2p_models import Pix2PixHDPipeline, camvid
@@ -53,8 +54,8 @@ def main():
     pipe = Pix2PixHDPipeline.from_pretrained(ROOT / "pretrained" / "camvid_hd")
     labels, instances = load_maps()
     colours = Image.fromarray(np.asarray(camvid.COLORS, np.uint8)[labels])
-    resized = pipe(labels, instances, seed=0).images[0]
-    native = pipe(labels, instances, seed=0, size_mode="native").images[0]
+    resized = pipe(labels, instances, generator=torch.Generator().manual_seed(0)).images[0]
+    native = pipe(labels, instances, generator=torch.Generator().manual_seed(0), size_mode="native").images[0]
     panels = [panel(colours, "label map, 1024x768"), panel(resized, "resize to 512x384 and back (size_mode='resize')"),
               panel(native, "native 1024x768 (size_mode='native')")]
     figure = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), panels[0].height), "white")

@@ -45,12 +45,21 @@ def boundary_fraction(ids: np.ndarray) -> float:
     return float(instance_boundaries(torch.from_numpy(ids)[None, None]).mean())
 
 
-def instance_means(features: torch.Tensor, inverse: torch.Tensor, count: int) -> torch.Tensor:
-    """The mean feature of each of `count` instances, in one pass: (N, C) features, (N,) instance
-    indices in [0, count) (e.g. `torch.unique(..., return_inverse=True)`'s) -> (count, C)."""
-    sums = torch.zeros(count, features.shape[1], dtype=features.dtype, device=features.device)
-    sums.index_add_(0, inverse, features)
-    return sums / torch.bincount(inverse, minlength=count).to(features.dtype)[:, None]
+def instance_means(features: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+    """The mean feature of each of `count` instances, in one pass: (C, H, W) features, (H, W) each
+    pixel's instance index in [0, count) (`torch.unique(ids, return_inverse=True)`'s) -> (count, C)."""
+    flat = index.flatten()
+    sums = torch.zeros(count, features.shape[0], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, flat, features.flatten(1).T)
+    return sums / torch.bincount(flat, minlength=count).to(features.dtype)[:, None]
+
+
+def instance_classes(labels: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+    """The majority class of each of `count` instances (the lowest id among equals), in one pass: (H, W)
+    class ids, (H, W) each pixel's instance index in [0, count) -> (count,) int64."""
+    classes = int(labels.max()) + 1
+    votes = torch.bincount(index.flatten() * classes + labels.flatten(), minlength=count * classes)
+    return votes.view(count, classes).argmax(1)
 
 
 def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
@@ -58,24 +67,25 @@ def instance_average(features: torch.Tensor, instances: torch.Tensor) -> torch.T
     average pooling): (B, C, H, W), (B, 1, H, W) ids -> (B, C, H, W)."""
     out = torch.empty_like(features)
     for b in range(features.shape[0]):
-        ids, inverse = torch.unique(instances[b, 0], return_inverse=True)
-        inverse = inverse.flatten()
-        means = instance_means(features[b].flatten(1).T, inverse, len(ids))  # (instances, C)
-        out[b] = means[inverse].T.reshape(features.shape[1:])
+        ids, index = torch.unique(instances[b, 0], return_inverse=True)
+        out[b] = instance_means(features[b], index, len(ids))[index].permute(2, 0, 1)
     return out
 
 
-def nearest_colors(colours: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 3) float32 colours, (K, 3) palette -> the index of each colour's nearest palette colour (the
-    first of equals) and the squared distances to the nearest and the second nearest; one pass over
-    the colours per palette colour, so memory is O(N)."""
-    index = np.zeros(len(colours), np.uint8 if len(palette) <= 256 else np.uint16)
-    best, second = np.full(len(colours), np.inf, np.float32), np.full(len(colours), np.inf, np.float32)
-    distance, closer = np.empty(len(colours), np.float32), np.empty(len(colours), bool)
-    for k, colour in enumerate(palette):
-        np.square(colours[:, 0] - colour[0], out=distance)
-        distance += np.square(colours[:, 1] - colour[1])
-        distance += np.square(colours[:, 2] - colour[2])
+def nearest_centres(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D) points, (K, D) centres (e.g. colours and a palette) -> the index of each point's nearest
+    centre (the first of equals), and the squared distances to the nearest and to the second nearest
+    (float32 for float32 inputs, else float64). One pass over the points per centre: memory O(N)."""
+    dtype = np.result_type(points, centres, np.float32)
+    n = len(points)
+    index = np.zeros(n, np.min_scalar_type(max(len(centres) - 1, 0)))
+    best, second = np.full(n, np.inf, dtype), np.full(n, np.inf, dtype)
+    distance, term, closer = np.empty(n, dtype), np.empty(n, dtype), np.empty(n, bool)
+    for k, centre in enumerate(np.asarray(centres, dtype)):
+        distance.fill(0)
+        for d, value in enumerate(centre):
+            np.subtract(points[:, d], value, out=term)
+            distance += np.square(term, out=term)
         np.less(distance, best, out=closer)
         np.minimum(second, distance, out=second)
         second[closer], best[closer], index[closer] = best[closer], distance[closer], k
@@ -91,7 +101,7 @@ def palette_table(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     by one."""
     colours = np.asarray(palette, np.float32)
     corners = np.stack(np.meshgrid(*[np.arange(0, 256, 4, dtype=np.float32)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    index, best, second = nearest_colors(corners + 1.5, colours)
+    index, best, second = nearest_centres(corners + 1.5, colours)
     decided = np.sqrt(second) - np.sqrt(best) > 3 * 3 ** 0.5 + 1e-3
     table = np.empty((64, 4, 64, 4, 64, 4), index.dtype)
     table[:] = index.reshape(64, 1, 64, 1, 64, 1)
@@ -99,7 +109,7 @@ def palette_table(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     near = (corners[~decided][:, None] + offsets).reshape(-1, 3)
     packed = near.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
     table = table.reshape(-1)
-    table[packed] = nearest_colors(near, colours)[0]
+    table[packed] = nearest_centres(near, colours)[0]
     return table
 
 

@@ -5,23 +5,28 @@ import torch
 from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a component's base class in its module
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
+from .labels import instance_classes, instance_means, nearest_centres
 from .modeling_utils import P2PModelMixin
 
 
-def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 100) -> torch.Tensor:
-    """K-means (k-means++ seeding, Lloyd iterations) of (N, D) points -> (min(k, N), D) centres,
-    reproducible for a seed."""
-    x = x.double()
-    k = min(k, len(x))
-    g = torch.Generator().manual_seed(seed)
-    centres = [x[torch.randint(len(x), (1,), generator=g)].squeeze(0)]
-    for _ in range(1, k):
-        d2 = torch.cdist(x, torch.stack(centres)).min(1).values ** 2
-        pick = torch.multinomial(d2, 1, generator=g) if d2.sum() > 0 else torch.randint(len(x), (1,), generator=g)
-        centres.append(x[pick].squeeze(0))
-    centres = torch.stack(centres)
+def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 100, init: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """K-means of (N, D) points -> (k, D) centres: from k-means++ seeding (reproducible for a seed; k
+    at most N) or from the (k, D) centres `init`, at most `iterations` Lloyd iterations."""
+    x = x.detach().cpu().double()
+    points = x.numpy()
+    if init is None:
+        k = min(k, len(x))
+        g = torch.Generator().manual_seed(seed)
+        centres = x[torch.randint(len(x), (1,), generator=g)]
+        for _ in range(1, k):
+            d2 = torch.from_numpy(nearest_centres(points, centres.numpy())[1])
+            pick = torch.multinomial(d2, 1, generator=g) if d2.sum() > 0 else torch.randint(len(x), (1,), generator=g)
+            centres = torch.cat([centres, x[pick]])
+    else:
+        centres, k = init.detach().cpu().double(), len(init)
     for _ in range(iterations):
-        assign = torch.cdist(x, centres).argmin(1)
+        assign = torch.from_numpy(nearest_centres(points, centres.numpy())[0].astype(np.int64))
         new = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)])
         if torch.allclose(new, centres):
             break
@@ -32,18 +37,13 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 100) -> tor
 def instance_features(
     features: torch.Tensor, instances: torch.Tensor, labels: torch.Tensor, min_area: float = 1 / 64
 ) -> list[tuple[int, torch.Tensor]]:
-    """(class, feature) for every instance of one image covering at least `min_area` of it
-    (the reference keeps instances over half of 1/32 of the image). `features`: (C, H, W) already
-    instance-averaged; `instances`, `labels`: (H, W). An instance's class is its majority label."""
-    out = []
-    area = instances.numel()
-    for inst in torch.unique(instances):
-        mask = instances == inst
-        if mask.sum() < min_area * area:
-            continue
-        cls = int(torch.mode(labels[mask]).values)
-        out.append((cls, features[:, mask].mean(1)))
-    return out
+    """(class, mean feature) for every instance of one image covering at least `min_area` of it
+    (the reference keeps instances over half of 1/32 of the image). `features`: (C, H, W);
+    `instances`, `labels`: (H, W). An instance's class is its majority label."""
+    ids, index = torch.unique(instances, return_inverse=True)
+    large = torch.bincount(index.flatten(), minlength=len(ids)) >= min_area * instances.numel()
+    means, classes = instance_means(features, index, len(ids)), instance_classes(labels, index, len(ids))
+    return [(int(c), m) for c, m, keep in zip(classes, means, large) if keep]
 
 
 class StyleBank(P2PModelMixin, ConfigMixin):

@@ -10,8 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU `torch.Generator` seeded with `seed`: how the tests seed a pipeline call (diffusers' way)."""
+    return torch.Generator().manual_seed(seed)
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, seeded
 from PIL import Image
 from test_pipeline import arr, make_pipe, photo
 from test_pix2pixhd import hd_pipe, scene
@@ -78,10 +78,12 @@ def test_native_and_tiled_outputs_keep_the_input_size(deterministic):
     pipe = make_pipe()
     image = photo(150, 97)
     for mode in ("native", "tiled"):
-        out = pipe(image, seed=3, deterministic=deterministic, size_mode=mode).images[0]
+        out = pipe(image, generator=seeded(3), deterministic=deterministic, size_mode=mode).images[0]
         assert out.size == (150, 97)
-        assert np.array_equal(arr(out), arr(pipe(image, seed=3, deterministic=deterministic, size_mode=mode).images[0]))
-    outs = pipe([image, photo(40, 300, seed=1)], seed=[1, 2], deterministic=deterministic, size_mode="native").images
+        again = pipe(image, generator=seeded(3), deterministic=deterministic, size_mode=mode).images[0]
+        assert np.array_equal(arr(out), arr(again))
+    outs = pipe([image, photo(40, 300, seed=1)], generator=[seeded(1), seeded(2)], deterministic=deterministic,
+                size_mode="native").images
     assert [o.size for o in outs] == [(150, 97), (40, 300)]
 
 
@@ -127,11 +129,12 @@ def test_hd_native_and_tiled_at_the_label_maps_size():
     labels, inst = scene()
     big_labels, big_inst = (np.kron(a, np.ones((3, 2), np.int64)) for a in (labels, inst))  # 192x512
     for mode in ("native", "tiled"):
-        out = pipe(big_labels, big_inst, seed=0, size_mode=mode).images[0]
+        out = pipe(big_labels, big_inst, generator=seeded(0), size_mode=mode).images[0]
         assert out.size == (512, 192)
-    native = np.asarray(pipe(labels, inst, seed=0, size_mode="native").images[0]).astype(int)
-    assert np.array_equal(native, np.asarray(pipe(labels, inst, seed=0).images[0]))  # at the working size: the same
-    photo_style = pipe(big_labels[:150, :301], big_inst[:150, :301], seed=0, size_mode="native",
+    native = np.asarray(pipe(labels, inst, generator=seeded(0), size_mode="native").images[0]).astype(int)
+    resized = np.asarray(pipe(labels, inst, generator=seeded(0)).images[0])
+    assert np.array_equal(native, resized)  # at the working size: the same
+    photo_style = pipe(big_labels[:150, :301], big_inst[:150, :301], generator=seeded(0), size_mode="native",
                        style_image=Image.fromarray(np.zeros((40, 40, 3), np.uint8)))
     assert photo_style.images[0].size == (301, 150)
     pipe.max_pixels = 1000

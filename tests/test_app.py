@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 from app_setup import app_copy, serve
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, seeded
 from gradio.data_classes import FileData
 from gradio.processing_utils import encode_pil_to_bytes
 from gradio_client import Client, handle_file
@@ -77,7 +77,7 @@ def test_colorize_returns_grey_input_and_colour_at_input_size(app):
         return rgb_to_model_lab(torch.from_numpy(np.asarray(image.convert("RGB"), np.float32).transpose(2, 0, 1) / 255))[0]
 
     assert (lightness(out) - lightness(grey)).abs().mean() < 0.05
-    expected = app.load_pipeline("colorization")(grey, seed=2).images[0]
+    expected = app.load_pipeline("colorization")(grey, generator=seeded(2)).images[0]
     assert np.array_equal(np.asarray(out), np.asarray(expected))
 
 
@@ -97,7 +97,8 @@ def test_maps_direction_picks_the_model(app):
     to_map, _ = app.translate_map(tile, "Aerial -> map", seed=1)
     to_aerial, _ = app.translate_map(tile, "Map -> aerial", seed=1)
     for out, direction in ((to_map, "Aerial -> map"), (to_aerial, "Map -> aerial")):
-        assert np.array_equal(np.asarray(out), np.asarray(app.load_pipeline("maps", direction)(tile, seed=1).images[0]))
+        expected = app.load_pipeline("maps", direction)(tile, generator=seeded(1)).images[0]
+        assert np.array_equal(np.asarray(out), np.asarray(expected))
     assert not np.array_equal(np.asarray(to_map), np.asarray(to_aerial))
     assert app.load_pipeline("maps", "Map -> aerial").config.direction == "BtoA"
     with pytest.raises(gr.Error, match="Unknown direction"):
@@ -112,7 +113,8 @@ def test_facades_snaps_drawn_colours_and_fills_transparent_canvas(app):
     noisy = Image.fromarray(np.clip(clean.astype(int) + jitter, 0, 255).astype(np.uint8))
     snapped, out, _ = app.facades(noisy, seed=3)
     assert np.array_equal(np.asarray(snapped), clean)
-    assert np.array_equal(np.asarray(out), np.asarray(app.load_pipeline("facades")(snapped, seed=3).images[0]))
+    expected = app.load_pipeline("facades")(snapped, generator=seeded(3)).images[0]
+    assert np.array_equal(np.asarray(out), np.asarray(expected))
 
     # an ImageEditor value: a transparent canvas with one stroke; empty canvas = background class
     layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
@@ -175,7 +177,8 @@ def test_hd_styles_and_instance_selection(app, tmp_path):
     assert name == f"Car (instance {first})" and first != second and first // 1000 == 8
     _, styled, _ = app.hd(label_map, None, 0, {str(first): "2"}, *classes)
     pipe = app.load_pipeline("hd")
-    expected = pipe(ids, None, styles={c: "random" for c in range(12)}, instance_styles={first: 2}, seed=0).images[0]
+    expected = pipe(ids, None, styles={c: "random" for c in range(12)}, instance_styles={first: 2},
+                    generator=seeded(0)).images[0]
     assert np.array_equal(np.asarray(styled), np.asarray(expected))
     per_cluster = {app.hd(label_map, None, 0, {str(first): str(k)}, *classes)[1].tobytes() for k in range(4)}
     assert len(per_cluster) == 4
@@ -220,7 +223,7 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     photo.save(tmp_path / "photo.png")
     grey, colour, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
     colorization = Pix2PixPipeline.from_pretrained(folder / "models" / "colorization_0")
-    expected = colorization(photo.convert("L"), seed=3).images[0]
+    expected = colorization(photo.convert("L"), generator=seeded(3)).images[0]
     assert np.array_equal(np.asarray(Image.open(colour)), np.asarray(expected))  # PNG: exact pixels
     out, _ = client.predict(handle_file(str(tmp_path / "photo.png")), "Map -> aerial", 0, True, api_name="/maps")
     assert Image.open(out).size == (70, 50)
@@ -235,7 +238,7 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     editor = {"background": handle_file(str(tmp_path / "label.png")), "layers": [], "composite": None}
     _, out, _ = client.predict(editor, None, 5, {}, *["random"] * 12, api_name="/hd")
     pipe = Pix2PixHDPipeline.from_pretrained(folder / "models" / "hd_0")
-    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(pipe(ids, seed=5).images[0]))
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(pipe(ids, generator=seeded(5)).images[0]))
 
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(Exception, match="can't be read as an image"):
@@ -408,7 +411,7 @@ def test_strokes_on_an_uploaded_id_map_keep_its_classes_and_the_preview_shows_th
     expected[35:45, 40:44] = pedestrian
     assert np.array_equal(np.asarray(preview), np.asarray(camvid.COLORS, np.uint8)[expected])
     pipe = app.load_pipeline("hd")
-    assert np.array_equal(np.asarray(out), np.asarray(pipe(expected, seed=0).images[0]))
+    assert np.array_equal(np.asarray(out), np.asarray(pipe(expected, generator=seeded(0)).images[0]))
     # Cityscapes label ids with their instance map: the same through the editor as given directly
     city = np.where(ids == 3, 7, np.where(ids == 0, 23, 26)).astype(np.uint8)
     direct = app.hd_maps(Image.fromarray(city), None)

@@ -4,7 +4,7 @@ mapping, and pix2pixHD training on data without instance maps (real CamVid and C
 import json
 
 import numpy as np
-from conftest import ROOT
+from conftest import ROOT, seeded
 from PIL import Image
 from test_train_pix2pixhd import launch
 
@@ -79,5 +79,5 @@ def test_training_on_camvid_without_instance_maps(tmp_path):
     assert pipe.config.countable_classes == list(camvid.COUNTABLE)
     assert pipe.label_processor.class_names == camvid.CLASS_NAMES and pipe.working_size == (96, 128)
     label_map = Image.open(sorted((FIXTURE / "valannot").iterdir())[0])
-    out_image = pipe(label_map, seed=0).images[0]
+    out_image = pipe(label_map, generator=seeded(0)).images[0]
     assert out_image.size == label_map.size

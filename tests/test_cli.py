@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
-from conftest import ROOT, environment
+from conftest import ROOT, environment, seeded
 from PIL import ExifTags, Image, ImageOps
 from reference_layout import RefUnet, randomize
 from test_pipeline import make_pipe, photo
@@ -59,7 +59,7 @@ def test_translate_folders_and_files_bad_ones_named_others_done(model, tmp_path)
     assert "missing.png: no such file or folder" in done.stderr
     assert "translated 3 of 5 images" in done.stderr and "2 failed" in done.stderr
     assert "100%" in done.stderr  # the progress bar
-    expected = Pix2PixPipeline.from_pretrained(model)(Image.open(inputs / "a.png"), seed=3).images[0]
+    expected = Pix2PixPipeline.from_pretrained(model)(Image.open(inputs / "a.png"), generator=seeded(3)).images[0]
     assert np.abs(np.asarray(Image.open(out / "a.png")).astype(int) - np.asarray(expected)).max() <= 1  # fast path
 
 
@@ -95,7 +95,7 @@ def test_translate_hd_label_maps_with_instance_maps_matched_by_name(tmp_path):
                "--output", tmp_path / "out", "--seed", "1")
     assert done.returncode == 1
     assert "b.png: no instance map named b or b_instances among --instances" in done.stderr
-    expected = np.asarray(pipe(labels, inst, seed=1).images[0]).astype(int)
+    expected = np.asarray(pipe(labels, inst, generator=seeded(1)).images[0]).astype(int)
     assert np.abs(np.asarray(Image.open(tmp_path / "out" / "a_gtFine_labelIds.png")).astype(int) - expected).max() <= 1
 
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, git_commit_folder, run_python
+from conftest import ROOT, git_commit_folder, run_python, seeded
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils import dynamic_modules_utils
@@ -53,10 +53,6 @@ def shipped_input(name):
     if name == "facades":  # a label map: the facades pipeline refuses photos
         return Image.open(ROOT / "examples" / "facades" / "103.png").convert("RGB")
     return street() if name == "camvid_hd" else photo(64, 48)
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -174,35 +170,35 @@ def test_torch_dtype_and_to_round_trip(dtype, tmp_path):
         for p, q in zip(pipe.generator.parameters(), reference.generator.parameters()):
             assert torch.equal(p, q.to(dtype).float())  # the dtype's rounding, then float32 again
         labels, inst = scene()
-        assert pipe(labels, inst, seed=0).images[0].size == (256, 64)
+        assert pipe(labels, inst, generator=seeded(0)).images[0].size == (256, 64)
 
 
 def test_output_types_agree_and_return_dict():
     pipe = tiny_pipe()
     images = [photo(40, 30), photo(40, 30, seed=1)]
-    pil = pipe(images, seed=[1, 2], keep_size=False).images
-    out = pipe(images, seed=[1, 2], keep_size=False, output_type="np")
+    pil = pipe(images, generator=[seeded(s) for s in (1, 2)], keep_size=False).images
+    out = pipe(images, generator=[seeded(s) for s in (1, 2)], keep_size=False, output_type="np")
     assert isinstance(out, ImagePipelineOutput)
     arr = out.images
     assert arr.shape == (2, 64, 64, 3) and arr.dtype == np.float32 and 0 <= arr.min() and arr.max() <= 1
     assert np.array_equal(np.round(arr * 255), np.stack([np.asarray(im) for im in pil]))  # no resize: exact
-    (pt,) = pipe(images, seed=[1, 2], keep_size=False, output_type="pt", return_dict=False)
+    (pt,) = pipe(images, generator=[seeded(s) for s in (1, 2)], keep_size=False, output_type="pt", return_dict=False)
     assert pt.shape == (2, 3, 64, 64) and pt.dtype == torch.float32 and pt.device.type == "cpu"
     assert np.array_equal(pt.permute(0, 2, 3, 1).numpy(), arr)
     # resized back to the inputs' sizes: PIL in 8 bits, np / pt in float32, within rounding
-    kept = pipe(images, seed=[1, 2], output_type="np").images
+    kept = pipe(images, generator=[seeded(s) for s in (1, 2)], output_type="np").images
     assert kept.shape == (2, 30, 40, 3)
-    pil = pipe(images, seed=[1, 2]).images
+    pil = pipe(images, generator=[seeded(s) for s in (1, 2)]).images
     assert np.abs(kept * 255 - np.stack([np.asarray(im) for im in pil])).max() <= 2
-    mixed = pipe([photo(40, 30), photo(20, 50)], seed=[1, 2], output_type="pt").images
+    mixed = pipe([photo(40, 30), photo(20, 50)], generator=[seeded(s) for s in (1, 2)], output_type="pt").images
     assert isinstance(mixed, list) and [t.shape for t in mixed] == [(3, 30, 40), (3, 50, 20)]
     grey = Pix2PixPipeline(generator=UNetGenerator(1, 1, num_downs=5, ngf=8), image_size=32)
-    assert grey(photo(), seed=0, output_type="np").images.shape == (1, 30, 40, 1)
+    assert grey(photo(), generator=seeded(0), output_type="np").images.shape == (1, 30, 40, 1)
     hd = hd_pipe()
     labels, inst = scene()
-    hd_pil = hd(labels, inst, seed=0).images[0]
-    hd_np = hd(labels, inst, seed=0, output_type="np").images
-    (hd_pt,) = hd(labels, inst, seed=0, output_type="pt", return_dict=False)
+    hd_pil = hd(labels, inst, generator=seeded(0)).images[0]
+    hd_np = hd(labels, inst, generator=seeded(0), output_type="np").images
+    (hd_pt,) = hd(labels, inst, generator=seeded(0), output_type="pt", return_dict=False)
     assert hd_np.shape == (1, 64, 256, 3) and hd_pt.shape == (1, 3, 64, 256)
     assert np.array_equal(np.round(hd_np[0] * 255), np.asarray(hd_pil))
     assert np.array_equal(hd_pt.permute(0, 2, 3, 1).numpy(), hd_np)
@@ -214,22 +210,22 @@ def test_output_types_agree_and_return_dict():
 def test_batched_inputs_of_every_kind_equal_single_calls():
     pipe = tiny_pipe()
     images = [photo(40, 30, seed=i) for i in range(3)]
-    singles = np.stack([pipe(im, seed=s, output_type="np").images[0] for im, s in zip(images, [4, 5, 6])])
+    singles = np.stack([pipe(im, generator=seeded(s), output_type="np").images[0] for im, s in zip(images, [4, 5, 6])])
     batch = np.stack([np.asarray(im) for im in images])  # (B, H, W, C) uint8
     tensor = torch.from_numpy(batch).permute(0, 3, 1, 2) / 255  # (B, C, H, W) in [0, 1]
     for inputs in (images, batch, batch / 255.0, batch.astype(np.float32) / 255, tensor, list(tensor),
                    [images[0], batch[1], tensor[2]]):
-        assert np.array_equal(pipe(inputs, seed=[4, 5, 6], output_type="np").images, singles)
+        assert np.array_equal(pipe(inputs, generator=[seeded(s) for s in (4, 5, 6)], output_type="np").images, singles)
     hd = hd_pipe()
     labels, inst = scene()
     flipped_labels, flipped_inst = labels[:, ::-1].copy(), inst[:, ::-1].copy()
-    singles = np.concatenate([hd(a, b, seed=s, output_type="np").images
+    singles = np.concatenate([hd(a, b, generator=seeded(s), output_type="np").images
                               for a, b, s in ((labels, inst, 1), (flipped_labels, flipped_inst, 2))])
     stacked_labels, stacked_inst = np.stack([labels, flipped_labels]), np.stack([inst, flipped_inst])
     for maps in ((stacked_labels, stacked_inst), ([labels, flipped_labels], [inst, flipped_inst]),
                  (torch.from_numpy(stacked_labels)[:, None], torch.from_numpy(stacked_inst)),
                  ([Image.fromarray(labels.astype(np.uint8)), torch.from_numpy(flipped_labels)], stacked_inst)):
-        assert np.array_equal(hd(*maps, seed=[1, 2], output_type="np").images, singles)
+        assert np.array_equal(hd(*maps, generator=[seeded(s) for s in (1, 2)], output_type="np").images, singles)
     with pytest.raises(ValueError, match="instance_map: got 1 instance maps for 2 label maps"):
         hd(stacked_labels, inst)
     with pytest.raises(ValueError, match="label_map: a tensor must hold integer ids, got torch.float32"):
@@ -240,21 +236,21 @@ def test_generators_seeds_and_their_errors():
     pipe = tiny_pipe()
     image = photo()
     a = pipe(image, generator=seeded(7)).images[0]
-    assert np.array_equal(np.asarray(a), np.asarray(pipe(image, seed=7).images[0]))  # seed=s is that generator
     assert np.array_equal(np.asarray(a), np.asarray(pipe(image, generator=seeded(7)).images[0]))
     reused = seeded(7)
     first, second = (np.asarray(pipe(image, generator=reused).images[0]).astype(int) for _ in range(2))
     assert np.array_equal(first, np.asarray(a)) and np.abs(first - second).mean() > 1  # a new sample
     shared = pipe([image, image], generator=seeded(7), output_type="np").images  # drawn in turn
-    assert np.array_equal(shared[0], pipe(image, seed=7, output_type="np").images[0])
+    assert np.array_equal(shared[0], pipe(image, generator=seeded(7), output_type="np").images[0])
     assert not np.array_equal(shared[0], shared[1])
     listed = pipe([image, image], generator=[seeded(7), seeded(7)], output_type="np").images
     assert np.array_equal(listed[0], listed[1])
     hd = hd_pipe()
     labels, inst = scene()
     h = hd(labels, inst, generator=seeded(3), output_type="np").images
-    assert np.array_equal(h, hd(labels, inst, seed=3, output_type="np").images)
-    assert not all(np.array_equal(h, hd(labels, inst, seed=s, output_type="np").images) for s in range(4, 8))
+    assert np.array_equal(h, hd(labels, inst, generator=seeded(3), output_type="np").images)
+    assert not all(np.array_equal(h, hd(labels, inst, generator=seeded(s), output_type="np").images)
+                   for s in range(4, 8))
     for call in (pipe, lambda x, **k: hd(labels, **k)):
         with pytest.raises(ValueError, match="pass generator or seed, not both"):
             call(image, generator=seeded(1), seed=1)
@@ -266,13 +262,13 @@ def test_generators_seeds_and_their_errors():
 
 def test_the_progress_bar_runs_over_the_images_and_can_be_disabled(capsys):
     pipe = tiny_pipe()
-    pipe([photo(), photo(seed=1)], seed=[0, 1])
+    pipe([photo(), photo(seed=1)], generator=[seeded(s) for s in (0, 1)])
     assert "2/2" in capsys.readouterr().err
     pipe.set_progress_bar_config(disable=True)
-    pipe([photo(), photo(seed=1)], seed=[0, 1])
+    pipe([photo(), photo(seed=1)], generator=[seeded(s) for s in (0, 1)])
     assert capsys.readouterr().err == ""
     hd = hd_pipe()
-    hd([scene()[0]] * 3, seed=0)
+    hd([scene()[0]] * 3, generator=seeded(0))
     assert "3/3" in capsys.readouterr().err
 
 

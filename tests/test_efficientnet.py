@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import seeded
 from efficientnet_lite_pytorch import EfficientNet  # the weights' author's model code (a test dependency)
 from PIL import Image
 
@@ -96,7 +97,7 @@ def test_pretrained_encoder_unet_round_trips_through_the_pipeline(tmp_path):
         assert loaded.generator.config.encoder == "efficientnet-lite0"
         torch.testing.assert_close(loaded.generator.state_dict(), generator.state_dict())
         image = Image.open(PHOTOS / "bsds_102061.jpg").resize((96, 80))
-        a, b = pipe(image, seed=3).images[0], loaded(image, seed=3).images[0]
+        a, b = pipe(image, generator=seeded(3)).images[0], loaded(image, generator=seeded(3)).images[0]
         assert a.size == (96, 80) and np.array_equal(np.asarray(a), np.asarray(b))
         # the ImageNet statistics hold in pix2pix's sampling mode (per-image BatchNorm statistics)
         x = torch.randn(1, in_channels, 64, 64)
@@ -120,9 +121,9 @@ def test_pretrained_encoder_unet_on_the_fast_backend():
     generator = UNetGenerator(3, 3, num_downs=6, ngf=8, encoder="efficientnet-lite0").load_imagenet_encoder().eval()
     pipe = Pix2PixPipeline(generator=generator, image_size=64)
     image = Image.open(PHOTOS / "bsds_106024.jpg").resize((64, 64))
-    plain = np.asarray(pipe(image, seed=1, output_type="np").images[0])
+    plain = np.asarray(pipe(image, generator=seeded(1), output_type="np").images[0])
     pipe.set_backend("fast")
-    fast = np.asarray(pipe(image, seed=1, output_type="np").images[0])
+    fast = np.asarray(pipe(image, generator=seeded(1), output_type="np").images[0])
     assert np.abs(plain - fast).max() < 1e-4
 
 

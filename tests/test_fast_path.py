@@ -4,6 +4,7 @@ give the plain PyTorch outputs: 1e-4 on the generator's [-1, 1] output, one 8-bi
 import numpy as np
 import pytest
 import torch
+from conftest import seeded
 from test_pipeline import arr, make_pipe, photo
 from test_pix2pixhd import hd_pipe, scene
 
@@ -49,12 +50,12 @@ def test_fast_copy_matches_the_plain_generator_deterministic_and_sampling():
 def test_pipeline_fast_backend_matches_torch(deterministic):
     pipe = make_pipe()
     images = [photo(90, 50), photo(200, 130, seed=1)]
-    expected = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic).images]
-    native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native").images[0])
+    expected = [arr(o) for o in pipe(images, generator=[seeded(s) for s in (3, 4)], deterministic=deterministic).images]
+    native = arr(pipe(images[1], generator=seeded(4), deterministic=deterministic, size_mode="native").images[0])
     pipe.set_backend("fast")
-    got = [arr(o) for o in pipe(images, seed=[3, 4], deterministic=deterministic).images]
+    got = [arr(o) for o in pipe(images, generator=[seeded(s) for s in (3, 4)], deterministic=deterministic).images]
     assert all(np.abs(a - b).max() <= 1 for a, b in zip(got, expected))
-    fast_native = arr(pipe(images[1], seed=4, deterministic=deterministic, size_mode="native").images[0])
+    fast_native = arr(pipe(images[1], generator=seeded(4), deterministic=deterministic, size_mode="native").images[0])
     assert np.abs(fast_native - native).max() <= 1
 
 
@@ -74,9 +75,9 @@ def test_fast_backend_follows_weight_changes():
 def test_hd_fast_backend_matches_torch():
     pipe = hd_pipe()
     labels, inst = scene()
-    expected = np.asarray(pipe(labels, inst, seed=0).images[0]).astype(int)
+    expected = np.asarray(pipe(labels, inst, generator=seeded(0)).images[0]).astype(int)
     pipe.set_backend("fast")
-    assert np.abs(np.asarray(pipe(labels, inst, seed=0).images[0]).astype(int) - expected).max() <= 1
+    assert np.abs(np.asarray(pipe(labels, inst, generator=seeded(0)).images[0]).astype(int) - expected).max() <= 1
 
 
 def test_onnxruntime_backend_matches_torch_and_is_deterministic_only(tmp_path):
@@ -88,7 +89,7 @@ def test_onnxruntime_backend_matches_torch_and_is_deterministic_only(tmp_path):
     assert np.abs(arr(pipe(image, deterministic=True).images[0]) - expected).max() <= 1
     assert np.abs(arr(pipe(image, deterministic=True, size_mode="native").images[0]) - expected_native).max() <= 1
     with pytest.raises(ValueError, match="onnxruntime backend runs the exported eval-mode generator"):
-        pipe(image, seed=0)
+        pipe(image, generator=seeded(0))
     with pytest.raises(ValueError, match="backend must be one of"):
         pipe.set_backend("tensorrt")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")

@@ -1,6 +1,6 @@
 """LabelMapProcessor (`pipe.label_processor`): ids in every integer form, colour maps snapped to the
 pipeline's palette (the HD and facades thresholds, on real label maps and photos), the Cityscapes ->
-CamVid mapping from the shipped CamVid config, instance maps, strokes, and config checks at load."""
+CamVid mapping from the shipped CamVid config, instance maps, and config checks at load."""
 
 import io
 import json
@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, environment
+from conftest import ROOT, environment, seeded
 from PIL import Image
 
 from p2p_models import GlobalGenerator, Pix2PixHDPipeline, Pix2PixPipeline, UNetGenerator, camvid
 from p2p_models.labels import nearest_palette
-from p2p_models.pipelines import LabelMapProcessor
+from p2p_models.pipelines import LabelMapProcessor, label_editing
 
 CITYSCAPES = ROOT / "tests" / "fixtures" / "cityscapes"
 FACADE_PAIR = ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg"  # photo | JPEG label map
@@ -97,12 +97,13 @@ def test_the_facades_pipeline_snaps_its_inputs_to_its_palette():
     photo, label = facade_halves()
     pipe = facades_pipe()
     snapped = pipe.label_processor.snap(label)
-    assert np.array_equal(pipe(label, seed=1).images[0], pipe(snapped, seed=1).images[0])
+    assert np.array_equal(pipe(label, generator=seeded(1)).images[0], pipe(snapped, generator=seeded(1)).images[0])
     unsnapped = Pix2PixPipeline(generator=pipe.generator, image_size=64, direction="BtoA")
     assert unsnapped.label_processor is None
-    assert not np.array_equal(unsnapped(label, seed=1).images[0], pipe(label, seed=1).images[0])
+    assert not np.array_equal(unsnapped(label, generator=seeded(1)).images[0],
+                              pipe(label, generator=seeded(1)).images[0])
     with pytest.raises(ValueError, match="image 1: \\d+% of its pixels are far from every class colour"):
-        pipe([label, photo], seed=0)
+        pipe([label, photo], generator=seeded(0))
     shipped = Pix2PixPipeline.from_pretrained(ROOT / "pretrained" / "facades")
     assert shipped.config.palette == FACADES_INDEX["palette"] and len(shipped.label_processor.class_names) == 12
     assert shipped.label_processor.palette == shipped.config.palette
@@ -129,7 +130,8 @@ def test_cityscapes_ids_are_mapped_by_the_shipped_config():
     labels, instances = pipe.label_and_instance_ids(label)
     assert np.array_equal(instances, camvid.from_cityscapes(city)[1])
     # the pipeline synthesises from Cityscapes ids as from the mapped CamVid ids
-    assert np.array_equal(pipe(label, instance, seed=0).images[0], pipe(*expected, seed=0).images[0])
+    assert np.array_equal(pipe(label, instance, generator=seeded(0)).images[0],
+                          pipe(*expected, generator=seeded(0)).images[0])
     # ids that fit neither the model nor a mapping
     with pytest.raises(ValueError, match="ids must lie in \\[0, 12\\) \\(the model's classes\\) or \\[0, 34\\) "
                                          "\\(cityscapes ids, mapped to these classes\\); found ids up to 40"):
@@ -169,33 +171,6 @@ def test_instance_maps_are_checked():
         processor.label_and_instance_ids(labels, many)
     dontcare = LabelMapProcessor(3, dontcare_class=2, max_boundary_fraction=None)
     assert dontcare.label_and_instance_ids(np.array([[0, 255], [1, 255]]))[0].tolist() == [[0, 2], [1, 2]]
-
-
-def test_strokes_are_painted_onto_ids_in_palette_classes():
-    processor = hd_pipe().label_processor
-    ids = np.full((48, 64), 3)
-    instances = ids.copy()
-    pedestrian = camvid.CLASS_NAMES.index("Pedestrian")
-    near = np.asarray(CAMVID_INDEX["palette"][pedestrian]) + [6, -5, 4]  # a brush colour a little off
-    stroke = Image.new("RGBA", (128, 96), (0, 0, 0, 0))  # drawn at twice the map's size
-    stroke.paste(tuple(int(v) for v in near) + (255,), (20, 10, 40, 30))
-    stroke.paste((255, 255, 255, 100), (80, 60, 100, 80))  # faint (alpha < 128): not drawn
-    labels, painted = processor.paint(ids, [stroke], instances)
-    expected = ids.copy()
-    expected[5:15, 10:20] = pedestrian
-    assert np.array_equal(labels, expected) and np.array_equal(painted, expected)
-    assert (ids == 3).all() and (instances == 3).all()  # the inputs are left alone
-    assert processor.paint(ids, [stroke])[1] is None
-
-
-def test_id_images_are_told_from_colour_maps():
-    processor = hd_pipe().label_processor
-    ids = np.random.default_rng(0).integers(0, 12, (8, 8)).astype(np.uint8)
-    assert np.array_equal(processor.id_map(Image.fromarray(ids)), ids)
-    assert np.array_equal(processor.id_map(Image.fromarray(ids).convert("RGBA")), ids)  # an editor's copy
-    sky = Image.new("RGBA", (8, 8), tuple(CAMVID_INDEX["palette"][0]) + (255,))  # the palette's own grey
-    assert processor.id_map(sky) is None
-    assert processor.id_map(processor.label_image(ids.astype(np.int64))) is None
 
 
 def test_the_colour_spellings_are_deprecated_aliases():
@@ -299,11 +274,11 @@ def test_a_colour_map_saved_indexed_is_read_by_its_colours_and_an_indexed_id_map
     pipe = hd_pipe()
     expected = pipe.label_processor.ids(rgb)
     assert np.array_equal(pipe.label_processor.ids(indexed), expected)
-    assert pipe.label_processor.id_map(indexed.convert("RGBA")) is None  # as the editor converts it
-    assert pipe.label_processor.id_map(indexed) is None  # the app's check: a colour map, not ids
+    assert label_editing.id_map(pipe.label_processor, indexed.convert("RGBA")) is None  # as the editor converts it
+    assert label_editing.id_map(pipe.label_processor, indexed) is None  # the app's check: a colour map, not ids
     grey_ids = Image.fromarray(expected.astype(np.uint8)).convert("P")  # ids 0-11 with PIL's grey palette
     assert grey_ids.mode == "P" and np.array_equal(pipe.label_processor.ids(grey_ids), expected)
-    assert np.array_equal(pipe.label_processor.id_map(grey_ids), expected)
+    assert np.array_equal(label_editing.id_map(pipe.label_processor, grey_ids), expected)
     pipe.save_pretrained(tmp_path / "model")
     rgb.save(tmp_path / "rgb.png")
     for name in ("rgb", "indexed"):

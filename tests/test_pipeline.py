@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, seeded
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -38,16 +38,16 @@ def arr(image):
 
 
 def test_pil_in_pil_out_at_the_input_size(pipe):
-    out = pipe(photo(90, 50), seed=0).images[0]
+    out = pipe(photo(90, 50), generator=seeded(0)).images[0]
     assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (90, 50)
-    assert pipe(photo(90, 50), seed=0, keep_size=False).images[0].size == (64, 64)
-    batch = pipe([photo(90, 50), photo(33, 120, seed=1)], seed=0).images
+    assert pipe(photo(90, 50), generator=seeded(0), keep_size=False).images[0].size == (64, 64)
+    batch = pipe([photo(90, 50), photo(33, 120, seed=1)], generator=seeded(0)).images
     assert [im.size for im in batch] == [(90, 50), (33, 120)]
 
 
 def test_same_seed_same_output_different_seed_different_output(pipe):
     image = photo()
-    a, b, c = pipe(image, seed=1).images[0], pipe(image, seed=1).images[0], pipe(image, seed=2).images[0]
+    a, b, c = (pipe(image, generator=seeded(s)).images[0] for s in (1, 1, 2))
     assert np.array_equal(arr(a), arr(b))
     assert np.abs(arr(a) - arr(c)).mean() > 1.0
 
@@ -56,7 +56,7 @@ def test_default_is_the_reference_test_behaviour(pipe):
     """Default sampling equals running the generator in train mode (dropout on, BatchNorm on the
     image's own statistics), as the reference's test script does without --eval."""
     image = photo()
-    out = pipe(image, seed=5, keep_size=False).images[0]
+    out = pipe(image, generator=seeded(5), keep_size=False).images[0]
     reference = copy.deepcopy(pipe.generator).train()
     torch.manual_seed(5)
     with torch.no_grad():
@@ -66,13 +66,14 @@ def test_default_is_the_reference_test_behaviour(pipe):
 
 def test_deterministic_is_eval_mode_and_ignores_seeds(pipe):
     image = photo()
-    a, b = pipe(image, seed=1, deterministic=True).images[0], pipe(image, seed=2, deterministic=True).images[0]
+    a, b = (pipe(image, generator=seeded(s), deterministic=True).images[0] for s in (1, 2))
     assert np.array_equal(arr(a), arr(b))
     with torch.no_grad():
         expected = pipe.generator.eval()(pipe.image_processor.preprocess(image, *pipe.working_size))
     out = pipe(image, deterministic=True, keep_size=False).images[0]
     assert np.array_equal(arr(out), arr(pipe.image_processor.postprocess(expected)[0]))
-    assert np.abs(arr(a) - arr(pipe(image, seed=1).images[0])).mean() > 1.0  # differs from the sampled output
+    sampled = pipe(image, generator=seeded(1)).images[0]
+    assert np.abs(arr(a) - arr(sampled)).mean() > 1.0  # differs from the sampled output
 
 
 def test_sampling_leaves_the_model_and_global_rng_untouched(pipe):
@@ -80,8 +81,8 @@ def test_sampling_leaves_the_model_and_global_rng_untouched(pipe):
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    pipe(photo(), seed=7)
-    pipe([photo(), photo(seed=1)], seed=[1, 2])
+    pipe(photo(), generator=seeded(7))
+    pipe([photo(), photo(seed=1)], generator=[seeded(s) for s in (1, 2)])
     assert torch.equal(torch.rand(3), expected_next)
     assert not pipe.generator.training and not any(m.training for m in pipe.generator.modules())
     for k, v in pipe.generator.state_dict().items():
@@ -90,9 +91,9 @@ def test_sampling_leaves_the_model_and_global_rng_untouched(pipe):
 
 def test_a_batch_gives_what_single_calls_give(pipe):
     images = [photo(seed=i) for i in range(3)]
-    batch = pipe(images, seed=[4, 5, 6]).images
+    batch = pipe(images, generator=[seeded(s) for s in (4, 5, 6)]).images
     for image, seed, out in zip(images, [4, 5, 6], batch):
-        assert np.array_equal(arr(out), arr(pipe(image, seed=seed).images[0]))
+        assert np.array_equal(arr(out), arr(pipe(image, generator=seeded(seed)).images[0]))
     det = pipe(images, deterministic=True).images
     for image, out in zip(images, det):
         assert np.abs(arr(out) - arr(pipe(image, deterministic=True).images[0])).max() <= 1  # batched conv rounding
@@ -101,16 +102,17 @@ def test_a_batch_gives_what_single_calls_give(pipe):
 def test_without_dropout_or_batchnorm_seeds_do_not_matter():
     pipe = make_pipe(norm="instance", use_dropout=False)
     image = photo()
-    assert np.array_equal(arr(pipe(image, seed=1).images[0]), arr(pipe(image, seed=2).images[0]))
-    assert np.array_equal(arr(pipe(image, seed=1).images[0]), arr(pipe(image, deterministic=True).images[0]))
+    sampled = arr(pipe(image, generator=seeded(1)).images[0])
+    assert np.array_equal(sampled, arr(pipe(image, generator=seeded(2)).images[0]))
+    assert np.array_equal(sampled, arr(pipe(image, deterministic=True).images[0]))
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "1", "YCbCr"])
 def test_other_8bit_modes_are_converted(pipe, mode):
     image = photo().convert(mode)
-    out = pipe(image, seed=0).images[0]
+    out = pipe(image, generator=seeded(0)).images[0]
     assert out.mode == "RGB" and out.size == image.size
-    assert np.array_equal(arr(out), arr(pipe(image.convert("RGB"), seed=0).images[0]))
+    assert np.array_equal(arr(out), arr(pipe(image.convert("RGB"), generator=seeded(0)).images[0]))
 
 
 def test_transparent_images_are_rejected(pipe):
@@ -142,15 +144,15 @@ def test_bad_inputs_are_named(pipe, bad, error, message):
         pipe(bad)
 
 
-def test_seed_list_must_match(pipe):
-    with pytest.raises(ValueError, match="got 3 seeds for 2 images"):
+def test_seed_list_must_match(pipe):  # the deprecated seed= alias; generator lists: test_diffusers_compat
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="got 3 seeds for 2 images"):
         pipe([photo(), photo()], seed=[1, 2, 3])
 
 
 def test_single_channel_generators_take_and_give_grey_images():
     generator = UNetGenerator(in_channels=1, out_channels=1, num_downs=5, ngf=8)
     pipe = Pix2PixPipeline(generator=generator, image_size=[32, 64])
-    out = pipe(photo(70, 30), seed=0).images[0]
+    out = pipe(photo(70, 30), generator=seeded(0)).images[0]
     assert out.mode == "L" and out.size == (70, 30)
     assert pipe(photo(70, 30), keep_size=False).images[0].size == (64, 32)
 
@@ -183,7 +185,8 @@ def test_save_and_from_pretrained_offline(pipe, tmp_path, monkeypatch):
     assert not loaded.generator.training
     assert loaded.working_size == (64, 64) and loaded.config.direction == "BtoA"
     image = photo()
-    assert np.array_equal(arr(loaded(image, seed=3).images[0]), arr(pipe(image, seed=3).images[0]))
+    assert np.array_equal(arr(loaded(image, generator=seeded(3)).images[0]),
+                          arr(pipe(image, generator=seeded(3)).images[0]))
     out = loaded(image, deterministic=True).images[0]
     assert np.array_equal(arr(out), arr(pipe(image, deterministic=True).images[0]))
 
@@ -249,7 +252,7 @@ def test_colorization_recombines_ab_with_the_full_resolution_L():
     generator = UNetGenerator(in_channels=1, out_channels=2, num_downs=5, ngf=8)
     pipe = Pix2PixPipeline(generator=generator, image_size=32, color_space="lab")
     image = photo(90, 50)
-    out = pipe(image, seed=0).images[0]
+    out = pipe(image, generator=seeded(0)).images[0]
     assert out.mode == "RGB" and out.size == (90, 50)
     lab_in = rgb_to_lab(torch.from_numpy(np.asarray(image, np.float32).transpose(2, 0, 1) / 255))
     lab_out = rgb_to_lab(torch.from_numpy(np.asarray(out, np.float32).transpose(2, 0, 1) / 255))
@@ -293,9 +296,9 @@ def test_max_pixels_refuses_large_inputs_before_decoding(pipe, bomb_png):
     pipe.max_pixels = 40 * 40
     with pytest.raises(ValueError, match="image 1: 90x50"):
         pipe([photo(30, 30), photo(90, 50)])
-    assert pipe(photo(40, 40), seed=0).images[0].size == (40, 40)
+    assert pipe(photo(40, 40), generator=seeded(0)).images[0].size == (40, 40)
     pipe.max_pixels = None
-    assert pipe(photo(90, 50), seed=0).images[0].size == (90, 50)
+    assert pipe(photo(90, 50), generator=seeded(0)).images[0].size == (90, 50)
 
 
 def test_a_config_with_a_huge_working_size_is_refused_at_load(pipe, tmp_path):
@@ -309,12 +312,16 @@ def test_a_config_with_a_huge_working_size_is_refused_at_load(pipe, tmp_path):
 @pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "3", True])
 def test_bad_seeds_get_a_clear_error(pipe, seed):
     with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
-        pipe(photo(), seed=seed)
+        seeded_generator(seed)
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="seed must be an integer"):
+        pipe(photo(), seed=seed)  # the deprecated alias checks it the same way
 
 
 def test_seeds_at_both_ends_of_the_range_work(pipe):
-    assert pipe(photo(), seed=0).images[0].size == pipe(photo(), seed=2**64 - 1).images[0].size == (90, 50)
-    assert pipe(photo(), seed=np.int64(7)).images[0].tobytes() == pipe(photo(), seed=7).images[0].tobytes()
+    sizes = {pipe(photo(), generator=seeded_generator(s)).images[0].size for s in (0, 2**64 - 1)}
+    assert sizes == {(90, 50)}
+    same = [pipe(photo(), generator=g).images[0].tobytes() for g in (seeded_generator(np.int64(7)), seeded(7))]
+    assert same[0] == same[1]
 
 
 

@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, seeded
 from reference_layout import RefEncoder, RefGlobal, RefLocal, RefMultiscaleD
 from safetensors.torch import save_file
 
@@ -174,14 +174,17 @@ def scene():
 def test_style_edit_changes_only_that_instance():
     pipe = hd_pipe()
     labels, inst = scene()
-    base = np.asarray(pipe(labels, inst, seed=0).images[0]).astype(int)
-    assert np.array_equal(base, np.asarray(pipe(labels, inst, seed=0).images[0]))  # same seed, same choices
-    edited = np.asarray(pipe(labels, inst, seed=0, instance_styles={1: [9.0, -9.0, 9.0]}).images[0]).astype(int)
+    base = np.asarray(pipe(labels, inst, generator=seeded(0)).images[0]).astype(int)
+    again = np.asarray(pipe(labels, inst, generator=seeded(0)).images[0])
+    assert np.array_equal(base, again)  # same seed, same choices
+    edited = pipe(labels, inst, generator=seeded(0), instance_styles={1: [9.0, -9.0, 9.0]}).images[0]
+    edited = np.asarray(edited).astype(int)
     changes = np.abs(edited - base).sum(-1) > 0
     assert changes[44:60, 8:40].any()
     # BatchNorm in eval mode makes G local: nothing changes farther than its receptive field from car 1
     assert not changes[:, 100:].any()
-    only_right = np.asarray(pipe(labels, inst, seed=0, instance_styles={11: [9.0, -9.0, 9.0]}).images[0]).astype(int)
+    only_right = pipe(labels, inst, generator=seeded(0), instance_styles={11: [9.0, -9.0, 9.0]}).images[0]
+    only_right = np.asarray(only_right).astype(int)
     diff = np.abs(only_right - base).sum(-1) > 0
     assert diff[44:60, 200:240].any() and not diff[:, :120].any()
 
@@ -189,12 +192,12 @@ def test_style_edit_changes_only_that_instance():
 def test_class_styles_and_seeds():
     pipe = hd_pipe()
     labels, inst = scene()
-    a = np.asarray(pipe(labels, inst, styles={2: 0}, seed=0).images[0])
-    b = np.asarray(pipe(labels, inst, styles={2: 1}, seed=0).images[0])
+    a = np.asarray(pipe(labels, inst, styles={2: 0}, generator=seeded(0)).images[0])
+    b = np.asarray(pipe(labels, inst, styles={2: 1}, generator=seeded(0)).images[0])
     assert not np.array_equal(a, b)
     with pytest.raises(ValueError, match="style cluster 7 for class 2"):
         pipe(labels, inst, styles={2: 7})
-    seeds = {tuple(np.asarray(pipe(labels, inst, seed=s).images[0]).ravel()[:2000]) for s in range(4)}
+    seeds = {tuple(np.asarray(pipe(labels, inst, generator=seeded(s)).images[0]).ravel()[:2000]) for s in range(4)}
     assert len(seeds) > 1  # random clusters differ between seeds
 
 
@@ -204,9 +207,9 @@ def test_colour_label_maps_and_errors(tmp_path):
     pipe = hd_pipe(norm="instance")
     labels, inst = scene()
     colour = Image.fromarray(np.asarray(pipe.config.palette, np.uint8)[labels])
-    from_colours = pipe(colour, inst, seed=3).images[0]
-    assert np.array_equal(np.asarray(from_colours), np.asarray(pipe(labels, inst, seed=3).images[0]))
-    assert pipe(labels, seed=0).images[0].size == (256, 64)
+    from_colours = pipe(colour, inst, generator=seeded(3)).images[0]
+    assert np.array_equal(np.asarray(from_colours), np.asarray(pipe(labels, inst, generator=seeded(3)).images[0]))
+    assert pipe(labels, generator=seeded(0)).images[0].size == (256, 64)
     with pytest.raises(ValueError, match="ids must lie in \\[0, 4\\)"):
         pipe(labels + 4)
     with pytest.raises(ValueError, match="instance_map is"):
@@ -216,8 +219,8 @@ def test_colour_label_maps_and_errors(tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = Pix2PixHDPipeline.from_pretrained(tmp_path)
     assert loaded.config.palette == pipe.config.palette and loaded.config.id2label["1"] == "car"
-    out = loaded(labels, inst, seed=5).images[0]
-    assert np.array_equal(np.asarray(out), np.asarray(pipe(labels, inst, seed=5).images[0]))
+    out = loaded(labels, inst, generator=seeded(5)).images[0]
+    assert np.array_equal(np.asarray(out), np.asarray(pipe(labels, inst, generator=seeded(5)).images[0]))
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 256, 3), dtype=np.uint8))
     assert loaded(labels, inst, style_image=photo).images[0].size == (256, 64)
 
@@ -264,15 +267,15 @@ def test_random_label_maps_are_refused_fast_not_synthesised_per_instance():
     colours = Image.fromarray(np.asarray(pipe.config.palette, np.uint8)[ids])
     for label_map in (colours, ids):
         with pytest.raises(ValueError, match="lie on a class boundary .* looks like noise or a photo"):
-            pipe(label_map, seed=0)
+            pipe(label_map, generator=seeded(0))
     # a random 16-bit instance map: noise, and far more instances than any label map has
     instances = np.random.default_rng(1).integers(0, 2**16, (360, 480))
     with pytest.raises(ValueError, match="lie on an instance boundary .* looks like noise or a photo"):
-        pipe(np.full((360, 480), 3), instances, seed=0)
+        pipe(np.full((360, 480), 3), instances, generator=seeded(0))
     # 3,600 instances, regions of 12x16 pixels (not noise): over the limit
     blocks = np.arange(60 * 60).reshape(60, 60).repeat(12, 0).repeat(16, 1)
     with pytest.raises(ValueError, match="hold \\d+ instances, more than this pipeline's limit of 2000"):
-        pipe(np.full((720, 960), 3), blocks, seed=0)
+        pipe(np.full((720, 960), 3), blocks, generator=seeded(0))
 
 
 def test_many_instances_cost_one_pass_and_match_the_per_instance_definition():
@@ -297,12 +300,12 @@ def test_photos_are_not_label_maps():
     pipe = camvid_like_pipe()
     photo = Image.open(ROOT / "examples" / "colorization" / "101085.jpg").convert("RGB")
     with pytest.raises(ValueError, match="far from every class colour in the palette, so it looks like a photo"):
-        pipe(photo, seed=0)
+        pipe(photo, generator=seeded(0))
     # a label map with JPEG noise is still one
     label_map = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png")
     buffer = io.BytesIO()
     label_map.save(buffer, "JPEG", quality=75)
-    assert pipe(Image.open(buffer), seed=0).images[0].size == label_map.size
+    assert pipe(Image.open(buffer), generator=seeded(0)).images[0].size == label_map.size
 
 
 def test_more_than_1000_regions_of_a_class_do_not_collide_with_the_next_class():
@@ -318,7 +321,7 @@ def test_more_than_1000_regions_of_a_class_do_not_collide_with_the_next_class():
         camvid.from_cityscapes(city, np.zeros((64, 128), np.int64))
 
 
-def test_bad_maps_styles_and_seeds_get_specific_errors():
+def test_bad_maps_and_styles_get_specific_errors():
     pipe = camvid_like_pipe()
     labels = np.full((48, 64), 3)
     labels[10:20, 10:30] = 8
@@ -327,12 +330,9 @@ def test_bad_maps_styles_and_seeds_get_specific_errors():
     with pytest.raises(ValueError, match="label_map: is empty \\(0x0\\)"):
         pipe(np.zeros((0, 0), np.int64))
     with pytest.raises(ValueError, match="3 finite numbers"):
-        pipe(labels, seed=0, instance_styles={8000: [float("nan"), 0.0, 0.0]})
+        pipe(labels, generator=seeded(0), instance_styles={8000: [float("nan"), 0.0, 0.0]})
     with pytest.raises(ValueError, match="3 finite numbers"):
-        pipe(labels, seed=0, instance_styles={8000: [1.0, 2.0]})
-    for seed in (-1, 2**64):
-        with pytest.raises(ValueError, match="seed must be an integer in \\[0, 2\\*\\*64\\)"):
-            pipe(labels, seed=seed)
+        pipe(labels, generator=seeded(0), instance_styles={8000: [1.0, 2.0]})
     pipe.max_pixels = 100
     with pytest.raises(ValueError, match="label_map: 64x48 is 3,072 pixels, over this pipeline's limit of 100"):
         pipe(labels)
@@ -340,7 +340,7 @@ def test_bad_maps_styles_and_seeds_get_specific_errors():
     with torch.no_grad():
         next(pipe.generator.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN or infinite values"):
-        pipe(labels, seed=0)
+        pipe(labels, generator=seeded(0))
 
 
 def test_invalid_hd_configs_are_refused_at_load(tmp_path):
@@ -370,8 +370,9 @@ def test_styles_for_classes_or_instances_the_map_lacks_are_errors_not_ignored():
     with pytest.raises(ValueError, match="instance id\\(s\\) \\[26001\\] are not in these maps; their instances are "
                                          "0, 3, 8000"):
         pipe(labels, instance_styles={26001: 5})
-    styled = pipe(labels, styles={3: 1, 7: "random"}, instance_styles={8000: 2}, seed=0).images[0]  # present ids work
-    assert not np.array_equal(np.asarray(styled), np.asarray(pipe(labels, seed=0).images[0]))
+    # present ids work
+    styled = pipe(labels, styles={3: 1, 7: "random"}, instance_styles={8000: 2}, generator=seeded(0)).images[0]
+    assert not np.array_equal(np.asarray(styled), np.asarray(pipe(labels, generator=seeded(0)).images[0]))
 
 
 def test_seed_is_a_deprecated_shorthand_for_a_generator():
@@ -381,3 +382,6 @@ def test_seed_is_a_deprecated_shorthand_for_a_generator():
         a = np.asarray(pipe(labels, inst, seed=4).images[0])
     assert caught[0].filename == __file__  # the caller's line
     assert np.array_equal(a, np.asarray(pipe(labels, inst, generator=torch.Generator().manual_seed(4)).images[0]))
+    for seed in (-1, 2**64):
+        with pytest.warns(FutureWarning), pytest.raises(ValueError, match="seed must be an integer"):
+            pipe(labels, seed=seed)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, seeded
 from PIL import Image
 from safetensors.torch import load_file
 from test_train_pix2pix import SMALL, generator_weights, launch
@@ -41,7 +41,7 @@ def test_pix2pix_with_every_option_saves_both_discriminators_and_resumes_exactly
     pipe = Pix2PixPipeline.from_pretrained(out)
     assert pipe.generator.config.encoder == "efficientnet-lite0"
     label = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg").crop((80, 0, 160, 80))
-    assert pipe(label, seed=0).images[0].size == (80, 80)
+    assert pipe(label, generator=seeded(0)).images[0].size == (80, 80)
     projected = ProjectedDiscriminator.from_pretrained(out / "projected_discriminator")
     assert len(projected(torch.zeros(1, 6, 64, 64))) == 4
     assert (out / "discriminator" / "config.json").is_file()

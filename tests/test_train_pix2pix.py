@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import ACCELERATE, ROOT, environment, git_commit_folder
+from conftest import ACCELERATE, ROOT, environment, git_commit_folder, seeded
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -66,7 +66,7 @@ def test_train_end_to_end(tmp_path, upload_hub):
     pipe = Pix2PixPipeline.from_pretrained(out)
     assert pipe.config.direction == "BtoA" and pipe.working_size == (64, 64)
     label = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg").crop((80, 0, 160, 80))
-    assert pipe(label, seed=0).images[0].size == (80, 80)
+    assert pipe(label, generator=seeded(0)).images[0].size == (80, 80)
 
     pushed = uploaded / "someone" / "facades-tiny"
     assert (pushed / "README.md").read_text() == card and 'from_pretrained("someone/facades-tiny")' in card
@@ -163,7 +163,7 @@ def test_two_processes_split_the_data_and_agree(tmp_path):
     assert seen[0] != seen[1] and len(seen[0] | seen[1]) == 9
     assert reports[0]["generator_parameters_sha256"] == reports[1]["generator_parameters_sha256"]
     assert "batch size 1 x 2 process(es)" in (out / "README.md").read_text()
-    Pix2PixPipeline.from_pretrained(out)(Image.new("RGB", (64, 64)), seed=0)
+    Pix2PixPipeline.from_pretrained(out)(Image.new("RGB", (64, 64)), generator=seeded(0))
 
 
 def test_a_run_with_unreadable_validation_images_still_saves_and_scores_the_rest(tmp_path):
@@ -209,7 +209,7 @@ def test_colorization_run_gives_a_lab_pipeline(tmp_path):
     assert pipe.config.color_space == "lab"
     assert (pipe.generator.config.in_channels, pipe.generator.config.out_channels) == (1, 2)
     photo = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "2.jpg")
-    result = pipe(photo, seed=0).images[0]
+    result = pipe(photo, generator=seeded(0)).images[0]
     assert result.mode == "RGB" and result.size == photo.size
     assert Image.open(sorted((out / "samples").glob("*.png"))[-1]).size == (3 * 64, 64)  # L | colourised | real
     # the run's validation called the pipeline as evaluate.py does: the same scores on the same held-out pair

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ACCELERATE, ROOT, environment
+from conftest import ACCELERATE, ROOT, environment, seeded
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -80,11 +80,11 @@ def test_global_run_gives_an_editable_pipeline(global_run):
     assert scores["l1"][0] == pytest.approx(json.loads((out / "validation_metrics.json").read_text())["l1"], rel=1e-5)
     name = sorted((FIXTURE / "train_label").iterdir())[0].name
     labels, instances = Image.open(FIXTURE / "train_label" / name), Image.open(FIXTURE / "train_inst" / name)
-    a = np.asarray(pipe(labels, instances, seed=0).images[0])
+    a = np.asarray(pipe(labels, instances, generator=seeded(0)).images[0])
     assert a.shape == (128, 256, 3)
-    assert np.array_equal(a, np.asarray(pipe(labels, instances, seed=0).images[0]))
+    assert np.array_equal(a, np.asarray(pipe(labels, instances, generator=seeded(0)).images[0]))
     cls = int(pipe.style_bank.counts.argmax())
-    styled = [np.asarray(pipe(labels, instances, styles={cls: k}, seed=0).images[0])
+    styled = [np.asarray(pipe(labels, instances, styles={cls: k}, generator=seeded(0)).images[0])
               for k in range(int(pipe.style_bank.counts[cls]))]
     if (np.asarray(labels) == cls).any():
         assert any(not np.array_equal(styled[0], s) for s in styled[1:])

@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 
 from p2p_models.color import model_lab_to_rgb, rgb_to_model_lab
-from p2p_models.labels import connected_instances
+from p2p_models.labels import connected_instances, nearest_centres
 from p2p_models.pipelines import LabelMapProcessor
+from p2p_models.style_bank import kmeans
 from train.image_cache import ArrayCache, cache_key, file_stamps
 
 logger = logging.getLogger(__name__)
@@ -469,7 +470,7 @@ def recover_palette(images: list[Image.Image], n_colors: int, sample_every: int 
     """The `n_colors` flat colours of colour-coded label maps (e.g. the JPEG-compressed facades
     labels): the most frequent colours on a 16-level grid, at least 40 apart per channel, taken from
     the region interiors (`flat_pixels`), and only where those hold fewer colours (a few small maps)
-    from all pixels; then refined by 5 nearest-colour mean updates over the interiors. Returned most
+    from all pixels; then refined by 5 k-means iterations over the interiors. Returned most
     frequent first."""
     pixels = np.concatenate([flat_pixels(im)[::sample_every] for im in images])
     every = np.concatenate([np.asarray(im.convert("RGB")).reshape(-1, 3)[::sample_every] for im in images])
@@ -485,10 +486,6 @@ def recover_palette(images: list[Image.Image], n_colors: int, sample_every: int 
                 centres.append(colour)
     if len(centres) < n_colors:
         raise ValueError(f"found only {len(centres)} distinct colours, expected {n_colors}")
-    centres = np.array(centres, dtype=np.float64)
-    for _ in range(5):
-        nearest = ((pixels[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
-        centres = np.array([pixels[nearest == k].mean(0) if (nearest == k).any() else centres[k]
-                            for k in range(n_colors)])
-    order = np.argsort(-np.bincount(nearest, minlength=n_colors))
+    centres = kmeans(torch.from_numpy(pixels), n_colors, iterations=5, init=torch.tensor(np.array(centres))).numpy()
+    order = np.argsort(-np.bincount(nearest_centres(pixels, centres)[0], minlength=n_colors))
     return centres[order].round().astype(int).tolist()

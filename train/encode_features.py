@@ -66,8 +66,7 @@ def main(argv=None):
     h, w = pipe.working_size
     dataset = LabelImageDataset(split, args.label_column, args.image_column, instance, load_size=w, train=False,
                                 size_factor=1, countable=pipe.config.countable_classes)
-    classes = pipe.config.label_nc + int(pipe.config.contain_dontcare_label)
-    bank = build_style_bank(pipe.encoder, dataset, classes, args.n_clusters, args.label_feat, args.seed)
+    bank = build_style_bank(pipe.encoder, dataset, pipe.num_classes, args.n_clusters, args.label_feat, args.seed)
     pipe.register_modules(style_bank=bank)
     pipe.save_pretrained(args.output_dir or args.model)
     print(f"style bank: {int((bank.counts > 0).sum())} classes, {int(bank.counts.sum())} centres")

@@ -157,7 +157,7 @@ def main(argv=None):
                                      direction=pipe.config.direction, load_size=h, crop_size=h, train=False)
     segmenter = Segmenter.from_pretrained(args.segmenter, args.device) if args.segmenter else None
     batches = Batches(pipe, dataset, args)
-    classes = pipe.config.label_nc + int(pipe.config.contain_dontcare_label) if hd else 0
+    classes = pipe.num_classes if hd else 0
     palette = np.asarray(pipe.config.palette or np.random.default_rng(0).integers(0, 256, (max(classes, 1), 3)),
                          np.uint8) if hd else None
 

@@ -35,7 +35,7 @@ from p2p_models import (
     load_vgg19,
     multiscale_gan_loss,
 )
-from p2p_models.labels import instance_boundaries, one_hot
+from p2p_models.labels import class_count, instance_boundaries, one_hot
 from p2p_models.losses import summed_gan_loss
 from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.model_cards import PIX2PIXHD_TAGS, make_card, public_path, usage
@@ -155,7 +155,7 @@ class Inputs:
     """Turns a batch into the generator's input: one-hot labels, boundary map, encoder features."""
 
     def __init__(self, args):
-        self.classes = args.label_nc + int(args.contain_dontcare_label)
+        self.classes = class_count(args.label_nc, args.contain_dontcare_label)
         self.dontcare, self.label_nc = args.contain_dontcare_label, args.label_nc
         self.use_instance, self.label_feat = not args.no_instance, args.label_feat
 
@@ -218,7 +218,7 @@ class Pix2PixHDTrainer(GANTrainer):
         self.vgg_loss = None if args.no_vgg_loss else VGGLoss(load_vgg19(args.vgg_weights)).to(accelerator.device)
         self.perceptual = EfficientNetPerceptualLoss().to(accelerator.device) if args.lambda_perceptual else None
         self.info = json.loads(Path(args.label_info).read_text()) if args.label_info else {}
-        self.classes = args.label_nc + int(args.contain_dontcare_label)
+        self.classes = class_count(args.label_nc, args.contain_dontcare_label)
         self.palette = np.asarray(self.info.get("colors") or
                                   np.random.default_rng(0).integers(0, 256, (self.classes, 3)), np.uint8)
 

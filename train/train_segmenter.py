@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -23,6 +24,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from p2p_models import UNetGenerator
+from p2p_models.labels import nearest_centres
 from train.common import check_exists, dataset_label, run_script
 from train.data import (
     LabelImageDataset,
@@ -62,7 +64,7 @@ class ColourLabels(torch.utils.data.Dataset):
 
     def __init__(self, pairs: PairedImageDataset, photo_side: str, palette):
         self.pairs, self.photo_side = pairs, photo_side
-        self.palette = torch.tensor(palette, dtype=torch.float32)
+        self.palette = np.asarray(palette, np.float32)
 
     def __len__(self):
         return len(self.pairs)
@@ -73,8 +75,9 @@ class ColourLabels(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = self.pairs[i]
         photo, labels = (item["A"], item["B"]) if self.photo_side == "A" else (item["B"], item["A"])
-        pixels = ((labels.permute(1, 2, 0) + 1) * 127.5)[..., None, :]
-        return {"image": photo, "label": ((pixels - self.palette) ** 2).sum(-1).argmin(-1)}
+        pixels = ((labels.permute(1, 2, 0) + 1) * 127.5).reshape(-1, 3).numpy()
+        ids = nearest_centres(pixels, self.palette)[0].astype(np.int64)
+        return {"image": photo, "label": torch.from_numpy(ids).view(labels.shape[1:])}
 
 
 def datasets_for(args):

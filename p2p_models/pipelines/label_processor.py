@@ -1,6 +1,6 @@
 """`LabelMapProcessor`: one place for label maps in and out of a pipeline: class ids from id images,
 arrays or colour-coded maps (snapped to the palette), source label sets mapped to the model's
-classes, instance maps and their checks, strokes painted onto a map, and ids back to colours."""
+classes, instance maps and their checks, and ids back to colours."""
 
 import warnings
 
@@ -164,21 +164,6 @@ class LabelMapProcessor:
         """A colour-coded map -> the same map in exact palette colours (see `color_ids`)."""
         return self.label_image(self.color_ids(image, what))
 
-    def id_map(self, image: Image.Image) -> np.ndarray | None:
-        """The (H, W) ids an image holds: those of an id image (not an `indexed_colors` map), or of an
-        RGB(A) image whose channels are all equal (an id map an editor converted); None for a
-        colour-coded map, including a grey one made only of the palette's own greys (e.g. an all-sky
-        canvas) rather than ids."""
-        if image.mode in ID_MODES and not self.indexed_colors(image):
-            return np.asarray(image).astype(np.int64)
-        rgb = np.asarray(image.convert("RGB"))
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
-            return None
-        palette = self.palette or []
-        greys = {c[0] for c in palette if c[0] == c[1] == c[2]}
-        values = set(np.flatnonzero(np.bincount(rgb[..., 0].ravel(), minlength=256)).tolist())
-        return None if max(values) >= len(palette) and values <= greys else rgb[..., 0].astype(np.int64)
-
     def map_ids(self, labels: np.ndarray, instances: np.ndarray | None = None,
                 what: str = "label_map") -> tuple[np.ndarray, np.ndarray | None]:
         """(labels, instances) in the model's classes: id 255 becomes `dontcare_class` (if set); ids
@@ -201,23 +186,6 @@ class LabelMapProcessor:
         found = f"ids up to {high}" if low >= 0 else f"ids from {low} to {high}"
         raise ValueError(f"{what}: ids must lie in [0, {self.num_classes}) (the model's classes){mapped}; "
                          f"found {found}")
-
-    def paint(self, labels: np.ndarray, strokes: list[Image.Image],
-              instances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Strokes drawn on an id map: each RGBA layer (resized nearest-neighbour to the map) sets the
-        pixels it covers (alpha >= 128) to the class of the nearest palette colour; in `instances`,
-        a drawn region is one instance per class (its class id)."""
-        labels = labels.copy()
-        if instances is not None:
-            self.check_same_size(labels, instances)
-            instances = instances.copy()
-        for layer in strokes:
-            layer = layer.convert("RGBA").resize(labels.shape[::-1], Image.NEAREST)
-            drawn = np.asarray(layer.getchannel("A")) >= 128
-            labels[drawn] = nearest_palette(layer.convert("RGB"), self.palette)[0][drawn]
-            if instances is not None:
-                instances[drawn] = labels[drawn]
-        return labels, instances
 
     @staticmethod
     def check_same_size(labels: np.ndarray, instances: np.ndarray) -> None:

@@ -5,7 +5,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
-from ..labels import class_count, instance_boundaries, instance_means, one_hot
+from ..labels import class_count, instance_boundaries, instance_classes, instance_means, one_hot
 from ..pix2pixhd import FeatureEncoder, GlobalGenerator, LocalEnhancer
 from ..style_bank import StyleBank
 from ..tiling import check_size_mode, run_at_size, run_padded, tile_pair
@@ -111,11 +111,8 @@ class Pix2PixHDPipeline(P2PPipeline):
         is its majority label. Cost: linear in pixels, plus a constant per instance."""
         bank = self.style_bank
         feat_num = (bank or self.encoder).config.feat_num
-        ids, inverse = torch.unique(instances[0, 0], return_inverse=True)
-        inverse = inverse.flatten()
-        per_class = torch.bincount(inverse * self.num_classes + labels[0, 0].flatten(),
-                                   minlength=len(ids) * self.num_classes)
-        majority = per_class.view(len(ids), self.num_classes).argmax(1).tolist()
+        ids, index = torch.unique(instances[0, 0], return_inverse=True)
+        majority = instance_classes(labels[0, 0], index, len(ids)).tolist()
         encoded = None
         if style_image is not None:
             if self.encoder is None:
@@ -126,7 +123,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                 raise ValueError(f"style_image: one photo, got {len(x)}")
             x = x.to(self.device, encoder.dtype)
             features = run_padded(encoder.layers, x, encoder.downsampling_factor, encoder.min_size)
-            encoded = instance_means(features.float()[0].flatten(1).T, inverse, len(ids))  # (instances, feat)
+            encoded = instance_means(features.float()[0], index, len(ids))  # (instances, feat)
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
         styles, instance_styles = styles or {}, instance_styles or {}
         self.check_style_ids(styles, instance_styles, majority, ids.tolist())
@@ -147,7 +144,7 @@ class Pix2PixHDPipeline(P2PPipeline):
                 raise ValueError("this pipeline has no style bank: give style_image or feature vectors in instance_styles")
             if vector is not None:
                 vectors[k] = vector.to(vectors)
-        return vectors[inverse].T.reshape(1, feat_num, *labels.shape[-2:])
+        return vectors[index].permute(2, 0, 1)[None]
 
     def label_image(self, labels: np.ndarray) -> Image.Image:
         """(H, W) class ids -> an RGB image in the pipeline's palette (what the model reads)."""
