@@ -51,15 +51,17 @@ def summed_gan_loss(
 
 def pix2pix_generator_loss(
     gan_loss: GANLoss, d_fake: torch.Tensor | list[torch.Tensor] | None, fake: torch.Tensor, target: torch.Tensor,
-    lambda_l1: float = 100.0,
+    lambda_l1: float = 100.0, l1_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """G's objective: GAN(D(A, G(A)) -> real) + lambda_l1 * |G(A) - B|_1, in fp32.
 
     Returns the total and its parts (`g_gan`, `g_l1`, detached) for logging. `lambda_l1=0` gives the
     GAN-only objective; pass `d_fake=None` for the L1-only baseline, a list of logit maps for
-    several discriminators (their terms summed).
+    several discriminators (their terms summed). `l1_weights` (B, 1, H, W) weights the L1 per pixel
+    (colorization's class rebalancing, `p2p_models.rebalancing`).
     """
-    l1 = F.l1_loss(fake.float(), target.float())
+    error = (fake.float() - target.float()).abs()
+    l1 = (error * l1_weights).mean() if l1_weights is not None else error.mean()
     gan = summed_gan_loss(gan_loss, d_fake, True, for_discriminator=False) if d_fake is not None \
         else torch.zeros_like(l1)
     return gan + lambda_l1 * l1, {"g_gan": gan.detach(), "g_l1": l1.detach()}

@@ -204,9 +204,10 @@ def test_colorization_run_gives_a_lab_pipeline(tmp_path):
     launch(tmp_path, ["--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--colorization", "--load_size",
                       "72", "--crop_size", "64", "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--num_epochs", "1",
                       "--num_epochs_decay", "0", "--checkpointing_steps", "1000", "--validation_steps", "1000",
-                      "--output_dir", str(out)])
+                      "--color_rebalance", "0.5", "--output_dir", str(out)])
     pipe = Pix2PixPipeline.from_pretrained(out)
     assert pipe.config.color_space == "lab"
+    assert "the L1 class-rebalanced (Zhang et al. 2016, lambda 0.5)" in (out / "README.md").read_text()
     assert (pipe.generator.config.in_channels, pipe.generator.config.out_channels) == (1, 2)
     photo = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "2.jpg")
     result = pipe(photo, generator=seeded(0)).images[0]
@@ -214,12 +215,15 @@ def test_colorization_run_gives_a_lab_pipeline(tmp_path):
     assert Image.open(sorted((out / "samples").glob("*.png"))[-1]).size == (3 * 64, 64)  # L | colourised | real
     # the run's validation called the pipeline as evaluate.py does: the same scores on the same held-out pair
     evaluate(["--model", str(out), "--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--split", "validation",
-              "--no_fid", "--diversity_seeds", "0", "--out", str(tmp_path / "eval.json")])
+              "--no_fid", "--diversity_seeds", "0", "--input_baseline", "--out", str(tmp_path / "eval.json")])
     measured = json.loads((tmp_path / "eval.json").read_text())["metrics"]
     recorded = json.loads((out / "validation_metrics.json").read_text())
     assert measured["num_samples"] == recorded["num_samples"] == 1
     for name in ("l1", "psnr", "ssim"):
         assert measured[name] == pytest.approx(recorded[name], rel=1e-6), name
+    grey = measured["input_baseline"]  # what leaving the photo grey scores
+    assert grey["colourfulness"] < 0.01 * measured["colourfulness"]["real"]
+    assert grey["l1"] > 0 and grey["psnr"] != measured["psnr"]
 
 
 def test_resume_follows_a_changed_schedule(tmp_path):
@@ -265,7 +269,9 @@ def test_diffusers_flag_names_beside_ours(tmp_path, capsys):
                          (["--dataset_name", "a/b", "--no_flip", "--random_flip"], "not allowed with argument"),
                          (["--dataset_name", "a/b", "--num_train_epochs", "4", "--num_epochs", "2"], "one of them"),
                          (["--dataset_name", "a/b", "--num_train_epochs", "2", "--num_epochs_decay", "3"], ">= 1 and"),
-                         (["--train_data_dir", str(tmp_path / "missing")], "no such folder")):
+                         (["--train_data_dir", str(tmp_path / "missing")], "no such folder"),
+                         (["--dataset_name", "a/b", "--color_rebalance", "0.5"], "it needs --colorization"),
+                         (["--dataset_name", "a/b", "--colorization", "--color_rebalance", "2"], "from 0 to 1")):
         with pytest.raises(SystemExit):
             parse_args([*bad, *out])
         assert message in capsys.readouterr().err, bad

@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--colour_classes", type=int, default=0,
                    help="K > 0: cluster the targets' colours into K classes (map tiles: background, roads, water, "
                         "parks) and report the per-pixel accuracy and per-class IoU of outputs vs targets")
+    p.add_argument("--input_baseline", action="store_true",
+                   help="pix2pix: also score the inputs as if they were the outputs (what adding nothing scores: "
+                        "the grey photo for colorization, the aerial photo for aerial -> map)")
     p.add_argument("--diversity_seeds", type=int, default=3, help="seeds per input for diversity (0 = skip)")
     p.add_argument("--num_grid", type=int, default=4)
     p.add_argument("--out", default="metrics.json")
@@ -161,8 +164,11 @@ def main(argv=None):
     palette = np.asarray(pipe.config.palette or np.random.default_rng(0).integers(0, 256, (max(classes, 1), 3)),
                          np.uint8) if hd else None
 
+    if args.input_baseline and hd:
+        raise SystemExit("evaluate.py: --input_baseline scores pix2pix inputs (images); pix2pixHD's are label maps")
     scores, fake_feats, real_feats, grid_rows, diversity = {}, [], [], [], []
     colourful, pairs_u8 = {"generated": [], "real": []}, []
+    baseline_scores, baseline_feats, baseline_colourful = {}, [], []
     seg_fake = seg_real = None
     if segmenter is not None:
         seg_fake, seg_real = segmenter.scores(), segmenter.scores()
@@ -173,6 +179,11 @@ def main(argv=None):
         score(fake, real, scores)
         colourful["generated"] += colourfulness(fake).tolist()
         colourful["real"] += colourfulness(real).tolist()
+        if args.input_baseline:
+            score(condition, real, baseline_scores)
+            baseline_colourful += colourfulness(condition).tolist()
+            if fid is not None:
+                baseline_feats.append(fid(condition))
         if args.colour_classes:
             pairs_u8.append(((fake * 255).round().byte(), (real * 255).round().byte()))
         if fid is not None:
@@ -206,6 +217,12 @@ def main(argv=None):
     if stochastic:
         metrics["diversity_l1"] = float(np.mean(diversity))
     metrics["colourfulness"] = {k: float(np.mean(v)) for k, v in colourful.items()}
+    if args.input_baseline:
+        baseline = {k: float(np.mean(v)) for k, v in baseline_scores.items()}
+        if "fid" in metrics:
+            baseline["fid"] = frechet_distance(torch.cat(baseline_feats), torch.cat(real_feats))
+        baseline["colourfulness"] = float(np.mean(baseline_colourful))
+        metrics["input_baseline"] = baseline
     if args.colour_classes:
         metrics["colour_classes"] = colour_class_scores(pairs_u8, args.colour_classes, args.seed)
     result = {"model": args.model, "dataset": args.dataset, "split": args.split,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate.utils import set_seed
 
 from p2p_models import (
@@ -27,6 +28,7 @@ from p2p_models import (
 from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.model_cards import PIX2PIX_TAGS, make_card, public_path, usage
 from p2p_models.projected import ProjectedDiscriminator
+from p2p_models.rebalancing import ColorRebalancing
 from train.common import (
     RealFakeDiscriminator,
     add_common_args,
@@ -97,6 +99,9 @@ def parse_args(argv=None):
     g.add_argument("--no_dropout", action="store_true")
     g.add_argument("--gan_mode", choices=["vanilla", "lsgan", "hinge"], default="vanilla")
     g.add_argument("--lambda_l1", type=float, default=100.0)
+    g.add_argument("--color_rebalance", type=float, default=0.0, metavar="LAMBDA",
+                   help="colorization: weight the ab L1 per pixel by the rarity of its true colour (Zhang et al. "
+                        "2016's class rebalancing; their lambda is 0.5), against sepia-averaged colours; 0 = off")
     g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
     g = p.add_argument_group("ImageNet features and augmentation")
     add_imagenet_args(g)
@@ -115,6 +120,10 @@ def parse_args(argv=None):
     if args.no_gan and (args.diffaugment or args.discriminator != "patch"):
         p.error("--diffaugment and --discriminator act on the discriminator, which --no_gan leaves out")
     check_exists(p, "--label_info", args.label_info)
+    if args.color_rebalance and not args.colorization:
+        p.error("--color_rebalance weights colorization's ab loss; it needs --colorization")
+    if not 0 <= args.color_rebalance <= 1:
+        p.error(f"--color_rebalance {args.color_rebalance}: the uniform share of the prior, from 0 to 1")
     if (args.label_colors or args.label_info) and args.colorization:
         p.error("--label_colors / --label_info describe colour-coded label-map inputs; --colorization's are photos")
     if args.label_colors is not None and not 2 <= args.label_colors <= 256:
@@ -141,6 +150,14 @@ def label_palette(args, train_set: PairedImageDataset) -> tuple[list | None, dic
         inputs = [train_set.pair(i)[0] for i in range(0, len(train_set), step)]
         return recover_palette(inputs, args.label_colors, sample_every=2), None
     return None, None
+
+
+def color_rebalancing(dataset: PairedImageDataset, mix: float, samples: int = 500) -> ColorRebalancing:
+    """The class rebalancing of `dataset`'s ab targets: the prior from up to `samples` training
+    examples spread over the set (epoch 0's crops, the same on every process), at 1/4 resolution."""
+    step = max(1, len(dataset) // samples)
+    ab = torch.stack([F.avg_pool2d(dataset[i]["B"], 4) for i in range(0, len(dataset), step)])
+    return ColorRebalancing.from_ab(ab, mix=mix)
 
 
 def translate(pipe: Pix2PixPipeline, dataset: PairedImageDataset, a: torch.Tensor, seed: int) -> torch.Tensor:
@@ -186,6 +203,8 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs
     g = dict(pipe.generator.config)
     d = ", ".join(f"`{type(m).__name__}` {json.dumps(public_config(m.config))}" for m in discriminators.values())
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
+    if args.color_rebalance:
+        objective += f", the L1 class-rebalanced (Zhang et al. 2016, lambda {args.color_rebalance:g})"
     resize = (f"resize to {args.load_size}" if args.max_load_size is None else
               f"resize the short side to a random size in [{args.load_size}, {args.max_load_size}] (aspect kept)")
     repo = args.hub_model_id or public_path(args.output_dir)
@@ -273,6 +292,8 @@ class Pix2PixTrainer(GANTrainer):
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda)
         self.gan_loss = GANLoss(args.gan_mode)
         self.perceptual = EfficientNetPerceptualLoss().to(accelerator.device) if args.lambda_perceptual else None
+        self.rebalancing = color_rebalancing(self.train_set, args.color_rebalance).to(accelerator.device) \
+            if args.color_rebalance else None
         if args.no_gan:
             self.d_pair = self.discriminators = None
             self.generator, opt_g, sched_g, self.loader = accelerator.prepare(generator, opt_g, sched_g, loader)
@@ -317,7 +338,9 @@ class Pix2PixTrainer(GANTrainer):
                 opt_d.step()
                 self.discriminators.requires_grad_(False)  # then G, through the updated, frozen D
                 d_fake = logit_maps(self.discriminators.pair(real_a, fake_b))
-            loss_g, parts = pix2pix_generator_loss(self.gan_loss, d_fake, fake_b, real_b, args.lambda_l1)
+            loss_g, parts = pix2pix_generator_loss(
+                self.gan_loss, d_fake, fake_b, real_b, args.lambda_l1,
+                l1_weights=self.rebalancing.weights(real_b) if self.rebalancing is not None else None)
             if self.perceptual is not None:  # on RGB images (colorization: L with the ab)
                 rgb = [self.train_set.to_rgb(real_a, b) * 2 - 1 for b in (fake_b, real_b)]
                 parts["g_perceptual"] = self.perceptual(*rgb)
