@@ -11,7 +11,8 @@ from conftest import ROOT
 PACKAGE = ROOT / "p2p_models"
 LAYERS = [  # lowest first
     {"blocks", "modeling_utils", "labels", "color", "camvid", "cpu", "tiling", "pix2pix", "pix2pixhd", "style_bank",
-     "losses", "vgg", "efficientnet", "perceptual", "projected", "diffaugment"},
+     "losses", "vgg", "efficientnet", "perceptual", "projected", "diffaugment",
+     "rebalancing"},
     {"modes", "optimize", "onnx_export"},
     {"backends"},
     {"pipelines"},
