@@ -85,8 +85,9 @@ def hub_reachable() -> bool:
 @lru_cache(maxsize=None)
 def load_pipeline(tab: str, model: str | None = None):
     """A tab's pipeline (its first model unless `model` names another): from the Hub, else from
-    the local folder, on CUDA in float16 when there is one, else on the CPU with the fast backend
-    (`optimize_for_inference`), without progress bars. Loaded on first use, then cached."""
+    the local folder, on CUDA in float16 when there is one, else on the CPU with the auto backend
+    (`optimize_for_inference`: the fastest of fp32, bf16 where the CPU has it, and ONNX Runtime where
+    installed, timed on the first call), without progress bars. Loaded on first use, then cached."""
     models = CONFIG["tabs"][tab]["models"]
     spec = models[model or next(iter(models))]
     errors = []
@@ -734,6 +735,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("p2p_models.backends").setLevel(logging.INFO)  # the auto backend's choices, one line each
     if spaces is not None:  # ZeroGPU runs each call in a fork of this process: load the models here, once
         for tab, spec in CONFIG["tabs"].items():
             for model in spec["models"]:

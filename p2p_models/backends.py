@@ -1,32 +1,81 @@
-"""How a generator runs at inference: plain PyTorch, the fast CPU path (oneDNN-packed copies) or ONNX
-Runtime. A layer below the pipelines, which hold one `GeneratorBackend` each; it imports models'
-helpers (`modes`, `optimize`, `onnx_export`), never the pipelines."""
+"""How a generator runs at inference: plain PyTorch, the fast CPU path (oneDNN-packed copies) in float32
+or bf16, ONNX Runtime, or `auto`, the fastest of those measured on the CPU at hand. A layer below the
+pipelines, which hold one `GeneratorBackend` each; it imports models' helpers (`cpu`, `modes`,
+`optimize`, `onnx_export`), never the pipelines."""
 
 import contextlib
+import importlib.util
+import json
+import logging
 import os
+import re
 import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .cpu import native_bf16
 from .modes import eval_mode, paper_test_mode
 from .onnx_export import OnnxGenerator, export_onnx
 from .optimize import fast_cpu_copy
 
-BACKENDS = ("torch", "fast", "onnxruntime")
+BACKENDS = ("torch", "fast", "bf16", "onnxruntime", "auto")
+ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")  # what exporting and running an ONNX copy needs
+TIMED_CALLS = 3  # `auto` times each candidate this many times, round-robin after a warm-up call, keeping the fastest
+
+logger = logging.getLogger(__name__)
+
+# `auto`'s choices in this process: (model class, its config, input shape, deterministic) -> backend name
+auto_choices: dict[tuple, str] = {}
+_choosing = threading.Lock()
+
+
+def weights_state(module: nn.Module) -> tuple:
+    """What changes when `module`'s weights do (replaced or updated in place)."""
+    return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+
+
+def exported(module: nn.Module) -> OnnxGenerator:
+    """`module` (eval mode) exported to ONNX (`export_onnx`) and loaded in ONNX Runtime."""
+    with tempfile.TemporaryDirectory(prefix="p2p-onnx-") as folder:
+        path = Path(folder) / "generator.onnx"
+        export_onnx(module, path)
+        return OnnxGenerator(path)
+
+
+def call_ms(net, x: torch.Tensor, kwargs: dict) -> float:
+    """Milliseconds one call `net(x, **kwargs)` takes."""
+    start = time.perf_counter()
+    net(x, **kwargs)
+    return 1000 * (time.perf_counter() - start)
 
 
 class GeneratorBackend:
-    """One way of running a generator:
+    """One way of running a generator (or pix2pixHD's encoder: any module taking (B, C_in, H, W)):
 
     - `torch`: plain PyTorch (the default).
-    - `fast`: on a CPU in float32, a copy of the generator with its convolution weights packed for
+    - `fast`: on a CPU in float32, a copy of the module with its convolution weights packed for
       oneDNN once per input shape, and BatchNorm folded into the convolutions for deterministic calls
       (`optimize.fast_cpu_copy`, rebuilt when the weights change). Same outputs as `torch` within 1e-4
       ([-1, 1] scale), same seeds; on CUDA or in half precision it is `torch`.
-    - `onnxruntime`: `generator` in eval mode in ONNX Runtime: `onnx_model` (a file written by
-      `p2p export-onnx`), or exported now. Deterministic calls only.
+    - `bf16`: `fast` with the copy's convolutions in bfloat16 (norms in float32), float32 in and out:
+      for CPUs that compute bf16 natively (`cpu.native_bf16`; elsewhere oneDNN emulates it, 40-100x
+      slower, and a warning says so). Output PSNR against float32 >= 40 dB on the shipped models
+      (`tests/test_backends.py`); same seeds (the same dropout masks). On CUDA or in half precision
+      it is `torch`.
+    - `onnxruntime`: the module in eval mode in ONNX Runtime: the generator from `onnx_model` (a file
+      written by `p2p export-onnx`) or exported now, another module (the encoder) exported on first
+      use. Deterministic calls only.
+    - `auto`: on a CPU in float32, the fastest of `fast`, `bf16` (only where the CPU computes bf16
+      natively) and `onnxruntime` (deterministic calls, where `ONNX_PACKAGES` are installed), timed
+      on the call's own input (`TIMED_CALLS` each, round-robin) once per process per model class and config, input
+      shape and mode (`auto_choices`); the choice and the timings are logged (one INFO line). Timing
+      draws nothing from the caller's generator or torch's global RNG, so a seed gives what the
+      chosen backend gives. On CUDA or in half precision it is `torch`.
     """
 
     def __init__(self, name: str = "torch", generator: nn.Module | None = None,
@@ -35,36 +84,117 @@ class GeneratorBackend:
             raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
         if onnx_model is not None and name != "onnxruntime":
             raise ValueError("onnx_model is only used by the onnxruntime backend")
+        native, why = native_bf16()
+        if name == "bf16" and not native:
+            warnings.warn(f"backend bf16: {why}; use fast or auto", UserWarning, stacklevel=3)
         self.name = name
-        self.onnx = None
-        self._fast = None  # (the weights' state, {deterministic: packed copy})
+        self._lock = threading.Lock()
+        self._copies: dict[int, tuple[tuple, dict]] = {}  # id(module) -> (weights_state, {(kind, deterministic): copy})
+        self._onnx_files: dict[int, OnnxGenerator] = {}  # id(module) -> its session from `onnx_model`
         if name == "onnxruntime":
             if onnx_model is None:
-                onnx_model = Path(tempfile.mkdtemp(prefix="p2p-onnx-")) / "generator.onnx"
-                export_onnx(generator, onnx_model)
-            self.onnx = OnnxGenerator(onnx_model)
-            channels = self.onnx.session.get_inputs()[0].shape[1]
+                self._copy(generator, "onnxruntime", True)  # exported now, so that a failure shows here
+                return
+            session = self._onnx_files[id(generator)] = OnnxGenerator(onnx_model)
+            channels = session.session.get_inputs()[0].shape[1]
             if channels != generator.config.in_channels:
                 raise ValueError(f"{onnx_model}: the ONNX model takes {channels} channels, this pipeline's generator "
                                  f"{generator.config.in_channels}")
+
+    def _copy(self, module: nn.Module, kind: str, deterministic: bool):
+        """`module` made ready for backend `kind` (`fast`, `bf16`, `onnxruntime`), built once per module
+        and mode and again when its weights change."""
+        if kind == "onnxruntime" and id(module) in self._onnx_files:
+            return self._onnx_files[id(module)]
+        state = weights_state(module)
+        with self._lock:
+            saved = self._copies.get(id(module))
+            if saved is None or saved[0] != state:  # new or changed weights: new copies
+                saved = self._copies[id(module)] = (state, {})
+            if (kind, deterministic) not in saved[1]:
+                saved[1][kind, deterministic] = exported(module) if kind == "onnxruntime" else fast_cpu_copy(
+                    module, deterministic, torch.bfloat16 if kind == "bf16" else torch.float32)
+            return saved[1][kind, deterministic]
+
+    @contextlib.contextmanager
+    def _run(self, module: nn.Module, kind: str, deterministic: bool):
+        """`module` as a callable for backend `kind` (not `auto`), in its mode."""
+        if kind == "onnxruntime":
+            if not deterministic:
+                raise ValueError("the onnxruntime backend runs the exported eval-mode generator (no dropout, running "
+                                 "BatchNorm statistics): use deterministic=True, or the torch or fast backend")
+            yield self._copy(module, kind, True)
+            return
+        if kind != "torch":
+            module = self._copy(module, kind, deterministic)
+        with (eval_mode if deterministic else paper_test_mode)(module):
+            yield module
 
     @contextlib.contextmanager
     def runner(self, module: nn.Module, deterministic: bool = True):
         """`module` as a callable for this backend: (B, C_in, H, W) -> (B, C_out, H, W), in eval mode if
         `deterministic`, else in `paper_test_mode`."""
-        if self.onnx is not None:
-            if not deterministic:
-                raise ValueError("the onnxruntime backend runs the exported eval-mode generator (no dropout, running "
-                                 "BatchNorm statistics): use deterministic=True, or the torch or fast backend")
-            yield self.onnx
+        kind = self.name
+        if kind in ("fast", "bf16", "auto") and (module.device.type != "cpu" or module.dtype != torch.float32):
+            kind = "torch"
+        if kind != "auto":
+            with self._run(module, kind, deterministic) as net:
+                yield net
             return
-        if self.name == "fast" and module.device.type == "cpu" and module.dtype == torch.float32:
-            state = (id(module), *((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())))
-            if self._fast is None or self._fast[0] != state:  # new or changed weights: new copies
-                self._fast = (state, {})
-            copies = self._fast[1]
-            if deterministic not in copies:
-                copies[deterministic] = fast_cpu_copy(module, deterministic)
-            module = copies[deterministic]
-        with (eval_mode if deterministic else paper_test_mode)(module):
-            yield module
+
+        def run(x: torch.Tensor, **kwargs) -> torch.Tensor:
+            with self._run(module, self.choice(module, x, deterministic, kwargs), deterministic) as net:
+                return net(x, **kwargs)
+
+        yield run
+
+    def choice(self, module: nn.Module, x: torch.Tensor, deterministic: bool, kwargs: dict | None = None) -> str:
+        """The backend `auto` runs `module` with on `x`: from `auto_choices`, else timed now (see the class)."""
+        config = {k: v for k, v in dict(getattr(module, "config", {})).items() if not k.startswith("_")}  # not its path
+        config = json.dumps(config, sort_keys=True, default=str)
+        key = (type(module).__name__, config, tuple(x.shape), deterministic)
+        if key not in auto_choices:
+            with _choosing:
+                if key not in auto_choices:
+                    auto_choices[key] = self._measure(module, x, deterministic, kwargs or {})
+        return auto_choices[key]
+
+    def _measure(self, module: nn.Module, x: torch.Tensor, deterministic: bool, kwargs: dict) -> str:
+        """Time each candidate backend on `x` (`call_ms`; torch's global RNG restored afterwards) and log
+        the fastest, with the timings and why others weren't tried."""
+        candidates, notes = ["fast"], []
+        native, why = native_bf16()
+        if native:
+            candidates.append("bf16")
+        else:
+            notes.append(f"bf16 not tried: {why}")
+        missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+        if not deterministic:
+            notes.append("onnxruntime not tried: sampled mode (dropout, batch statistics) is not exported")
+        elif missing:
+            notes.append(f"onnxruntime not tried: {', '.join(missing)} not installed")
+        else:
+            candidates.append("onnxruntime")
+        if "generator" in kwargs:  # dropout masks from a generator of the measurement's own
+            kwargs = {**kwargs, "generator": torch.Generator(x.device).manual_seed(0)}
+        nets, ms = {}, {}
+        with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=[]):
+            for kind in candidates:
+                try:
+                    nets[kind] = stack.enter_context(self._run(module, kind, deterministic))
+                    nets[kind](x, **kwargs)  # warm-up: builds the copy, packs its weights at this shape
+                except Exception as e:  # e.g. a module ONNX can't export: the others still compete
+                    if kind == "fast":
+                        raise
+                    nets.pop(kind, None)
+                    message = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().split("\n")[0][:200]  # no colour codes
+                    notes.append(f"{kind} failed: {type(e).__name__}: {message}")
+            for _ in range(TIMED_CALLS):  # round-robin, so that other load on the CPU slows them alike
+                for kind, net in nets.items():
+                    ms[kind] = min(ms.get(kind, float("inf")), call_ms(net, x, kwargs))
+        best = min(ms, key=ms.get)
+        timings = ", ".join(f"{kind} {t:.1f} ms" for kind, t in ms.items())
+        mode = "deterministic" if deterministic else "sampled"
+        logger.info(f"backend auto: {best} for {type(module).__name__} at {tuple(x.shape)}, {mode} ({timings}; "
+                    f"fastest of {TIMED_CALLS} calls each after a warm-up){''.join('; ' + n for n in notes)}")
+        return best

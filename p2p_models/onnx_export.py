@@ -28,7 +28,7 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18) 
     dims = [factor * torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w")]
     x = torch.zeros(1, generator.config.in_channels, 2 * factor, 2 * factor, device=generator.device,
                     dtype=generator.dtype)
-    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=1024), 2: dims[0], 3: dims[1]}}
+    shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: dims[0], 3: dims[1]},)  # by position: any arg name
     with eval_mode(generator), torch.no_grad():
         torch.onnx.export(generator, (x,), str(path), dynamo=True, input_names=["x"], output_names=["y"],
                           dynamic_shapes=shapes, opset_version=opset, verbose=False)

@@ -7,6 +7,8 @@ from torch import nn
 
 from .blocks import Dropout
 
+PACKED_DTYPES = (torch.float32, torch.bfloat16)
+
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """A copy of `model` with every BatchNorm that directly follows a conv (or transposed conv)
@@ -43,8 +45,8 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
 class PackedConv2d(nn.Module):
     """A Conv2d or ConvTranspose2d whose weight is reordered into oneDNN's blocked layout once per
     input shape (what inductor's freezing does), instead of on every call as plain eager does.
-    Same function; CPU float32 inputs without autograd only (others run the wrapped `conv`).
-    Forward: (B, C_in, H, W) -> (B, C_out, H', W'), as the wrapped conv."""
+    Same function; CPU float32 or bfloat16 inputs of the weight's dtype without autograd only (others
+    run the wrapped `conv`). Forward: (B, C_in, H, W) -> (B, C_out, H', W'), as the wrapped conv."""
 
     max_shapes = 2  # packed copies kept (one per recent input shape)
 
@@ -57,7 +59,8 @@ class PackedConv2d(nn.Module):
         self.packed: dict[tuple[int, ...], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+        if x.device.type != "cpu" or x.dtype not in PACKED_DTYPES or x.dtype != self.conv.weight.dtype or \
+                torch.is_grad_enabled():
             return self.conv(x)
         mkldnn = torch.ops.mkldnn
         shape = tuple(x.shape)
@@ -86,19 +89,38 @@ def packable(module: nn.Module) -> bool:
         not isinstance(module.padding, str)
 
 
-def fast_cpu_copy(model: nn.Module, deterministic: bool) -> nn.Module:
-    """A copy of `model` for fast CPU float32 inference: every conv a `PackedConv2d`, and, if
+class CastCopy(nn.Module):
+    """`model` (its weights in `dtype`) called with float32: the input cast to `dtype`, the output back
+    to float32, other arguments (a dropout `generator`) passed on. (B, C_in, H, W) -> (B, C_out, H, W)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.model(x.to(self.dtype), *args, **kwargs).float()
+
+
+def fast_cpu_copy(model: nn.Module, deterministic: bool, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A copy of `model` for fast CPU inference: every conv a `PackedConv2d`, and, if
     `deterministic` (eval-mode use only), BatchNorms folded into the convs (`fold_batch_norms`).
     The sampling copy keeps its BatchNorms, so batch statistics work as before, and draws dropout
-    masks as the plain model does (`ContiguousDropout`). Without oneDNN (`torch.backends.mkldnn`)
-    it is a plain copy."""
+    masks as the plain model does (`ContiguousDropout`). With `dtype=torch.bfloat16` the copy's
+    weights are bf16 (BatchNorm and InstanceNorm parameters and statistics stay float32) and it is
+    called as the float32 model (`CastCopy`: float32 in and out); it draws the same dropout masks.
+    Without oneDNN (`torch.backends.mkldnn`) the convs are left unpacked."""
     model = fold_batch_norms(model) if deterministic else copy.deepcopy(model)
-    if not torch.backends.mkldnn.is_available():
+    if torch.backends.mkldnn.is_available():
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if packable(child):
+                    setattr(parent, name, PackedConv2d(child))
+                elif type(child) in (nn.Dropout, Dropout):
+                    setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
+    if dtype == torch.float32:
         return model
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if packable(child):
-                setattr(parent, name, PackedConv2d(child))
-            elif type(child) in (nn.Dropout, Dropout):
-                setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
-    return model
+    model.to(dtype)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.float()
+    return CastCopy(model, dtype)

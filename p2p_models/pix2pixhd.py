@@ -203,7 +203,8 @@ class MultiscaleDiscriminator(P2PModelMixin, ConfigMixin):
 
 class FeatureEncoder(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     """E: a real image -> a `feat_num`-channel feature map, averaged within each instance.
-    Forward: image (B, in_channels, H, W), instances (B, 1, H, W) ids -> (B, feat_num, H, W).
+    Forward: image (B, in_channels, H, W), instances (B, 1, H, W) ids -> (B, feat_num, H, W); without
+    `instances`, the features per pixel (what the backends run).
 
     Args: in_channels (3), feat_num (3), nef (16), n_downsampling (4), norm.
     """
@@ -220,5 +221,6 @@ class FeatureEncoder(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     def downsampling_factor(self) -> int:
         return 2**self.config.n_downsampling
 
-    def forward(self, image: torch.Tensor, instances: torch.Tensor) -> torch.Tensor:
-        return instance_average(self.layers(image), instances)
+    def forward(self, image: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.layers(image)
+        return features if instances is None else instance_average(features, instances)

@@ -122,7 +122,8 @@ class Pix2PixHDPipeline(P2PPipeline):
             if len(x) != 1:
                 raise ValueError(f"style_image: one photo, got {len(x)}")
             x = x.to(self.device, encoder.dtype)
-            features = run_padded(encoder.layers, x, encoder.downsampling_factor, encoder.min_size)
+            with self.generator_runner(module=encoder) as net:
+                features = run_padded(net, x, encoder.downsampling_factor, encoder.min_size)
             encoded = instance_means(features.float()[0], index, len(ids))  # (instances, feat)
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else check_seed(seed)
         styles, instance_styles = styles or {}, instance_styles or {}

@@ -138,7 +138,8 @@ class P2PPipeline(DiffusionPipeline):
 
     `max_pixels` (default 4096 * 4096) refuses larger inputs before they are decoded or processed,
     whatever the `size_mode`; set it on an instance (`pipe.max_pixels = None` lifts it).
-    `set_backend` picks how the generator runs (plain PyTorch, the fast CPU path, ONNX Runtime)."""
+    `set_backend` picks how the generator runs (plain PyTorch, the fast CPU path in float32 or bf16, ONNX
+    Runtime, or `auto`: the fastest of those on the CPU at hand)."""
 
     max_pixels: int | None = MAX_PIXELS
     card_tags: list[str] = []
@@ -151,19 +152,22 @@ class P2PPipeline(DiffusionPipeline):
         return self._backend.name
 
     def set_backend(self, backend: str = "torch", onnx_model: str | os.PathLike | None = None) -> None:
-        """How the generator runs: `torch` (plain PyTorch, the default), `fast` (CPU float32: packed oneDNN
-        convolutions, BatchNorm folded for deterministic calls; the same outputs within 1e-4 and the same
-        seeds) or `onnxruntime` (the eval-mode generator exported, or `onnx_model` from `p2p export-onnx`;
-        deterministic calls only). See `backends.GeneratorBackend`."""
+        """How the generator (and pix2pixHD's encoder) runs: `torch` (plain PyTorch, the default), `fast`
+        (CPU float32: packed oneDNN convolutions, BatchNorm folded for deterministic calls; the same outputs
+        within 1e-4 and the same seeds), `bf16` (`fast` in bfloat16, for CPUs that compute it natively;
+        PSNR >= 40 dB against float32, the same seeds), `onnxruntime` (the eval-mode generator exported, or
+        `onnx_model` from `p2p export-onnx`; deterministic calls only) or `auto` (the fastest of `fast`,
+        `bf16` where native and `onnxruntime` where installed and deterministic, timed once per process
+        per model config and input shape, the choice logged). See `backends.GeneratorBackend`."""
         self._backend = GeneratorBackend(backend, self.generator, onnx_model)
 
     def optimize_for_inference(self, device: str | torch.device | None = None):
         """Move to the fastest place that keeps quality and return the pipeline: CUDA (or `device`)
-        in float16 when there is one, else the CPU in float32 with the `fast` backend."""
+        in float16 when there is one, else the CPU in float32 with the `auto` backend."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda":
             return self.to(device, torch.float16)
-        self.to(device, torch.float32).set_backend("fast")
+        self.to(device, torch.float32).set_backend("auto")
         return self
 
     def enable_model_cpu_offload(self, *args, **kwargs):
@@ -177,10 +181,11 @@ class P2PPipeline(DiffusionPipeline):
         """Why overridden: as `enable_model_cpu_offload`."""
         self.enable_model_cpu_offload()
 
-    def generator_runner(self, deterministic: bool = True):
-        """The generator as a callable for the current backend, a context manager: (B, C_in, H, W) ->
-        (B, C_out, H, W), in eval mode if `deterministic`, else in `paper_test_mode`."""
-        return self._backend.runner(self.generator, deterministic)
+    def generator_runner(self, deterministic: bool = True, module: nn.Module | None = None):
+        """The generator (or `module`: pix2pixHD's encoder) as a callable for the current backend, a
+        context manager: (B, C_in, H, W) -> (B, C_out, H, W), in eval mode if `deterministic`, else in
+        `paper_test_mode`."""
+        return self._backend.runner(self.generator if module is None else module, deterministic)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
