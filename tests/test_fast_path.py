@@ -97,6 +97,6 @@ def test_onnxruntime_backend_matches_torch_and_is_deterministic_only(tmp_path):
         pipe.set_backend("onnxruntime", tmp_path / "junk.onnx")
 
 
-def test_optimize_for_inference_on_a_cpu_uses_the_fast_backend():
+def test_optimize_for_inference_on_a_cpu_uses_the_auto_backend():
     pipe = make_pipe().optimize_for_inference("cpu")
-    assert pipe.backend == "fast" and pipe.device.type == "cpu" and pipe.generator.dtype == torch.float32
+    assert pipe.backend == "auto" and pipe.device.type == "cpu" and pipe.generator.dtype == torch.float32
