@@ -1,6 +1,7 @@
 """Speed and memory table for the p2p models on this machine.
 
     python benchmarks/run.py [--device cpu] [--repeats 5] [--hd] [--quick] [--only REGEX] [--json results.json]
+    python benchmarks/run.py --backends [--targets facades_256,camvid_hd_384x512] [--hd] ...
 
 Each row runs in a fresh process, so its peak memory is its own (on CPU the peak resident set:
 weights, activations and ~0.3 GB of torch itself; on CUDA the peak allocated). Times are medians
@@ -19,6 +20,12 @@ of `--repeats` calls after warm-up (compile time excluded). Rows:
   512x1024 (fp32 eager, channels_last) and G2 (global + local, ngf 32) at 1024x2048, and one
   G1 training step at 512x1024 (G + 3-scale D, feature matching, Adam); these rows take the median
   of at most 2 calls, seconds each on a CPU.
+`--backends` times the inference backends instead (`backend_rows`): on unet_256 (ngf 64, 256x256),
+each shipped model at its app size (the shipped weights: facades, colorization and maps at 256x256,
+CamVid pix2pixHD at 384x512) and, with --hd, pix2pixHD G2 (ngf 32) at 1024x2048: the reference
+eager, compile + freezing, ONNX Runtime, each of our backends and `auto` (the row names its choice),
+deterministic and sampled, then a summary (auto against ONNX Runtime and the reference, sampled
+against deterministic); `--targets` picks some targets, `--only` some rows.
 `--quick` shrinks every model and size, skips torch.compile and runs all rows in one process (for
 CI: checks the script, not the machine).
 """
@@ -53,6 +60,8 @@ from p2p_models import (
     multiscale_gan_loss,
     pix2pix_generator_loss,
 )
+from p2p_models.backends import GeneratorBackend
+from p2p_models.cpu import cpu_name, native_bf16
 from p2p_models.onnx_export import OnnxGenerator, export_onnx
 from p2p_models.optimize import fast_cpu_copy, fold_batch_norms
 from p2p_models.pipelines import paper_test_mode
@@ -60,7 +69,9 @@ from train.common import memory_format, resolve_mixed_precision
 from train.data import PairedImageDataset, load_splits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_layout import RefUnet
+from reference_layout import RefLocal, RefUnet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("eager", "channels_last", "compile", "bf16", "bn_folded")
 FAST_PATH = ("reference", "compile_freezing", "onnxruntime", "fast", "sampling", "sampling_fast")
@@ -75,6 +86,108 @@ def rows(hd: bool, quick: bool) -> list[tuple[str, str, int]]:
         out += [("hd_global_512x1024", v, 1) for v in ("eager", "channels_last")]
         out += [("hd_local_1024x2048", "eager", 1), ("hd_global_train_step", "eager", 1)]
     return out
+
+
+# --backends: targets (unet_256 at ngf 64, the shipped models at their app sizes, pix2pixHD G2 at 1024x2048
+# with --hd) and what runs them
+BACKEND_TARGETS = ("unet_256_ngf64", "facades_256", "colorization_256", "maps_aerial2map_256", "maps_map2aerial_256",
+                   "camvid_hd_384x512")
+HD_BACKEND_TARGET = "label2city_g2_1024x2048"
+DETERMINISTIC = ("reference", "compile_freezing", "onnxruntime", "torch", "fast", "bf16", "auto")
+SAMPLED = ("sampled_torch", "sampled_fast", "sampled_bf16", "sampled_auto")
+
+
+def backend_rows(hd: bool, quick: bool, targets: list[str] | None = None) -> list[tuple[str, str, int]]:
+    """--backends: per target, batch 1, deterministic: the reference's module layout in eager
+    (`reference`), torch.compile with inductor freezing, ONNX Runtime on the exported graph, and each of
+    our backends (`torch`, `fast`, `bf16`, `auto`); sampled (dropout, batch statistics; pix2pix only):
+    each of ours but ONNX Runtime. bf16 rows only where the CPU computes bf16 natively (elsewhere a
+    call takes minutes), or with --quick; no compile with --quick."""
+    chosen = targets or [*BACKEND_TARGETS, *([HD_BACKEND_TARGET] if hd else [])]
+    skip = {"compile_freezing"} if quick else set()
+    if not (quick or native_bf16()[0]):
+        skip |= {"bf16", "sampled_bf16"}
+    out = []
+    for target in chosen:
+        sampled = SAMPLED if "hd" not in target else ()
+        out += [(target, v, 1) for v in (*DETERMINISTIC, *sampled) if v not in skip]
+    return out
+
+
+def backend_target(name: str, quick: bool) -> tuple[torch.nn.Module, torch.nn.Module, tuple[int, ...]]:
+    """(our generator, the reference's layout of it with random weights, input shape) for a --backends
+    target: the shipped weights at the app's size, or random ones; --quick: tiny random ones."""
+    if name in ("unet_256_ngf64", HD_BACKEND_TARGET):
+        model = UNetGenerator(num_downs=8, ngf=64) if name.startswith("unet") else LocalEnhancer(36, 3, ngf=32)
+        size = (256, 256) if name.startswith("unet") else (1024, 2048)
+    else:
+        folder = ROOT / "pretrained" / name.rsplit("_", 1)[0]
+        model_class = LocalEnhancer if "hd" in name else UNetGenerator
+        model = model_class.from_pretrained(folder, subfolder="generator")
+        size = json.loads((folder / "model_index.json").read_text())["image_size"]
+        size = (size, size) if isinstance(size, int) else tuple(size)
+    c = model.config
+    if quick:
+        model = UNetGenerator(c.in_channels, c.out_channels, num_downs=6, ngf=8) if isinstance(model, UNetGenerator) \
+            else LocalEnhancer(c.in_channels, c.out_channels, ngf=4, n_downsample_global=3, n_blocks_global=1,
+                               n_blocks_local=1)
+        size, c = (64, 64) if isinstance(model, UNetGenerator) else (64, 128), model.config
+    if isinstance(model, UNetGenerator):
+        reference = RefUnet(c.in_channels, c.out_channels, c.num_downs, c.ngf, c.norm, c.use_dropout)
+    else:
+        reference = RefLocal(c.in_channels, c.out_channels, c.ngf, c.n_downsample_global, c.n_blocks_global,
+                             c.n_local_enhancers, c.n_blocks_local)
+    return model.eval(), reference.eval(), (1, c.in_channels, *size)
+
+
+def backend_call(name: str, variant: str, quick: bool, device):
+    """A callable running one forward of a --backends row; an `auto` row's callable also has `.chosen()`,
+    the backend auto picked."""
+    model, reference, shape = backend_target(name, quick)
+    x = torch.randn(shape, device=device)
+    if variant in ("reference", "compile_freezing"):
+        net = reference.to(device) if variant == "reference" else \
+            torch.compile(model.to(device), options={"freezing": True})
+
+        def forward():
+            with torch.no_grad():
+                return net(x)
+
+        return forward
+    kind, deterministic = variant.removeprefix("sampled_"), not variant.startswith("sampled_")
+    model = model.to(device)
+    backend = GeneratorBackend(kind, model)
+    extra = {} if deterministic else {"generator": torch.Generator(device).manual_seed(0)}
+
+    def call():
+        with torch.no_grad(), backend.runner(model, deterministic) as net:
+            return net(x, **extra)
+
+    if kind == "auto":
+        call.chosen = lambda: backend.choice(model, x, deterministic)
+    return call
+
+
+def backend_summary(results: list[dict]) -> str:
+    """What auto gives, from the rows above: against ONNX Runtime and the reference (deterministic),
+    sampled against deterministic."""
+    ms = {(r["name"], r["variant"]): r["ms"] for r in results}
+    chose = {(r["name"], r["variant"]): r["chose"] for r in results if "chose" in r}
+    native, why = native_bf16()
+    lines = [f"\nCPU: {cpu_name()}, {torch.get_num_threads()} threads; native bf16: {'yes' if native else 'no'} ({why})"]
+    for name in dict.fromkeys(r["name"] for r in results):
+        auto = ms.get((name, "auto"))
+        if auto is None:
+            continue
+        parts = [f"auto ({chose[name, 'auto']}) {auto:.1f} ms"]
+        parts += [f"{ms[name, v] / auto:.2f}x the speed of {label}" for v, label in
+                  (("onnxruntime", "ONNX Runtime"), ("reference", "the reference eager"), ("fast", "fast"))
+                  if (name, v) in ms]
+        if (name, "sampled_auto") in ms:
+            parts.append(f"sampled auto ({chose[name, 'sampled_auto']}) {ms[name, 'sampled_auto']:.1f} ms, "
+                         f"{ms[name, 'sampled_auto'] / auto:.2f}x the deterministic time")
+        lines.append(f"- {name}: " + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def train_rows(hd: bool) -> list[tuple[str, str, int]]:
@@ -99,6 +212,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--hd", action="store_true", help="add the pix2pixHD rows (slow on a CPU)")
     p.add_argument("--train", action="store_true", help="training throughput rows instead (see train_rows)")
+    p.add_argument("--backends", action="store_true", help="inference backend rows instead (see backend_rows)")
+    p.add_argument("--targets", default=None, metavar="NAME,...",
+                   help=f"--backends: only these targets, of {', '.join((*BACKEND_TARGETS, HD_BACKEND_TARGET))}")
     p.add_argument("--quick", action="store_true", help="tiny models and sizes, no torch.compile")
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--only", default=None, metavar="REGEX",
@@ -227,6 +343,8 @@ def build(name, variant, batch, quick, device):
     """A callable doing one timed call of the row."""
     torch.manual_seed(0)
     s = 4 if quick else 1
+    if name in (*BACKEND_TARGETS, HD_BACKEND_TARGET):
+        return backend_call(name, variant, quick, device)
     if name == "unet_256":
         num_downs, ngf = (6, 8) if quick else (8, 64)
         model = RefUnet(3, 3, num_downs, ngf, "batch") if variant == "reference" else UNetGenerator(
@@ -265,7 +383,7 @@ def run_row(args, row: str) -> dict:
         fn()
     sync()
     times = []
-    for _ in range(min(args.repeats, 2) if name.startswith("hd") else args.repeats):  # seconds per call
+    for _ in range(min(args.repeats, 2) if name.startswith(("hd", "label2city")) else args.repeats):  # seconds a call
         start = time.perf_counter()
         fn()
         sync()
@@ -275,8 +393,8 @@ def run_row(args, row: str) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     ms = statistics.median(times)
-    return {"name": name, "variant": variant, "batch": batch, "ms": ms, "per_second": 1000 * batch / ms,
-            "peak_mb": peak}
+    row = {"name": name, "variant": variant, "batch": batch, "ms": ms, "per_second": 1000 * batch / ms, "peak_mb": peak}
+    return row | ({"chose": fn.chosen()} if hasattr(fn, "chosen") else {})
 
 
 def main(argv=None):
@@ -286,12 +404,21 @@ def main(argv=None):
     if args.compare:
         return print(compare(args))
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-          f"{', QUICK (tiny models)' if args.quick else ''}")
+    native, why = native_bf16()
+    print(f"device {args.device} ({cpu_name()}; native bf16: {'yes' if native else 'no'}, {why}), torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads{', QUICK (tiny models)' if args.quick else ''}")
     print(f"| what | variant | batch | ms / call | images (steps) / s | {memory} |")
     print("|---|---|---:|---:|---:|---:|", flush=True)
+    if args.backends:
+        targets = args.targets.split(",") if args.targets else None
+        unknown = set(targets or ()) - {*BACKEND_TARGETS, HD_BACKEND_TARGET}
+        if unknown:
+            raise SystemExit(f"--targets: unknown {', '.join(sorted(unknown))}")
+        selected = backend_rows(args.hd, args.quick, targets)
+    else:
+        selected = train_rows(args.hd) if args.train else rows(args.hd, args.quick)
     results = []
-    for name, variant, batch in train_rows(args.hd) if args.train else rows(args.hd, args.quick):
+    for name, variant, batch in selected:
         if args.only and not re.search(args.only, f"{name},{variant},{batch}"):
             continue
         if args.quick:  # one process for all rows: fast, but peak memory is then cumulative
@@ -304,13 +431,16 @@ def main(argv=None):
                 raise RuntimeError(f"{name} {variant} failed:\n{done.stderr[-2000:]}")
             r = json.loads(done.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"| {r['name']} | {r['variant']} | {r['batch']} | {r['ms']:.1f} | {r['per_second']:.2f} | "
+        variant = f"{r['variant']} ({r['chose']})" if "chose" in r else r["variant"]
+        print(f"| {r['name']} | {variant} | {r['batch']} | {r['ms']:.1f} | {r['per_second']:.2f} | "
               f"{r['peak_mb']:.0f} |", flush=True)
         if args.json:  # rewritten after every row, so a long run keeps what it measured
             with open(args.json, "w") as f:
-                json.dump({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "quick": args.quick, "rows": results}, f, indent=2)
-    if args.train:
+                json.dump({"device": args.device, "cpu": cpu_name(), "native_bf16": native, "torch": torch.__version__,
+                           "threads": torch.get_num_threads(), "quick": args.quick, "rows": results}, f, indent=2)
+    if args.backends:
+        print(backend_summary(results))
+    elif args.train:
         print(train_summary(results, "rows above"))
         if not args.quick:
             print(train_summary(interleaved([r for r in train_rows(False) if r[0].startswith("train_")], args),

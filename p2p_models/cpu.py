@@ -7,16 +7,26 @@ from pathlib import Path
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The feature flags of /proc/cpuinfo (empty where there is none, e.g. off Linux)."""
+def cpuinfo(field: str) -> str:
+    """The first `field` line of /proc/cpuinfo ("" where there is none, e.g. off Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.split(":", 1)[0].strip() == field:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of /proc/cpuinfo (empty where there is none, e.g. off Linux)."""
+    return set(cpuinfo("flags").split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name, e.g. "AMD EPYC 9B14" ("unknown CPU" where /proc/cpuinfo has none)."""
+    return cpuinfo("model name") or "unknown CPU"
 
 
 def native_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
