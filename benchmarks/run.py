@@ -174,7 +174,8 @@ def backend_summary(results: list[dict]) -> str:
     ms = {(r["name"], r["variant"]): r["ms"] for r in results}
     chose = {(r["name"], r["variant"]): r["chose"] for r in results if "chose" in r}
     native, why = native_bf16()
-    lines = [f"\nCPU: {cpu_name()}, {torch.get_num_threads()} threads; native bf16: {'yes' if native else 'no'} ({why})"]
+    lines = [f"\nCPU: {cpu_name()}, {torch.get_num_threads()} threads; native bf16: {'yes' if native else 'no'} "
+             f"({why})"]
     for name in dict.fromkeys(r["name"] for r in results):
         auto = ms.get((name, "auto"))
         if auto is None:

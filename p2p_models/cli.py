@@ -287,7 +287,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tile_size", type=int, nargs="+", metavar="N", help="tiled: S or H W (default: the working size)")
     t.add_argument("--tile_overlap", type=int, help="tiled: overlap in pixels (default: a quarter tile)")
     t.add_argument("--backend", choices=BACKENDS, default="fast",
-                   help="fast (default; plain torch off-CPU), torch, or onnxruntime (deterministic)")
+                   help="fast (default; plain torch off-CPU), bf16 (CPUs with native bf16), auto (the fastest, "
+                        "timed), torch, or onnxruntime (deterministic)")
     t.add_argument("--onnx", metavar="FILE", help="onnxruntime: a file from `p2p export-onnx` (default: export now)")
     t.add_argument("--skip_existing", action="store_true",
                    help="leave out inputs whose output exists (outputs are written whole, so an existing one is done)")
