@@ -72,10 +72,10 @@ class GeneratorBackend:
       use. Deterministic calls only.
     - `auto`: on a CPU in float32, the fastest of `fast`, `bf16` (only where the CPU computes bf16
       natively) and `onnxruntime` (deterministic calls, where `ONNX_PACKAGES` are installed), timed
-      on the call's own input (`TIMED_CALLS` each, round-robin) once per process per model class and config, input
-      shape and mode (`auto_choices`); the choice and the timings are logged (one INFO line). Timing
-      draws nothing from the caller's generator or torch's global RNG, so a seed gives what the
-      chosen backend gives. On CUDA or in half precision it is `torch`.
+      on the call's own input (`TIMED_CALLS` calls each, round-robin) once per process per model class
+      and config, input shape and mode (`auto_choices`); the choice and the timings are logged (one
+      INFO line). Timing draws nothing from the caller's generator or torch's global RNG, so a seed
+      gives what the chosen backend gives. On CUDA or in half precision it is `torch`.
     """
 
     def __init__(self, name: str = "torch", generator: nn.Module | None = None,
@@ -84,9 +84,8 @@ class GeneratorBackend:
             raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
         if onnx_model is not None and name != "onnxruntime":
             raise ValueError("onnx_model is only used by the onnxruntime backend")
-        native, why = native_bf16()
-        if name == "bf16" and not native:
-            warnings.warn(f"backend bf16: {why}; use fast or auto", UserWarning, stacklevel=3)
+        if name == "bf16" and not native_bf16()[0]:
+            warnings.warn(f"backend bf16: {native_bf16()[1]}; use fast or auto", UserWarning, stacklevel=3)
         self.name = name
         self._lock = threading.Lock()
         self._copies: dict[int, tuple[tuple, dict]] = {}  # id(module) -> (weights_state, {(kind, deterministic): copy})

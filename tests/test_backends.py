@@ -54,6 +54,12 @@ def test_bf16_copy_holds_bf16_convolutions_float32_norms_and_returns_float32():
         assert copy(torch.randn(1, 3, 64, 64)).dtype == torch.float32
 
 
+def test_bf16_without_native_bf16_warns(monkeypatch):
+    monkeypatch.setenv("P2P_NATIVE_BF16", "0")
+    with pytest.warns(UserWarning, match="backend bf16: P2P_NATIVE_BF16=0; use fast or auto"):
+        make_pipe().set_backend("bf16")
+
+
 @needs_native_bf16
 @pytest.mark.parametrize("model", sorted(EXAMPLES))
 def test_bf16_output_psnr_against_fp32_on_the_shipped_models(model):
