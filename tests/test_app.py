@@ -5,6 +5,7 @@ import base64
 import importlib
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -207,6 +208,13 @@ def test_hd_styles_and_instance_selection(app, tmp_path):
         app.hd(label_map, None, 0, {}, *(["7"] * 12))
 
 
+def auto_choice(log, start: int, module: str) -> str:
+    """The backend the server's `auto` picked for its `module` (a generator class name) while writing
+    `log` from offset `start` on (its one INFO line), to compare its images with that backend's."""
+    (choice,) = re.findall(rf"backend auto: (\w+) for {module} at", log.read_text()[start:])
+    return choice
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
@@ -221,8 +229,11 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
         "/colorization", "/maps", "/facades", "/hd"}
     photo = noise(50, 70)
     photo.save(tmp_path / "photo.png")
+    log = folder / "app.log"
+    start = len(log.read_text())
     grey, colour, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
     colorization = Pix2PixPipeline.from_pretrained(folder / "models" / "colorization_0")
+    colorization.set_backend(auto_choice(log, start, "UNetGenerator"))
     expected = colorization(photo.convert("L"), generator=seeded(3)).images[0]
     assert np.array_equal(np.asarray(Image.open(colour)), np.asarray(expected))  # PNG: exact pixels
     out, _ = client.predict(handle_file(str(tmp_path / "photo.png")), "Map -> aerial", 0, True, api_name="/maps")
@@ -236,8 +247,10 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     label_map, ids = hd_label_map()
     label_map.save(tmp_path / "label.png")
     editor = {"background": handle_file(str(tmp_path / "label.png")), "layers": [], "composite": None}
+    start = len(log.read_text())
     _, out, _ = client.predict(editor, None, 5, {}, *["random"] * 12, api_name="/hd")
     pipe = Pix2PixHDPipeline.from_pretrained(folder / "models" / "hd_0")
+    pipe.set_backend(auto_choice(log, start, type(pipe.generator).__name__))
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(pipe(ids, generator=seeded(5)).images[0]))
 
     (tmp_path / "notes.txt").write_text("not an image")
