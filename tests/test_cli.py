@@ -172,7 +172,9 @@ def test_sigint_leaves_only_whole_outputs_and_skip_existing_finishes_the_rest(mo
     out = tmp_path / "out"
     command = [sys.executable, "-m", "p2p_models.cli", "translate", "--model", str(model), str(inputs), "--output",
                str(out), "--backend", "torch"]
-    proc = subprocess.Popen(command, env=environment(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: SIGINT at its default (an ignored SIGINT, which a parent may have set, is inherited)
+    proc = subprocess.Popen(command, env=environment(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (out.is_dir() and any(out.iterdir())) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.002)
