@@ -97,6 +97,11 @@ DETERMINISTIC = ("reference", "compile_freezing", "onnxruntime", "torch", "fast"
 SAMPLED = ("sampled_torch", "sampled_fast", "sampled_bf16", "sampled_auto")
 
 
+def is_hd(target: str) -> bool:
+    """Whether a --backends target is a pix2pixHD generator (no dropout, so no sampled rows)."""
+    return target == HD_BACKEND_TARGET or "_hd_" in target
+
+
 def backend_rows(hd: bool, quick: bool, targets: list[str] | None = None) -> list[tuple[str, str, int]]:
     """--backends: per target, batch 1, deterministic: the reference's module layout in eager
     (`reference`), torch.compile with inductor freezing, ONNX Runtime on the exported graph, and each of
@@ -109,7 +114,7 @@ def backend_rows(hd: bool, quick: bool, targets: list[str] | None = None) -> lis
         skip |= {"bf16", "sampled_bf16"}
     out = []
     for target in chosen:
-        sampled = SAMPLED if "hd" not in target else ()
+        sampled = () if is_hd(target) else SAMPLED
         out += [(target, v, 1) for v in (*DETERMINISTIC, *sampled) if v not in skip]
     return out
 
@@ -122,7 +127,7 @@ def backend_target(name: str, quick: bool) -> tuple[torch.nn.Module, torch.nn.Mo
         size = (256, 256) if name.startswith("unet") else (1024, 2048)
     else:
         folder = ROOT / "pretrained" / name.rsplit("_", 1)[0]
-        model_class = LocalEnhancer if "hd" in name else UNetGenerator
+        model_class = LocalEnhancer if is_hd(name) else UNetGenerator
         model = model_class.from_pretrained(folder, subfolder="generator")
         size = json.loads((folder / "model_index.json").read_text())["image_size"]
         size = (size, size) if isinstance(size, int) else tuple(size)

@@ -37,13 +37,14 @@ def test_training_rows_run_quick(tmp_path):
 def test_backend_rows_run_quick(tmp_path):
     out = tmp_path / "backends.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--backends", "--quick", "--targets",
-                           "facades_256,camvid_hd_384x512", "--repeats", "1", "--json", str(out)],
+                           "facades_256,camvid_hd_384x512,label2city_g2_1024x2048", "--repeats", "1", "--json", str(out)],
                           env=environment(tmp_path), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {(r["name"], r["variant"]): r for r in json.loads(out.read_text())["rows"]}
-    for name in ("facades_256", "camvid_hd_384x512"):
+    for name in ("facades_256", "camvid_hd_384x512", "label2city_g2_1024x2048"):
         assert {(name, v) for v in ("reference", "onnxruntime", "torch", "fast", "bf16", "auto")} <= rows.keys()
         assert rows[name, "auto"]["chose"] in ("fast", "bf16", "onnxruntime")
     assert {("facades_256", v) for v in ("sampled_fast", "sampled_bf16", "sampled_auto")} <= rows.keys()
     assert rows["facades_256", "sampled_auto"]["chose"] in ("fast", "bf16")
+    assert not any(n != "facades_256" and v.startswith("sampled") for n, v in rows), "pix2pixHD has no dropout"
     assert "- camvid_hd_384x512: auto (" in done.stdout and "x the speed of ONNX Runtime" in done.stdout
