@@ -88,6 +88,21 @@ def test_colour_classes_recover_flat_colours():
     assert all(len(torch.unique(found[ids == c])) == 1 for c in range(4))  # one class per true colour
 
 
+def test_colour_class_scores_on_hand_made_maps():
+    from train.evaluate import colour_class_scores
+
+    colours = torch.tensor([[230, 230, 220], [250, 200, 80], [150, 190, 250]], dtype=torch.uint8)
+    truth = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]])
+    drawn = truth.clone()
+    drawn[1, 2] = 0  # half the road drawn as background
+    drawn[2, :2] = 0  # a quarter of the water as background
+    real, fake = (colours[t].permute(2, 0, 1)[None] for t in (truth, drawn))
+    r = colour_class_scores([(fake, real)], 3, seed=0)
+    assert r["pixel_accuracy"] == pytest.approx(13 / 16)
+    assert r["class_accuracy"] == pytest.approx((1 + 1 / 2 + 6 / 8) / 3)  # the mean of each class's recall
+    assert sorted(round(c["accuracy"], 4) for c in r["classes"].values()) == [0.5, 0.75, 1.0]
+
+
 def test_segmentation_scores_on_hand_made_maps():
     truth = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 2]])
     pred = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 2]])
@@ -129,6 +144,7 @@ def test_evaluate_pix2pix_with_segmenter_and_model_card(tmp_path):
     assert m["diversity_l1"] > 0  # dropout on: seeds differ
     assert m["colourfulness"]["real"] > 0 and m["colourfulness"]["generated"] >= 0
     assert 0 <= m["colour_classes"]["pixel_accuracy"] <= 1 and len(m["colour_classes"]["classes"]) == 4
+    assert 0 <= m["colour_classes"]["class_accuracy"] <= 1
     assert set(m["segmentation"]) == {"generated", "real"}
     assert Image.open(out.with_suffix(".png")).size == (3 * 64, 4 * 64)  # label | output | target, 4 rows
     meta = yaml.safe_load((model / "README.md").read_text().split("---\n")[1])

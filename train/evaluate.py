@@ -237,8 +237,9 @@ def main(argv=None):
 
 
 def colour_class_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], k: int, seed: int) -> dict:
-    """Per-pixel accuracy and per-class IoU of outputs vs targets, both mapped to the nearest of k
-    colours clustered from the targets."""
+    """Per-pixel accuracy, per-class accuracy (the share of a class's target pixels rendered in its
+    colour) and per-class IoU of outputs vs targets, both mapped to the nearest of k colours
+    clustered from the targets."""
     fake = torch.cat([f for f, _ in pairs]).float() / 255
     real = torch.cat([r for _, r in pairs]).float() / 255
     centres = colour_classes(real, k, seed)
@@ -247,9 +248,12 @@ def colour_class_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], k: int, 
     for c in range(len(centres)):
         union = ((predicted == c) | (target == c)).sum()
         name = "rgb(" + ",".join(str(int(v)) for v in (centres[c] * 255).round()) + ")"
-        iou[name] = {"iou": float(((predicted == c) & (target == c)).sum() / union) if union else float("nan"),
+        hits, size = ((predicted == c) & (target == c)).sum(), (target == c).sum()
+        iou[name] = {"iou": float(hits / union) if union else float("nan"),
+                     "accuracy": float(hits / size) if size else float("nan"),
                      "share_of_target": float((target == c).float().mean())}
     return {"pixel_accuracy": float((predicted == target).float().mean()),
+            "class_accuracy": float(np.nanmean([v["accuracy"] for v in iou.values()])),
             "mean_iou": float(np.nanmean([v["iou"] for v in iou.values()])), "classes": iou}
 
 
@@ -271,6 +275,7 @@ def update_model_card(path: Path, result: dict) -> None:
         values.append(("diversity_l1", "diversity (mean pairwise L1)", m["diversity_l1"]))
     if "colour_classes" in m:
         values += [("map_colour_accuracy", "map-colour pixel accuracy", m["colour_classes"]["pixel_accuracy"]),
+                   ("map_colour_class_accuracy", "map-colour class accuracy", m["colour_classes"]["class_accuracy"]),
                    ("map_colour_mean_iou", "map-colour mean IoU", m["colour_classes"]["mean_iou"])]
     if "colourfulness" in m:
         values += [("colourfulness", "colourfulness of outputs (Hasler-Suesstrunk)", m["colourfulness"]["generated"]),
