@@ -126,8 +126,8 @@ def burst(client, flood: str, others: list[str], inputs: dict, concurrency: int,
     served, busy, failed, other = [], [], [], {tab: [] for tab in others}
     lock = threading.Lock()
 
-    def flooder():
-        while time.perf_counter() < deadline:
+    def flooder():  # past the deadline too, until the burst has had an answer, however slow the machine
+        while time.perf_counter() < deadline or not (served or busy or failed):
             s, error = timed(client, flood, inputs[flood])
             with lock:
                 if error is None:
@@ -137,8 +137,8 @@ def burst(client, flood: str, others: list[str], inputs: dict, concurrency: int,
                 else:
                     failed.append(error)
 
-    def caller():
-        while time.perf_counter() < deadline:
+    def caller():  # at least one round, however slow the machine
+        while not all(other.values()) or time.perf_counter() < deadline:
             for tab in others:
                 s, error = timed(client, tab, inputs[tab])
                 if error is not None:

@@ -56,6 +56,7 @@ def test_load_benchmark_runs_quick(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), "--quick", "--json", str(out)],
                           env=environment(tmp_path), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(done.stdout)
     results = json.loads(out.read_text())
     assert results["flood"] == "hd" and results["quick"]
     assert set(results["tabs"]) == {"colorization", "maps", "facades"}
