@@ -8,12 +8,14 @@ Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 
 import argparse
 import base64
+import ctypes
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from functools import lru_cache, wraps
 from io import BytesIO
 from pathlib import Path
@@ -293,7 +295,11 @@ def seeded(pipe, seed) -> torch.Generator:
 
 
 def timing(start: float, pipe) -> str:
-    return f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}"
+    """"123 ms on cpu, 2 threads": the call's time, and on the CPU the torch threads it ran with (its
+    share of the thread budget, a range where it changed during the call)."""
+    threads = "" if pipe.device.type != "cpu" or (used := THREADS.used()) is None else \
+        f", {used[0]}{'' if used[0] == used[1] else f'-{used[1]}'} thread{'s' if used[1] > 1 else ''}"
+    return f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}{threads}"
 
 
 def run(pipe, *args, **kwargs):
@@ -333,32 +339,116 @@ class BodyLimit:
         return f"request body over {self.max_bytes:,} bytes (uploads may be at most {CONFIG['limits']['max_file_size']})"
 
 
-# --- admission: each tab queues its own requests ---------------------------------------------------
+# --- admission: each tab queues its own requests; calls share the CPU's threads ---------------------
+
+class ThreadBudget:
+    """The CPU's torch threads shared by the model calls running at once (one per tab at most): while
+    k calls run, each gets max(1, cores // k) intra-op threads, so calls on different tabs don't
+    oversubscribe the cores. torch's thread count (OpenMP's, which oneDNN and MKL follow) belongs to
+    each OS thread and only that thread can set it: a call sets its own on entry, and a global module
+    forward pre-hook lets a call already running take its new share at its next layer when another
+    call starts or ends. ONNX Runtime sessions (the `auto` backend's choice for some deterministic
+    models) keep the pool they were created with."""
+
+    def __init__(self, cores: int):
+        self.cores = cores
+        self.lock = threading.Lock()
+        self.running: dict[int, list[int]] = {}  # OS thread id -> [fewest, most] threads its call ran with
+        self.hook = None
+
+    def share(self) -> int:
+        return max(1, self.cores // max(1, len(self.running)))
+
+    @contextmanager
+    def held(self):
+        """Run the body as one of the calls sharing the budget (not re-entrant)."""
+        me = threading.get_ident()
+        with self.lock:
+            if self.hook is None:
+                self.hook = torch.nn.modules.module.register_module_forward_pre_hook(self.adjust)
+            self.running[me] = [self.cores, 1]
+        try:
+            self.adjust()
+            yield
+        finally:
+            with self.lock:
+                del self.running[me]
+            torch.set_num_threads(self.cores)  # what this worker thread's other (unbudgeted) torch work gets
+
+    def adjust(self, *_) -> None:
+        """Set the calling thread's torch threads to its current share (a module pre-hook: a no-op
+        outside a budgeted call)."""
+        used = self.running.get(threading.get_ident())
+        if used is None:
+            return
+        share = self.share()
+        if torch.get_num_threads() != share:
+            torch.set_num_threads(share)
+        used[0], used[1] = min(used[0], share), max(used[1], share)
+
+    def used(self) -> tuple[int, int] | None:
+        """(fewest, most) threads the calling thread's budgeted call has run with so far; None outside one."""
+        used = self.running.get(threading.get_ident())
+        return None if used is None else (used[0], used[1])
+
+
+THREADS = ThreadBudget(torch.get_num_threads())  # torch's default: the cores (or OMP_NUM_THREADS)
+
+try:
+    LIBC = ctypes.CDLL("libc.so.6")
+    LIBC.malloc_trim  # glibc only
+except (OSError, AttributeError):
+    LIBC = None
+
+
+def trim_memory() -> None:
+    """Hand the heap memory freed by a call back to the OS: glibc's malloc keeps freed chunks in its
+    per-thread arenas, so a server's RSS only grew from burst to burst. A no-op without glibc."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
+
+
+def preprocessed(component, payload):
+    """What Gradio's preprocessing would pass the function for `payload`, the raw value of an event
+    wired with preprocess=False."""
+    data_model = getattr(component, "data_model", None)
+    if data_model is not None and payload is not None:
+        payload = data_model.model_validate(payload, context={"validate_meta": True})
+    return component.preprocess(payload)
+
 
 class TabGate:
     """One tab's admission: one request runs at a time and at most `max_waiting` more wait; beyond
     that a request is refused at once with a message. Every tab has its own gate (Gradio's queue
-    only dispatches), so a slow or flooded tab never refuses or delays the others."""
+    only dispatches), so a slow or flooded tab never refuses or delays the others. A running call
+    holds a share of `THREADS`, and the heap it freed is returned to the OS when it ends."""
 
     def __init__(self, title: str, max_waiting: int):
         self.title, self.max_waiting = title, max_waiting
         self.admitted = 0
         self.count_lock, self.run_lock = threading.Lock(), threading.Lock()
 
-    def __call__(self, fn):
+    def __call__(self, fn, inputs: list | None = None):
+        """`fn` gated. With `inputs`, the event's input components, for an event wired with
+        preprocess=False: their raw payloads are preprocessed (uploads decoded) after admission, so
+        that a refused request is answered before any upload is decoded."""
         @wraps(fn)
         def gated(*args, **kwargs):
             with self.count_lock:
-                if self.admitted > self.max_waiting:
-                    raise user_error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
-                                     "Try again in a moment.")
-                self.admitted += 1
+                busy = self.admitted > self.max_waiting
+                self.admitted += not busy
+            if busy:  # its uploads stay for the cache's eviction: an admitted request may share them (same content)
+                raise user_error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
+                                 "Try again in a moment.")
             try:
-                with self.run_lock:
+                with self.run_lock, THREADS.held():
+                    if inputs is not None:
+                        args = [preprocessed(c, a) for c, a in zip(inputs, args)]
                     return fn(*args, **kwargs)
             finally:
                 with self.count_lock:
                     self.admitted -= 1
+                trim_memory()
 
         return gated
 
@@ -564,11 +654,12 @@ def seed_controls(stochastic: bool = True):
 
 def wire(tab: str, fn, inputs, outputs, run_button, again_button, seed):
     """The tab's button (an API endpoint named after the tab) and "sample again" (seed + 1, rerun),
-    both through the tab's gate (Gradio runs them at once; the gate queues them)."""
-    fn = GATES[tab](fn)
-    run_button.click(fn, inputs, outputs, api_name=tab, concurrency_limit=None)
+    both through the tab's gate (Gradio runs them at once; the gate queues them, and preprocesses
+    their inputs once admitted)."""
+    fn = GATES[tab](fn, inputs)
+    run_button.click(fn, inputs, outputs, api_name=tab, concurrency_limit=None, preprocess=False)
     again_button.click(lambda s: seed_value(s) + 1, seed, seed, api_name=False, queue=False).then(
-        fn, inputs, outputs, api_name=False, concurrency_limit=None)
+        fn, inputs, outputs, api_name=False, concurrency_limit=None, preprocess=False)
 
 
 def colorization_tab(tab: str, spec: dict) -> None:

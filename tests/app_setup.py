@@ -73,13 +73,13 @@ def app_copy(folder: Path, **limits) -> Path:
 
 
 @contextmanager
-def serve(app_dir: Path, log: Path, port: int | None = None, port_from_env: bool = False):
+def serve(app_dir: Path, log: Path, port: int | None = None, port_from_env: bool = False, env: dict | None = None):
     """`python app.py --host 127.0.0.1 --port PORT` in `app_dir` (`port` default: a free one; with
     `port_from_env`, the port in GRADIO_SERVER_PORT instead), offline, with its own Gradio cache
-    (`app_dir/gradio_cache`); yields (its URL, its process id)."""
+    (`app_dir/gradio_cache`) and `env` added to the environment; yields (its URL, its process id)."""
     port = port or free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(app_dir / "gradio_cache")}
+           "GRADIO_TEMP_DIR": str(app_dir / "gradio_cache"), **(env or {})}
     env.pop("GRADIO_SERVER_PORT", None)
     flags = ["--host", "127.0.0.1", "--port", str(port)]
     if port_from_env:
@@ -88,7 +88,7 @@ def serve(app_dir: Path, log: Path, port: int | None = None, port_from_env: bool
         proc = subprocess.Popen([sys.executable, "app.py", *flags], cwd=app_dir, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, proc, log, timeout=120)
+        wait_for_port(port, proc, log, timeout=300)  # a loaded machine starts it slowly
         yield f"http://127.0.0.1:{port}/", proc.pid
     finally:
         proc.terminate()

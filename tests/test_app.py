@@ -22,6 +22,7 @@ from conftest import ROOT, free_port, seeded
 from gradio.data_classes import FileData
 from gradio.processing_utils import encode_pil_to_bytes
 from gradio_client import Client, handle_file
+from gradio_client.utils import Status
 from PIL import Image, ImageCms
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
@@ -408,6 +409,64 @@ def test_a_flooded_tab_never_refuses_or_delays_the_others(tmp_path_factory, tmp_
     served = [o for o in outcomes if o == (2400, 1800)]
     busy = [o for o in outcomes if isinstance(o, str) and "is busy: 2 requests are already waiting" in o]
     assert 1 <= len(served) <= 3 + 1 and len(served) + len(busy) == len(flood), outcomes
+
+
+def big_hd_request(tmp_path) -> tuple:
+    """/hd arguments that keep the small HD model busy for a while: a 2400x1800 label map."""
+    big_map = Image.open(ROOT / "examples" / "hd" / "camvid_0016E5_07997.png").resize((2400, 1800), Image.NEAREST)
+    big_map.save(tmp_path / "big_label.png")
+    editor = {"background": handle_file(str(tmp_path / "big_label.png")), "layers": [], "composite": None}
+    return editor, None, 0, {}, *["random"] * 12
+
+
+def running(job, timeout: float = 120):
+    """Wait until Gradio runs `job` (then a moment, for the tab's gate to admit it); the job."""
+    deadline = time.time() + timeout
+    while job.status().code != Status.PROCESSING:
+        assert not job.done() and time.time() < deadline, "the job ended or never started"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return job
+
+
+def test_concurrent_calls_share_the_cpu_threads(tmp_path_factory, tmp_path):
+    """The thread budget: a call alone runs with every torch thread (here 2, OMP_NUM_THREADS), a call
+    on one tab while the HD tab runs one with its share, 2 // 2 = 1; each timing line says so."""
+    folder = tmp_path_factory.mktemp("threads")
+    photo = tmp_path / "photo.png"
+    noise(60, 80).save(photo)
+    with serve(app_copy(folder), folder / "app.log", env={"OMP_NUM_THREADS": "2"}) as (url, _):
+        client = Client(url, verbose=False)
+        quiet = client.predict(handle_file(str(photo)), 0, False, api_name="/colorization")[-1]
+        hd_job = running(client.submit(*big_hd_request(tmp_path), api_name="/hd"))
+        during = client.predict(handle_file(str(photo)), 0, False, api_name="/colorization")[-1]
+        overlapped = not hd_job.done()
+        hd_timing = hd_job.result()[-1]
+    assert quiet.endswith("ms on cpu, 2 threads"), quiet
+    assert overlapped, "the HD call ended before the other call: no overlap to test"
+    assert during.endswith("ms on cpu, 1 thread"), during
+    assert re.search(r"ms on cpu, (1-)?2 threads$", hd_timing), hd_timing  # it started alone
+
+
+def test_a_busy_tab_refuses_before_decoding_the_upload(tmp_path_factory, tmp_path):
+    """A request beyond the queue is refused at admission: before its upload is preprocessed (a file
+    that is no image gets "busy", not the decoding error) or the model runs."""
+    folder = tmp_path_factory.mktemp("busy")
+    app_dir = app_copy(folder, queue_size=0)
+    notes = tmp_path / "notes_busy.txt"
+    notes.write_text("not an image")
+    refused = {"background": handle_file(str(notes)), "layers": [], "composite": None}
+    with serve(app_dir, folder / "app.log") as (url, _):
+        client = Client(url, verbose=False)
+        hd_job = running(client.submit(*big_hd_request(tmp_path), api_name="/hd"))
+        with pytest.raises(Exception) as busy:
+            client.predict(refused, None, 0, {}, *["random"] * 12, api_name="/hd")
+        overlapped = not hd_job.done()
+        hd_job.result()
+        with pytest.raises(Exception, match="can't be read as an image"):  # admitted, it is decoded
+            client.predict(refused, None, 0, {}, *["random"] * 12, api_name="/hd")
+    assert overlapped, "the HD call ended before the refused one: the gate was not full"
+    assert "is busy: 0 requests are already waiting" in str(busy.value), str(busy.value)
 
 
 def test_strokes_on_an_uploaded_id_map_keep_its_classes_and_the_preview_shows_them_in_colour(app):

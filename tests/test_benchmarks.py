@@ -48,3 +48,22 @@ def test_backend_rows_run_quick(tmp_path):
     assert rows["facades_256", "sampled_auto"]["chose"] in ("fast", "bf16")
     assert not any(n != "facades_256" and v.startswith("sampled") for n, v in rows), "pix2pixHD has no dropout"
     assert "- camvid_hd_384x512: auto (" in done.stdout and "x the speed of ONNX Runtime" in done.stdout
+
+
+def test_load_benchmark_runs_quick(tmp_path):
+    """benchmarks/load.py on a real server (shipped weights): the fields its summary is made of."""
+    out = tmp_path / "load.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), "--quick", "--json", str(out)],
+                          env=environment(tmp_path), capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(done.stdout)
+    results = json.loads(out.read_text())
+    assert results["flood"] == "hd" and results["quick"]
+    assert set(results["tabs"]) == {"colorization", "maps", "facades"}
+    for row in results["tabs"].values():
+        assert row["quiet_ms"] > 0 and row["calls_under_flood"] > 0 and row["flood_ms"] > 0 and row["ratio"] > 0
+    assert results["flooded_tab"]["served"] > 0 and not results["failed"]
+    assert set(results["busy"]) == {"count", "median_s", "max_s"}
+    assert len(results["rss_mb"]) == 3 and all(m > 100 for m in results["rss_mb"]) and results["rss_ratio"] > 0
+    assert set(results["met"]) == set(results["targets"]) == {"other_tabs_ratio", "busy_s", "rss_ratio"}
+    assert "| colorization |" in done.stdout and "summary: other tabs under the flood" in done.stdout
