@@ -438,10 +438,13 @@ def test_concurrent_calls_share_the_cpu_threads(tmp_path_factory, tmp_path):
     with serve(app_copy(folder), folder / "app.log", env={"OMP_NUM_THREADS": "2"}) as (url, _):
         client = Client(url, verbose=False)
         quiet = client.predict(handle_file(str(photo)), 0, False, api_name="/colorization")[-1]
-        hd_job = running(client.submit(*big_hd_request(tmp_path), api_name="/hd"))
-        during = client.predict(handle_file(str(photo)), 0, False, api_name="/colorization")[-1]
-        overlapped = not hd_job.done()
-        hd_timing = hd_job.result()[-1]
+        for _ in range(3):  # a fast machine may finish the HD call first: then try again
+            hd_job = running(client.submit(*big_hd_request(tmp_path), api_name="/hd"))
+            during = client.predict(handle_file(str(photo)), 0, False, api_name="/colorization")[-1]
+            overlapped = not hd_job.done()
+            hd_timing = hd_job.result()[-1]
+            if overlapped:
+                break
     assert quiet.endswith("ms on cpu, 2 threads"), quiet
     assert overlapped, "the HD call ended before the other call: no overlap to test"
     assert during.endswith("ms on cpu, 1 thread"), during
@@ -458,11 +461,14 @@ def test_a_busy_tab_refuses_before_decoding_the_upload(tmp_path_factory, tmp_pat
     refused = {"background": handle_file(str(notes)), "layers": [], "composite": None}
     with serve(app_dir, folder / "app.log") as (url, _):
         client = Client(url, verbose=False)
-        hd_job = running(client.submit(*big_hd_request(tmp_path), api_name="/hd"))
-        with pytest.raises(Exception) as busy:
-            client.predict(refused, None, 0, {}, *["random"] * 12, api_name="/hd")
-        overlapped = not hd_job.done()
-        hd_job.result()
+        for _ in range(3):  # a fast machine may finish the HD call first: then try again
+            hd_job = running(client.submit(*big_hd_request(tmp_path), api_name="/hd"))
+            with pytest.raises(Exception) as busy:
+                client.predict(refused, None, 0, {}, *["random"] * 12, api_name="/hd")
+            overlapped = not hd_job.done()
+            hd_job.result()
+            if overlapped:
+                break
         with pytest.raises(Exception, match="can't be read as an image"):  # admitted, it is decoded
             client.predict(refused, None, 0, {}, *["random"] * 12, api_name="/hd")
     assert overlapped, "the HD call ended before the refused one: the gate was not full"
