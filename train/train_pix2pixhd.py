@@ -422,7 +422,7 @@ def model_card(args, pipe, discriminators, val_desc, n_train, steps, epochs, sec
         f"{f', random {args.crop_size} crops' if args.crop_size else ''}).",
         f"- Losses: {', '.join(losses)}; Adam lr {args.learning_rate:g}, betas ({args.adam_beta1}, {args.adam_beta2}); "
         f"{args.num_epochs} epochs + {args.num_epochs_decay} decay (ran {steps} steps = {epochs:.2f} epochs"
-        f"{f', G1 fixed for {args.niter_fix_global} epochs' if args.niter_fix_global else ''}).",
+        f"{f', G1 fixed for {args.niter_fix_global} epoch' + 's' * (args.niter_fix_global > 1) if args.niter_fix_global else ''}).",
         f"- Generator: `{type(pipe.generator).__name__}` {json.dumps(public_config(pipe.generator.config))}.",
         "- Discriminator: " + ", ".join(f"`{type(d).__name__}` {json.dumps(public_config(d.config))}"
                                          for d in discriminators.values()) + ".",
