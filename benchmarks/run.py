@@ -25,7 +25,9 @@ each shipped model at its app size (the shipped weights: facades, colorization a
 CamVid pix2pixHD at 384x512) and, with --hd, pix2pixHD G2 (ngf 32) at 1024x2048: the reference
 eager, compile + freezing, ONNX Runtime, each of our backends and `auto` (the row names its choice),
 deterministic and sampled, then a summary (auto against ONNX Runtime and the reference, sampled
-against deterministic); `--targets` picks some targets, `--only` some rows.
+against deterministic), once from those rows and once from `INTERLEAVED` rows timed again in one
+process per target, round-robin (the fairer comparison: rows in separate processes can differ by
+10% on a shared machine); `--targets` picks some targets, `--only` some rows.
 `--quick` shrinks every model and size, skips torch.compile and runs all rows in one process (for
 CI: checks the script, not the machine).
 """
@@ -173,14 +175,26 @@ def backend_call(name: str, variant: str, quick: bool, device):
     return call
 
 
-def backend_summary(results: list[dict]) -> str:
-    """What auto gives, from the rows above: against ONNX Runtime and the reference (deterministic),
+INTERLEAVED = ("reference", "onnxruntime", "fast", "auto", "sampled_auto")  # --backends' one-process pass
+
+
+def backend_interleaved(target: str, args) -> list[dict]:
+    """`INTERLEAVED` rows of one --backends target timed in one process, round-robin (`interleaved`), so
+    that auto and ONNX Runtime see the same machine; sampled rows only where the target has dropout."""
+    variants = [v for v in INTERLEAVED if not (is_hd(target) and v.startswith("sampled"))]
+    if target == HD_BACKEND_TARGET:  # seconds a call
+        args = argparse.Namespace(**{**vars(args), "repeats": min(args.repeats, 2)})
+    return interleaved([(target, v, 1) for v in variants], args, warmups=1 if target == HD_BACKEND_TARGET else 2)
+
+
+def backend_summary(results: list[dict], source: str) -> str:
+    """What auto gives (from `source`'s rows): against ONNX Runtime and the reference (deterministic),
     sampled against deterministic."""
     ms = {(r["name"], r["variant"]): r["ms"] for r in results}
     chose = {(r["name"], r["variant"]): r["chose"] for r in results if "chose" in r}
     native, why = native_bf16()
-    lines = [f"\nCPU: {cpu_name()}, {torch.get_num_threads()} threads; native bf16: {'yes' if native else 'no'} "
-             f"({why})"]
+    lines = [f"\nFrom {source}. CPU: {cpu_name()}, {torch.get_num_threads()} threads; native bf16: "
+             f"{'yes' if native else 'no'} ({why})"]
     for name in dict.fromkeys(r["name"] for r in results):
         auto = ms.get((name, "auto"))
         if auto is None:
@@ -227,6 +241,7 @@ def parse_args(argv=None):
                    help="run the rows whose 'name,variant,batch' matches, e.g. 'unet_256,.*,1$'")
     p.add_argument("--compare", action="store_true", help="only the interleaved fast-path comparison")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: "name,variant,batch"
+    p.add_argument("--interleave", default=None, help=argparse.SUPPRESS)  # internal: a --backends target
     return p.parse_args(argv)
 
 
@@ -407,6 +422,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.row:
         return print(json.dumps(run_row(args, args.row)))
+    if args.interleave:
+        return print(json.dumps(backend_interleaved(args.interleave, args)))
     if args.compare:
         return print(compare(args))
     memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
@@ -445,7 +462,25 @@ def main(argv=None):
                 json.dump({"device": args.device, "cpu": cpu_name(), "native_bf16": native, "torch": torch.__version__,
                            "threads": torch.get_num_threads(), "quick": args.quick, "rows": results}, f, indent=2)
     if args.backends:
-        print(backend_summary(results))
+        print(backend_summary(results, "the rows above, each in its own process"))
+        together = []
+        for target in dict.fromkeys(r["name"] for r in results):
+            if args.quick:
+                together += backend_interleaved(target, args)
+                continue
+            command = [sys.executable, __file__, "--interleave", target, "--device", args.device,
+                       "--repeats", str(args.repeats)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{target} interleaved failed:\n{done.stderr[-2000:]}")
+            together += json.loads(done.stdout.strip().splitlines()[-1])
+        print(backend_summary(together, f"{', '.join(INTERLEAVED)} again in one process per target, "
+                                        f"{args.repeats} interleaved rounds (median)"))
+        if args.json:
+            with open(args.json) as f:
+                saved = json.load(f)
+            with open(args.json, "w") as f:
+                json.dump(saved | {"interleaved": together}, f, indent=2)
     elif args.train:
         print(train_summary(results, "rows above"))
         if not args.quick:
@@ -472,7 +507,8 @@ def interleaved(rows: list[tuple[str, str, int]], args, warmups: int = 1) -> lis
             fn()
             times[row].append((time.perf_counter() - start) * 1000)
     return [{"name": n, "variant": v, "batch": b, "ms": statistics.median(times[(n, v, b)]),
-             "per_second": 1000 * b / statistics.median(times[(n, v, b)])} for n, v, b in rows]
+             "per_second": 1000 * b / statistics.median(times[(n, v, b)])}
+            | ({"chose": fns[n, v, b].chosen()} if hasattr(fns[n, v, b], "chosen") else {}) for n, v, b in rows]
 
 
 def train_summary(results: list[dict], source: str) -> str:

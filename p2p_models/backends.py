@@ -25,7 +25,9 @@ from .optimize import fast_cpu_copy
 
 BACKENDS = ("torch", "fast", "bf16", "onnxruntime", "auto")
 ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")  # what exporting and running an ONNX copy needs
-TIMED_CALLS = 3  # `auto` times each candidate this many times, round-robin after a warm-up call, keeping the fastest
+TIMED_CALLS = 3  # `auto` times each candidate this many times, round-robin after a warm-up call, keeping the fastest,
+MAX_TIMED_CALLS = 9  # and up to this many while the two fastest are within `CLOSE` of each other
+CLOSE = 1.1
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +41,11 @@ def weights_state(module: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
 
 
-def exported(module: nn.Module) -> OnnxGenerator:
-    """`module` (eval mode) exported to ONNX (`export_onnx`) and loaded in ONNX Runtime."""
+def exported(module: nn.Module, deterministic: bool) -> OnnxGenerator:
+    """`module` exported to ONNX (`export_onnx`: eval mode, or the sampling mode) and loaded in ONNX Runtime."""
     with tempfile.TemporaryDirectory(prefix="p2p-onnx-") as folder:
         path = Path(folder) / "generator.onnx"
-        export_onnx(module, path)
+        export_onnx(module, path, sampled=not deterministic)
         return OnnxGenerator(path)
 
 
@@ -67,12 +69,15 @@ class GeneratorBackend:
       slower, and a warning says so). Output PSNR against float32 >= 40 dB on the shipped models
       (`tests/test_backends.py`); same seeds (the same dropout masks). On CUDA or in half precision
       it is `torch`.
-    - `onnxruntime`: the module in eval mode in ONNX Runtime: the generator from `onnx_model` (a file
-      written by `p2p export-onnx`) or exported now, another module (the encoder) exported on first
-      use. Deterministic calls only.
+    - `onnxruntime`: the module in ONNX Runtime. Deterministic calls: the eval-mode generator from
+      `onnx_model` (a file written by `p2p export-onnx`) or exported now, another module (the encoder)
+      exported on first use. Sampled calls: the sampling-mode graph, exported on first use, given
+      dropout masks drawn as the module's own `Dropout`s draw them (`export_onnx(sampled=True)`), so
+      the same seeds give the `torch` backend's images within float error.
     - `auto`: on a CPU in float32, the fastest of `fast`, `bf16` (only where the CPU computes bf16
-      natively) and `onnxruntime` (deterministic calls, where `ONNX_PACKAGES` are installed), timed
-      on the call's own input (`TIMED_CALLS` calls each, round-robin) once per process per model class
+      natively) and `onnxruntime` (where `ONNX_PACKAGES` are installed), timed
+      on the call's own input (`TIMED_CALLS` calls each, round-robin, more while the two fastest are
+      within 10%: up to `MAX_TIMED_CALLS`) once per process per model class
       and config, input shape and mode (`auto_choices`); the choice and the timings are logged (one
       INFO line). Timing draws nothing from the caller's generator or torch's global RNG, so a seed
       gives what the chosen backend gives. On CUDA or in half precision it is `torch`.
@@ -103,7 +108,7 @@ class GeneratorBackend:
     def _copy(self, module: nn.Module, kind: str, deterministic: bool):
         """`module` made ready for backend `kind` (`fast`, `bf16`, `onnxruntime`), built once per module
         and mode and again when its weights change."""
-        if kind == "onnxruntime" and id(module) in self._onnx_files:
+        if kind == "onnxruntime" and deterministic and id(module) in self._onnx_files:
             return self._onnx_files[id(module)]
         state = weights_state(module)
         with self._lock:
@@ -111,18 +116,15 @@ class GeneratorBackend:
             if saved is None or saved[0] != state:  # new or changed weights: new copies
                 saved = self._copies[id(module)] = (state, {})
             if (kind, deterministic) not in saved[1]:
-                saved[1][kind, deterministic] = exported(module) if kind == "onnxruntime" else fast_cpu_copy(
+                saved[1][kind, deterministic] = exported(module, deterministic) if kind == "onnxruntime" else fast_cpu_copy(
                     module, deterministic, torch.bfloat16 if kind == "bf16" else torch.float32)
             return saved[1][kind, deterministic]
 
     @contextlib.contextmanager
     def _run(self, module: nn.Module, kind: str, deterministic: bool):
         """`module` as a callable for backend `kind` (not `auto`), in its mode."""
-        if kind == "onnxruntime":
-            if not deterministic:
-                raise ValueError("the onnxruntime backend runs the exported eval-mode generator (no dropout, running "
-                                 "BatchNorm statistics): use deterministic=True, or the torch or fast backend")
-            yield self._copy(module, kind, True)
+        if kind == "onnxruntime":  # its mode is in the graph
+            yield self._copy(module, kind, deterministic)
             return
         if kind != "torch":
             module = self._copy(module, kind, deterministic)
@@ -168,9 +170,7 @@ class GeneratorBackend:
         else:
             notes.append(f"bf16 not tried: {why}")
         missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
-        if not deterministic:
-            notes.append("onnxruntime not tried: sampled mode (dropout, batch statistics) is not exported")
-        elif missing:
+        if missing:
             notes.append(f"onnxruntime not tried: {', '.join(missing)} not installed")
         else:
             candidates.append("onnxruntime")
@@ -188,12 +188,15 @@ class GeneratorBackend:
                     nets.pop(kind, None)
                     message = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().split("\n")[0][:200]  # no colour codes
                     notes.append(f"{kind} failed: {type(e).__name__}: {message}")
-            for _ in range(TIMED_CALLS):  # round-robin, so that other load on the CPU slows them alike
+            for calls in range(1, MAX_TIMED_CALLS + 1):  # round-robin, so that other load on the CPU slows them alike
                 for kind, net in nets.items():
                     ms[kind] = min(ms.get(kind, float("inf")), call_ms(net, x, kwargs))
+                fastest = sorted(ms.values())
+                if calls >= TIMED_CALLS and (len(fastest) == 1 or fastest[1] > CLOSE * fastest[0]):
+                    break
         best = min(ms, key=ms.get)
         timings = ", ".join(f"{kind} {t:.1f} ms" for kind, t in ms.items())
         mode = "deterministic" if deterministic else "sampled"
         logger.info(f"backend auto: {best} for {type(module).__name__} at {tuple(x.shape)}, {mode} ({timings}; "
-                    f"fastest of {TIMED_CALLS} calls each after a warm-up){''.join('; ' + n for n in notes)}")
+                    f"fastest of {calls} calls each after a warm-up){''.join('; ' + n for n in notes)}")
         return best

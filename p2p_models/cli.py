@@ -215,8 +215,9 @@ def translate(args: argparse.Namespace) -> int:
     if instances is not None and not isinstance(pipe, Pix2PixHDPipeline):
         raise CommandError(f"--instances is for pix2pixHD models; {args.model} is a {type(pipe).__name__}")
     if args.backend == "onnxruntime":
-        if isinstance(pipe, Pix2PixPipeline) and not args.deterministic:
-            raise CommandError("--backend onnxruntime runs the exported eval-mode generator: add --deterministic")
+        if args.onnx and isinstance(pipe, Pix2PixPipeline) and not args.deterministic:
+            raise CommandError(f"--onnx {args.onnx} is the eval-mode graph (`p2p export-onnx`): add --deterministic, "
+                               "or leave --onnx out to sample with a sampling-mode graph exported now")
         if args.device != "cpu":
             raise CommandError("--backend onnxruntime runs on the CPU: use --device cpu")
     try:
@@ -288,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tile_overlap", type=int, help="tiled: overlap in pixels (default: a quarter tile)")
     t.add_argument("--backend", choices=BACKENDS, default="fast",
                    help="fast (default; plain torch off-CPU), bf16 (CPUs with native bf16), auto (the fastest, "
-                        "timed), torch, or onnxruntime (deterministic)")
+                        "timed), torch, or onnxruntime")
     t.add_argument("--onnx", metavar="FILE", help="onnxruntime: a file from `p2p export-onnx` (default: export now)")
     t.add_argument("--skip_existing", action="store_true",
                    help="leave out inputs whose output exists (outputs are written whole, so an existing one is done)")

@@ -1,13 +1,19 @@
-"""ONNX export of the generators (eval mode) and an ONNX Runtime stand-in for them."""
+"""ONNX export of the generators (eval mode, or pix2pix's sampling mode with the dropout masks as inputs)
+and an ONNX Runtime stand-in for them."""
 
+import copy
 import importlib.util
+import json
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from .blocks import Dropout
 from .modes import eval_mode
+
+MASKS_KEY = "p2p_dropout_masks"  # a sampling-mode graph's metadata: [[channels, downsampling, p], ...] per mask
 
 
 def require(*packages: str) -> None:
@@ -18,20 +24,93 @@ def require(*packages: str) -> None:
                                   "pip install -r requirements-dev.txt -c constraints.txt")
 
 
-def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18) -> None:
+class BatchStatisticsNorm(nn.Module):
+    """A BatchNorm2d normalising with the batch's own statistics (pix2pix's sampling mode) in plain ops
+    that export: (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean((0, 2, 3), keepdim=True)
+        centred = x - mean
+        y = centred * torch.rsqrt(centred.square().mean((0, 2, 3), keepdim=True) + self.eps)
+        return y if self.weight is None else y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class MaskedDropout(nn.Module):
+    """Dropout (of probability `p`) by the next of the masks the graph is given, already scaled by
+    1 / (1 - p): (B, C, H, W) -> (B, C, H, W). Called with a `ShapeProbe`, it records its input's shape."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, masks) -> torch.Tensor:
+        if isinstance(masks, ShapeProbe):
+            masks.append((x.shape, self.p))
+            return x
+        return x * masks.pop(0)
+
+
+class ShapeProbe(list):
+    """The input shapes and probabilities of the `MaskedDropout`s of one forward, in call order."""
+
+
+class SampledGraph(nn.Module):
+    """A pix2pix generator in its sampling mode (dropout on, BatchNorm with batch statistics) as an
+    exportable graph: forward(x, *masks) with one dropout mask per `Dropout`, in call order."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(generator).eval()
+        for parent in list(self.model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                    setattr(parent, name, BatchStatisticsNorm(child))
+                elif isinstance(child, Dropout):
+                    setattr(parent, name, MaskedDropout(child.p))
+
+    def forward(self, x: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+        return self.model(x, list(masks))
+
+    def mask_shapes(self, x: torch.Tensor) -> list[tuple[int, int, float]]:
+        """(channels, downsampling factor against `x`, dropout probability) of each mask, in call order."""
+        probe = ShapeProbe()
+        with torch.no_grad():
+            self.model(x, probe)
+        return [(shape[1], x.shape[-1] // shape[-1], p) for shape, p in probe]
+
+
+def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, sampled: bool = False) -> None:
     """Write the generator in eval mode (dropout off, BatchNorm running statistics) to `path` with
     `torch.onnx.export` (dynamo): input `x` (batch, C_in, H, W), output `y` (batch, C_out, H, W),
     with dynamic batch, H and W (any multiples of the generator's `downsampling_factor` from its
-    `min_size`, up to 4096). It is traced at two factors per side, so that no size is specialised."""
+    `min_size`, up to 4096). It is traced at two factors per side, so that no size is specialised.
+    With `sampled`, a pix2pix generator's sampling mode instead (`SampledGraph`): inputs `x` and
+    `mask0`, `mask1`, ... (B, C_k, H / d_k, W / d_k), the dropout masks scaled by 1 / keep, which the
+    caller draws (`OnnxGenerator`); their (C_k, d_k, p_k) are in the model's metadata (`MASKS_KEY`)."""
     require("onnx", "onnxscript")
     factor, minimum = generator.downsampling_factor, generator.min_size
-    dims = [factor * torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w")]
+    h, w = (torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w"))
+    batch = torch.export.Dim("batch", min=1, max=1024)
     x = torch.zeros(1, generator.config.in_channels, 2 * factor, 2 * factor, device=generator.device,
                     dtype=generator.dtype)
-    shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: dims[0], 3: dims[1]},)  # by position: any arg name
+    model, args, masks = generator, (x,), []
+    if sampled:
+        model = SampledGraph(generator).eval()
+        masks = model.mask_shapes(x)
+        args += tuple(torch.ones(1, c, x.shape[2] // d, x.shape[3] // d, dtype=x.dtype, device=x.device)
+                      for c, d, _ in masks)
+    shapes = [{0: batch, 2: (factor // d) * h, 3: (factor // d) * w} for d in [1] + [d for _, d, _ in masks]]
+    shapes = (shapes[0], tuple(shapes[1:])) if sampled else (shapes[0],)  # as forward's (x, *masks)
     with eval_mode(generator), torch.no_grad():
-        torch.onnx.export(generator, (x,), str(path), dynamo=True, input_names=["x"], output_names=["y"],
-                          dynamic_shapes=shapes, opset_version=opset, verbose=False)
+        program = torch.onnx.export(model, args, dynamo=True, input_names=["x"] + [f"mask{k}" for k in range(len(masks))],
+                                    output_names=["y"], dynamic_shapes=shapes, opset_version=opset, verbose=False)
+    if sampled:
+        program.model.metadata_props[MASKS_KEY] = json.dumps(masks)
+    program.save(str(path))
 
 
 class OnnxGenerator:
@@ -51,9 +130,17 @@ class OnnxGenerator:
             raise ValueError(f"{path}: could not be loaded by ONNX Runtime ({e}); expected a file from "
                              "`p2p export-onnx`") from e
         self.path = str(path)
+        self.masks = json.loads(self.session.get_modelmeta().custom_metadata_map.get(MASKS_KEY, "[]"))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.session.run(["y"], {"x": x.detach().float().cpu().numpy()})[0]
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A sampling-mode graph draws its dropout masks here, in the order and with the ops of the
+        generator's own `Dropout`s, so a `generator` (or torch's global RNG) gives their masks."""
+        feed = {"x": x.detach().float().cpu().numpy()}
+        for k, (channels, factor, p) in enumerate(self.masks):
+            mask = torch.empty(x.shape[0], channels, x.shape[2] // factor, x.shape[3] // factor)
+            keep = 1 - p
+            feed[f"mask{k}"] = mask.bernoulli_(keep, generator=generator).div_(keep).numpy()
+        y = self.session.run(["y"], feed)[0]
         return torch.from_numpy(y).to(x.device)
 
 

@@ -48,6 +48,11 @@ def test_backend_rows_run_quick(tmp_path):
     assert rows["facades_256", "sampled_auto"]["chose"] in ("fast", "bf16")
     assert not any(n != "facades_256" and v.startswith("sampled") for n, v in rows), "pix2pixHD has no dropout"
     assert "- camvid_hd_384x512: auto (" in done.stdout and "x the speed of ONNX Runtime" in done.stdout
+    together = {(r["name"], r["variant"]): r for r in json.loads(out.read_text())["interleaved"]}
+    assert {("facades_256", v) for v in ("reference", "onnxruntime", "fast", "auto", "sampled_auto")} <= together.keys()
+    assert ("camvid_hd_384x512", "auto") in together and ("camvid_hd_384x512", "sampled_auto") not in together
+    assert all(r["ms"] > 0 for r in together.values()) and together["facades_256", "auto"]["chose"]
+    assert "again in one process per target" in done.stdout
 
 
 def test_load_benchmark_runs_quick(tmp_path):

@@ -76,9 +76,10 @@ def test_translate_native_deterministic_and_command_errors(model, tmp_path):
     assert clash.returncode == 2 and "would both be written to" in clash.stderr
     bad_model = p2p(tmp_path, "translate", "--model", tmp_path / "sub", tmp_path / "x.png", "--output", tmp_path / "o")
     assert bad_model.returncode == 2 and "no model_index.json in this folder" in bad_model.stderr
-    sampling_ort = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
-                       "--backend", "onnxruntime")
-    assert sampling_ort.returncode == 2 and "add --deterministic" in sampling_ort.stderr
+    sampling_file = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
+                        "--backend", "onnxruntime", "--onnx", tmp_path / "x.png")
+    assert sampling_file.returncode == 2 and "is the eval-mode graph" in sampling_file.stderr
+    assert "add --deterministic" in sampling_file.stderr
 
 
 def test_translate_hd_label_maps_with_instance_maps_matched_by_name(tmp_path):

@@ -185,6 +185,27 @@ def test_a_run_with_unreadable_validation_images_still_saves_and_scores_the_rest
     Pix2PixPipeline.from_pretrained(out)
 
 
+def test_load_pretrain_fine_tunes_a_saved_pipeline(tmp_path):
+    first = tmp_path / "first"
+    launch(tmp_path, [*SMALL, "--output_dir", str(first), "--max_train_steps", "2", "--seed", "1"])
+    # lr 0: the fine-tuning run's generator keeps the loaded weights (its BatchNorm statistics still move)
+    tuned = tmp_path / "tuned"
+    done = launch(tmp_path, [*SMALL, "--output_dir", str(tuned), "--load_pretrain", str(first), "--learning_rate", "0",
+                             "--max_train_steps", "1"])
+    assert f"UNetGenerator weights loaded from {first}" in done.stderr
+    loaded, saved = generator_weights(first), generator_weights(tuned)
+    params = [k for k in loaded if "running_" not in k and "num_batches" not in k]
+    assert all(torch.equal(loaded[k], saved[k]) for k in params)
+    assert f"--load_pretrain {first}" in (tuned / "README.md").read_text()
+
+    wider = subprocess.run(launch_command([*SMALL, "--ngf", "16", "--output_dir", str(tmp_path / "wider"),
+                                           "--load_pretrain", str(first)]),
+                           env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert wider.returncode != 0
+    assert f"--load_pretrain {first}: UNetGenerator weight" in wider.stderr and "(8, 3, 4, 4) there" in wider.stderr
+    assert "Traceback" not in wider.stderr
+
+
 def test_bad_arguments_fail_clearly(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--output_dir",
                            str(tmp_path / "x"), "--push_to_hub"], env=environment(tmp_path), capture_output=True,

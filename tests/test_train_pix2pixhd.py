@@ -115,6 +115,16 @@ def test_local_enhancer_starts_from_the_global_run_with_g1_fixed(global_run):
     for name, p in pipe.generator.global_layers.state_dict().items():
         assert torch.equal(p, g1.layers.state_dict()[name]), f"G1 weight {name} moved while fixed"
 
+    # a local pipeline given to --load_pretrain is fine-tuned whole: G1, G2 and the encoder (lr 0: kept as loaded)
+    tuned = tmp / "tuned"
+    launch(tmp, [*TINY, "--netG", "local", "--ngf", "4", "--load_size", "256", "--n_blocks_local", "1",
+                 "--instance_feat", "--no_vgg_loss", "--load_pretrain", str(local), "--learning_rate", "0",
+                 "--max_train_steps", "1", "--output_dir", str(tuned)])
+    for part in ("generator", "encoder"):
+        loaded = load_file(local / part / "diffusion_pytorch_model.safetensors")
+        saved = load_file(tuned / part / "diffusion_pytorch_model.safetensors")
+        assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in loaded), part
+
 
 def test_vgg_loss_without_weights_fails_clearly(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pixhd.py"), *TINY, "--output_dir",

@@ -138,6 +138,19 @@ def check_exists(p: argparse.ArgumentParser, flag: str, value: str | None, hub: 
         p.error(f"{flag} {value}: no such file or folder")
 
 
+def load_pretrained_weights(model: torch.nn.Module, trained: torch.nn.Module, source: Path) -> None:
+    """Copy `trained`'s weights (from the folder `source`: `--load_pretrain`, fine-tuning) into `model`, or a
+    ValueError naming the first weight that is missing or shaped differently (the run's flags don't match)."""
+    mine, theirs = model.state_dict(), trained.state_dict()
+    for key, value in mine.items():
+        if key not in theirs or theirs[key].shape != value.shape:
+            found = tuple(theirs[key].shape) if key in theirs else "missing"
+            raise ValueError(f"--load_pretrain {source}: {type(model).__name__} weight {key} is {found} there, this "
+                             f"run's flags need {tuple(value.shape)}; pass the flags it was trained with (--ngf, ...)")
+    model.load_state_dict(theirs)
+    logger.info(f"{type(model).__name__} weights loaded from {source}")
+
+
 def add_flip_args(g) -> None:
     """--no_flip, and diffusers' --random_flip for the default it confirms (their scripts don't flip
     unless asked; pix2pix and pix2pixHD flip unless told not to)."""

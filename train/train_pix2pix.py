@@ -45,6 +45,7 @@ from train.common import (
     diffaugment,
     imagenet_setup,
     linear_decay,
+    load_pretrained_weights,
     make_accelerator,
     removed_if_left_empty,
     run_script,
@@ -97,6 +98,8 @@ def parse_args(argv=None):
     g.add_argument("--pixel_d", action="store_true", help="1x1 PixelGAN discriminator")
     g.add_argument("--norm", choices=["batch", "instance", "none"], default="batch")
     g.add_argument("--no_dropout", action="store_true")
+    g.add_argument("--load_pretrain", default=None, metavar="PIPELINE",
+                   help="start the generator from a trained pix2pix pipeline folder (fine-tuning; D starts anew)")
     g.add_argument("--gan_mode", choices=["vanilla", "lsgan", "hinge"], default="vanilla")
     g.add_argument("--lambda_l1", type=float, default=100.0)
     g.add_argument("--color_rebalance", type=float, default=0.0, metavar="LAMBDA",
@@ -120,6 +123,7 @@ def parse_args(argv=None):
     if args.no_gan and (args.diffaugment or args.discriminator != "patch"):
         p.error("--diffaugment and --discriminator act on the discriminator, which --no_gan leaves out")
     check_exists(p, "--label_info", args.label_info)
+    check_exists(p, "--load_pretrain", args.load_pretrain)
     if args.color_rebalance and not args.colorization:
         p.error("--color_rebalance weights colorization's ab loss; it needs --colorization")
     if not 0 <= args.color_rebalance <= 1:
@@ -279,7 +283,11 @@ class Pix2PixTrainer(GANTrainer):
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
                                   use_dropout=not args.no_dropout,
                                   encoder="efficientnet-lite0" if args.pretrained_encoder else "unet")
-        if args.pretrained_encoder:
+        if args.load_pretrain:
+            source = Path(args.load_pretrain)
+            folder = source / "generator" if (source / "generator").is_dir() else source
+            load_pretrained_weights(generator, UNetGenerator.from_pretrained(folder), source)
+        elif args.pretrained_encoder:
             generator.load_imagenet_encoder()
         generator.to(memory_format=args.memory_format)
         self.ema_modules = [generator]

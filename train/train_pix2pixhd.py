@@ -57,6 +57,7 @@ from train.common import (
     diffaugment,
     imagenet_setup,
     label_colors,
+    load_pretrained_weights,
     make_accelerator,
     removed_if_left_empty,
     run_script,
@@ -108,7 +109,8 @@ def parse_args(argv=None):
     g.add_argument("--n_local_enhancers", type=int, default=1)
     g.add_argument("--n_blocks_local", type=int, default=3)
     g.add_argument("--niter_fix_global", type=int, default=0, help="epochs training only the local enhancer")
-    g.add_argument("--load_pretrain", default=None, help="a trained global pipeline (or generator) folder for G2")
+    g.add_argument("--load_pretrain", default=None,
+                   help="a trained global pipeline (or generator) folder for G2, or a local one to fine-tune")
     g.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
     g.add_argument("--ndf", type=int, default=64)
     g.add_argument("--n_layers_D", type=int, default=3)
@@ -140,6 +142,20 @@ def parse_args(argv=None):
     if args.load_pretrain and args.netG != "local":
         p.error("--load_pretrain loads a global generator into --netG local")
     return args
+
+
+def load_pretrained(source: Path, generator: LocalEnhancer, encoder: FeatureEncoder | None) -> None:
+    """Start a local-enhancer run from `source`: a global pipeline (or generator) folder gives G1
+    (coarse to fine); a local-enhancer pipeline gives G1 and G2, and its encoder if both have one
+    (fine-tuning)."""
+    folder = source / "generator" if (source / "generator").is_dir() else source
+    if json.loads((folder / "config.json").read_text()).get("_class_name") != "LocalEnhancer":
+        generator.load_global(GlobalGenerator.from_pretrained(folder))
+        logger.info(f"G1 weights loaded from {source}")
+        return
+    load_pretrained_weights(generator, LocalEnhancer.from_pretrained(folder), source)
+    if encoder is not None and (source / "encoder").is_dir():
+        load_pretrained_weights(encoder, FeatureEncoder.from_pretrained(source / "encoder"), source)
 
 
 def hd_linear_decay(num_epochs: int, num_epochs_decay: int):
@@ -257,13 +273,9 @@ class Pix2PixHDTrainer(GANTrainer):
         else:
             generator = LocalEnhancer(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global,
                                       args.n_local_enhancers, args.n_blocks_local, args.norm)
-            if args.load_pretrain:
-                source = Path(args.load_pretrain)
-                g1 = GlobalGenerator.from_pretrained(source / "generator" if (source / "generator").is_dir()
-                                                     else source)
-                generator.load_global(g1)
-                logger.info(f"G1 weights loaded from {source}")
         encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
+        if args.load_pretrain:
+            load_pretrained(Path(args.load_pretrain), generator, encoder)
         d_in = self.classes + int(not args.no_instance) + 3
         multiscale = projected = None
         if args.discriminator != "projected":

@@ -156,9 +156,9 @@ class P2PPipeline(DiffusionPipeline):
         (CPU float32: packed oneDNN convolutions, BatchNorm folded for deterministic calls; the same outputs
         within 1e-4 and the same seeds), `bf16` (`fast` in bfloat16, for CPUs that compute it natively;
         PSNR >= 40 dB against float32, the same seeds), `onnxruntime` (the eval-mode generator exported, or
-        `onnx_model` from `p2p export-onnx`; deterministic calls only) or `auto` (the fastest of `fast`,
-        `bf16` where native and `onnxruntime` where installed and deterministic, timed once per process
-        per model config and input shape, the choice logged). See `backends.GeneratorBackend`."""
+        `onnx_model` from `p2p export-onnx`; sampled calls: the sampling-mode graph, the same seeds) or
+        `auto` (the fastest of `fast`, `bf16` where native and `onnxruntime` where installed, timed once
+        per process per model config and input shape, the choice logged). See `backends.GeneratorBackend`."""
         self._backend = GeneratorBackend(backend, self.generator, onnx_model)
 
     def optimize_for_inference(self, device: str | torch.device | None = None):
