@@ -347,8 +347,8 @@ class ThreadBudget:
     oversubscribe the cores. torch's thread count (OpenMP's, which oneDNN and MKL follow) belongs to
     each OS thread and only that thread can set it: a call sets its own on entry, and a global module
     forward pre-hook lets a call already running take its new share at its next layer when another
-    call starts or ends. ONNX Runtime sessions (the `auto` backend's choice for some deterministic
-    models) keep the pool they were created with."""
+    call starts or ends. ONNX Runtime sessions (the `auto` backend's choice for some models) keep the
+    pool they were created with."""
 
     def __init__(self, cores: int):
         self.cores = cores
