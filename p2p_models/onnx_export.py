@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Dropout
@@ -33,10 +34,9 @@ class BatchStatisticsNorm(nn.Module):
         self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean((0, 2, 3), keepdim=True)
-        centred = x - mean
-        y = centred * torch.rsqrt(centred.square().mean((0, 2, 3), keepdim=True) + self.eps)
-        return y if self.weight is None else y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        b, c, h, w = x.shape  # the batch's statistics per channel are an instance norm's over (B * H, W)
+        y = F.instance_norm(x.transpose(0, 1).reshape(1, c, b * h, w), weight=self.weight, bias=self.bias, eps=self.eps)
+        return y.reshape(c, b, h, w).transpose(0, 1)
 
 
 class MaskedDropout(nn.Module):
