@@ -26,7 +26,7 @@ from .optimize import fast_cpu_copy
 BACKENDS = ("torch", "fast", "bf16", "onnxruntime", "auto")
 ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")  # what exporting and running an ONNX copy needs
 TIMED_CALLS = 3  # `auto` times each candidate this many times, round-robin after a warm-up call, keeping the fastest,
-MAX_TIMED_CALLS = 9  # and up to this many while the two fastest are within `CLOSE` of each other
+MAX_TIMED_CALLS = 9  # and up to this many while the two fastest are within a factor `CLOSE` of each other
 CLOSE = 1.1
 
 logger = logging.getLogger(__name__)
@@ -116,8 +116,8 @@ class GeneratorBackend:
             if saved is None or saved[0] != state:  # new or changed weights: new copies
                 saved = self._copies[id(module)] = (state, {})
             if (kind, deterministic) not in saved[1]:
-                saved[1][kind, deterministic] = exported(module, deterministic) if kind == "onnxruntime" else fast_cpu_copy(
-                    module, deterministic, torch.bfloat16 if kind == "bf16" else torch.float32)
+                saved[1][kind, deterministic] = exported(module, deterministic) if kind == "onnxruntime" else \
+                    fast_cpu_copy(module, deterministic, torch.bfloat16 if kind == "bf16" else torch.float32)
             return saved[1][kind, deterministic]
 
     @contextlib.contextmanager

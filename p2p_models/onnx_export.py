@@ -26,16 +26,17 @@ def require(*packages: str) -> None:
 
 
 class BatchStatisticsNorm(nn.Module):
-    """A BatchNorm2d normalising with the batch's own statistics (pix2pix's sampling mode) in plain ops
-    that export: (B, C, H, W) -> (B, C, H, W)."""
+    """A BatchNorm2d normalising with the batch's own statistics (pix2pix's sampling mode) as one instance
+    norm over (B * H, W) per channel, which exports to ONNX's InstanceNormalization: (B, C, H, W) -> (B, C, H, W)."""
 
     def __init__(self, norm: nn.modules.batchnorm._BatchNorm):
         super().__init__()
         self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape  # the batch's statistics per channel are an instance norm's over (B * H, W)
-        y = F.instance_norm(x.transpose(0, 1).reshape(1, c, b * h, w), weight=self.weight, bias=self.bias, eps=self.eps)
+        b, c, h, w = x.shape
+        y = F.instance_norm(x.transpose(0, 1).reshape(1, c, b * h, w), weight=self.weight, bias=self.bias,
+                            eps=self.eps)
         return y.reshape(c, b, h, w).transpose(0, 1)
 
 
@@ -106,8 +107,9 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
     shapes = [{0: batch, 2: (factor // d) * h, 3: (factor // d) * w} for d in [1] + [d for _, d, _ in masks]]
     shapes = (shapes[0], tuple(shapes[1:])) if sampled else (shapes[0],)  # as forward's (x, *masks)
     with eval_mode(generator), torch.no_grad():
-        program = torch.onnx.export(model, args, dynamo=True, input_names=["x"] + [f"mask{k}" for k in range(len(masks))],
-                                    output_names=["y"], dynamic_shapes=shapes, opset_version=opset, verbose=False)
+        names = ["x"] + [f"mask{k}" for k in range(len(masks))]
+        program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=["y"],
+                                    dynamic_shapes=shapes, opset_version=opset, verbose=False)
     if sampled:
         program.model.metadata_props[MASKS_KEY] = json.dumps(masks)
     program.save(str(path))
