@@ -45,7 +45,7 @@ def test_backend_rows_run_quick(tmp_path):
         assert {(name, v) for v in ("reference", "onnxruntime", "torch", "fast", "bf16", "auto")} <= rows.keys()
         assert rows[name, "auto"]["chose"] in ("fast", "bf16", "onnxruntime")
     assert {("facades_256", v) for v in ("sampled_fast", "sampled_bf16", "sampled_auto")} <= rows.keys()
-    assert rows["facades_256", "sampled_auto"]["chose"] in ("fast", "bf16")
+    assert rows["facades_256", "sampled_auto"]["chose"] in ("fast", "bf16", "onnxruntime")  # ORT samples too
     assert not any(n != "facades_256" and v.startswith("sampled") for n, v in rows), "pix2pixHD has no dropout"
     assert "- camvid_hd_384x512: auto (" in done.stdout and "x the speed of ONNX Runtime" in done.stdout
     together = {(r["name"], r["variant"]): r for r in json.loads(out.read_text())["interleaved"]}
