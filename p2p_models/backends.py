@@ -69,11 +69,12 @@ class GeneratorBackend:
       slower, and a warning says so). Output PSNR against float32 >= 40 dB on the shipped models
       (`tests/test_backends.py`); same seeds (the same dropout masks). On CUDA or in half precision
       it is `torch`.
-    - `onnxruntime`: the module in ONNX Runtime. Deterministic calls: the eval-mode generator from
-      `onnx_model` (a file written by `p2p export-onnx`) or exported now, another module (the encoder)
-      exported on first use. Sampled calls: the sampling-mode graph, exported on first use, given
-      dropout masks drawn as the module's own `Dropout`s draw them (`export_onnx(sampled=True)`), so
-      the same seeds give the `torch` backend's images within float error.
+    - `onnxruntime`: the module in ONNX Runtime. Deterministic calls run the eval-mode graph, sampled
+      calls the sampling-mode graph, given dropout masks drawn as the module's own `Dropout`s draw them
+      (`export_onnx(sampled=True)`), so the same seeds give the `torch` backend's images within float
+      error. `onnx_model` (a file from `p2p export-onnx`, with `--sampled` or without) serves the
+      generator's calls of its mode; other graphs are exported on first use (the generator's, in
+      eval mode, now, so that a failure shows here).
     - `auto`: on a CPU in float32, the fastest of `fast`, `bf16` (only where the CPU computes bf16
       natively) and `onnxruntime` (where `ONNX_PACKAGES` are installed), timed
       on the call's own input (`TIMED_CALLS` calls each, round-robin, more while the two fastest are
@@ -94,12 +95,13 @@ class GeneratorBackend:
         self.name = name
         self._lock = threading.Lock()
         self._copies: dict[int, tuple[tuple, dict]] = {}  # id(module) -> (weights_state, {(kind, deterministic): copy})
-        self._onnx_files: dict[int, OnnxGenerator] = {}  # id(module) -> its session from `onnx_model`
+        self._onnx_files: dict[tuple[int, bool], OnnxGenerator] = {}  # (id(module), deterministic) -> `onnx_model`
         if name == "onnxruntime":
             if onnx_model is None:
-                self._copy(generator, "onnxruntime", True)  # exported now, so that a failure shows here
+                self._copy(generator, "onnxruntime", True)
                 return
-            session = self._onnx_files[id(generator)] = OnnxGenerator(onnx_model)
+            session = OnnxGenerator(onnx_model)
+            self._onnx_files[id(generator), not session.sampled] = session
             channels = session.session.get_inputs()[0].shape[1]
             if channels != generator.config.in_channels:
                 raise ValueError(f"{onnx_model}: the ONNX model takes {channels} channels, this pipeline's generator "
@@ -108,8 +110,8 @@ class GeneratorBackend:
     def _copy(self, module: nn.Module, kind: str, deterministic: bool):
         """`module` made ready for backend `kind` (`fast`, `bf16`, `onnxruntime`), built once per module
         and mode and again when its weights change."""
-        if kind == "onnxruntime" and deterministic and id(module) in self._onnx_files:
-            return self._onnx_files[id(module)]
+        if kind == "onnxruntime" and (id(module), deterministic) in self._onnx_files:
+            return self._onnx_files[id(module), deterministic]
         state = weights_state(module)
         with self._lock:
             saved = self._copies.get(id(module))

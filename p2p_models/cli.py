@@ -3,7 +3,7 @@
     p2p translate --model pretrained/facades labels/ extra.png --output out/ [--deterministic]
     p2p translate --model pretrained/camvid_hd labels/ --instances instances/ --output out/
     p2p convert --checkpoint latest_net_G.pth --output_dir facades_label2photo --direction BtoA
-    p2p export-onnx --model pretrained/facades --output facades.onnx
+    p2p export-onnx --model pretrained/facades --output facades.onnx [--sampled]
 
 `--model` is a pipeline folder or a Hub repo id. `p2p COMMAND --help` lists each command's options.
 """
@@ -214,16 +214,14 @@ def translate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, args.device, args.dtype)
     if instances is not None and not isinstance(pipe, Pix2PixHDPipeline):
         raise CommandError(f"--instances is for pix2pixHD models; {args.model} is a {type(pipe).__name__}")
-    if args.backend == "onnxruntime":
-        if args.onnx and isinstance(pipe, Pix2PixPipeline) and not args.deterministic:
-            raise CommandError(f"--onnx {args.onnx} is the eval-mode graph (`p2p export-onnx`): add --deterministic, "
-                               "or leave --onnx out to sample with a sampling-mode graph exported now")
-        if args.device != "cpu":
-            raise CommandError("--backend onnxruntime runs on the CPU: use --device cpu")
+    if args.backend == "onnxruntime" and args.device != "cpu":
+        raise CommandError("--backend onnxruntime runs on the CPU: use --device cpu")
     try:
         pipe.set_backend(args.backend, args.onnx)
     except (ValueError, OSError) as e:
         raise CommandError(str(e)) from e
+    if args.onnx and isinstance(pipe, Pix2PixPipeline):
+        check_onnx_mode(args.onnx, args.deterministic)
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / f".p2p-write-test-{os.getpid()}"
@@ -242,25 +240,45 @@ def translate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def check_onnx_mode(path: str, deterministic: bool) -> None:
+    """Refuse a pix2pix `--onnx` graph whose mode (`p2p export-onnx` with `--sampled` or without) is not the
+    mode asked for, which would otherwise be exported anew at the first image."""
+    from .onnx_export import OnnxGenerator
+
+    sampled = OnnxGenerator(path).sampled
+    if sampled and deterministic:
+        raise CommandError(f"--onnx {path} is the sampling-mode graph (`p2p export-onnx --sampled`): leave out "
+                           "--deterministic, or export the eval-mode graph (without --sampled) for it")
+    if not sampled and not deterministic:
+        raise CommandError(f"--onnx {path} is the eval-mode graph (`p2p export-onnx`): add --deterministic, or "
+                           "export the sampling-mode graph with `p2p export-onnx --sampled`")
+
+
 def export_onnx(args: argparse.Namespace) -> int:
     """`p2p export-onnx`: export, then print the parity check; 1 if it is over `--tolerance`."""
     from .onnx_export import OnnxGenerator, parity
     from .onnx_export import export_onnx as export
 
     pipe = load_pipeline(args.model)
+    if args.sampled and not isinstance(pipe, Pix2PixPipeline):
+        raise CommandError(f"--sampled: {args.model} is a {type(pipe).__name__}, which has no sampling mode "
+                           "(pix2pix's dropout and batch statistics)")
     factor, minimum = pipe.generator.downsampling_factor, pipe.generator.min_size
     h, w = args.size or [max(s, minimum) for s in pipe.working_size]
     if h % factor or w % factor or min(h, w) < minimum:
         raise CommandError(f"--size {h} {w}: must be multiples of {factor}, at least {minimum}")
-    export(pipe.generator, args.output, opset=args.opset)
+    export(pipe.generator, args.output, opset=args.opset, sampled=args.sampled)
     session = OnnxGenerator(args.output)
     worst = 0.0
+    mode = " (sampling mode, masks and PyTorch's dropout from seed 0)" if args.sampled else ""
     for size in ((h, w), (h + factor, w + 2 * factor)):  # the export size and another: dynamic sizes work
         diff = parity(pipe.generator, session, *size)
         worst = max(worst, diff)
-        print(f"parity at {size[0]}x{size[1]}: max abs difference ONNX Runtime vs PyTorch = {diff:.3g}")
+        print(f"parity at {size[0]}x{size[1]}{mode}: max abs difference ONNX Runtime vs PyTorch = {diff:.3g}")
+    masks = "".join(f", mask{k} (batch, {c}, H/{d}, W/{d}) of 0 and 1/(1-{p:g})"
+                    for k, (c, d, p) in enumerate(session.masks))
     print(f"wrote {args.output}: input x (batch, {pipe.generator.config.in_channels}, H, W), H and W multiples of "
-          f"{factor}; output y in [-1, 1]")
+          f"{factor}{masks}; output y in [-1, 1]")
     if worst > args.tolerance:
         print(f"p2p export-onnx: the difference {worst:.3g} is over --tolerance {args.tolerance}", file=sys.stderr)
         return 1
@@ -305,6 +323,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
     e.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="size of the parity check (default: the working size); a second check adds a factor")
+    e.add_argument("--sampled", action="store_true",
+                   help="pix2pix's sampling mode (dropout masks as inputs, batch statistics) for --onnx without "
+                        "--deterministic; default: eval mode")
     e.add_argument("--opset", type=int, default=18)
     e.add_argument("--tolerance", type=float, default=1e-3, help="largest max abs difference that passes")
     e.set_defaults(run=export_onnx)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Dropout
-from .modes import eval_mode
+from .modes import eval_mode, paper_test_mode
 
 MASKS_KEY = "p2p_dropout_masks"  # a sampling-mode graph's metadata: [[channels, downsampling, p], ...] per mask
 
@@ -117,7 +117,8 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
 
 class OnnxGenerator:
     """An exported generator run by ONNX Runtime, called like the module:
-    (B, C_in, H, W) float tensor -> (B, C_out, H, W) float32 tensor on the input's device."""
+    (B, C_in, H, W) float tensor -> (B, C_out, H, W) float32 tensor on the input's device. `sampled`:
+    whether the file holds the sampling-mode graph (`export_onnx(sampled=True)`) or the eval-mode one."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         require("onnxruntime")
@@ -132,7 +133,9 @@ class OnnxGenerator:
             raise ValueError(f"{path}: could not be loaded by ONNX Runtime ({e}); expected a file from "
                              "`p2p export-onnx`") from e
         self.path = str(path)
-        self.masks = json.loads(self.session.get_modelmeta().custom_metadata_map.get(MASKS_KEY, "[]"))
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.sampled = MASKS_KEY in metadata
+        self.masks = json.loads(metadata.get(MASKS_KEY, "[]"))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A sampling-mode graph draws its dropout masks here, in the order and with the ops of the
@@ -147,9 +150,17 @@ class OnnxGenerator:
 
 
 def parity(generator: nn.Module, onnx_generator: OnnxGenerator, height: int, width: int, seed: int = 0) -> float:
-    """Max abs difference between the eval-mode PyTorch generator and its ONNX Runtime export on
-    random input of (1, C_in, height, width)."""
+    """Max abs difference between the PyTorch generator and its ONNX Runtime export, in the export's
+    mode, on random input of (1, C_in, height, width); a sampling-mode export draws its dropout
+    masks from the same seed as the generator."""
     x = torch.randn(1, generator.config.in_channels, height, width, generator=torch.Generator().manual_seed(seed))
-    with eval_mode(generator), torch.no_grad():
-        expected = generator(x.to(generator.device, generator.dtype)).float().cpu()
-    return float(np.abs(onnx_generator(x).numpy() - expected.numpy()).max())
+    if onnx_generator.sampled:
+        with paper_test_mode(generator), torch.no_grad():
+            expected = generator(x.to(generator.device, generator.dtype),
+                                 generator=torch.Generator(generator.device).manual_seed(seed)).float().cpu()
+        actual = onnx_generator(x, torch.Generator().manual_seed(seed))
+    else:
+        with eval_mode(generator), torch.no_grad():
+            expected = generator(x.to(generator.device, generator.dtype)).float().cpu()
+        actual = onnx_generator(x)
+    return float(np.abs(actual.numpy() - expected.numpy()).max())

@@ -76,10 +76,9 @@ def test_translate_native_deterministic_and_command_errors(model, tmp_path):
     assert clash.returncode == 2 and "would both be written to" in clash.stderr
     bad_model = p2p(tmp_path, "translate", "--model", tmp_path / "sub", tmp_path / "x.png", "--output", tmp_path / "o")
     assert bad_model.returncode == 2 and "no model_index.json in this folder" in bad_model.stderr
-    sampling_file = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
-                        "--backend", "onnxruntime", "--onnx", tmp_path / "x.png")
-    assert sampling_file.returncode == 2 and "is the eval-mode graph" in sampling_file.stderr
-    assert "add --deterministic" in sampling_file.stderr
+    not_onnx = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
+                   "--backend", "onnxruntime", "--onnx", tmp_path / "x.png")
+    assert not_onnx.returncode == 2 and "x.png: could not be loaded by ONNX Runtime" in not_onnx.stderr
 
 
 def test_translate_hd_label_maps_with_instance_maps_matched_by_name(tmp_path):
@@ -131,6 +130,34 @@ def test_export_onnx_prints_parity_and_translate_runs_it(model, tmp_path):
     hd_pipe().save_pretrained(hd)
     hd_export = p2p(tmp_path, "export-onnx", "--model", hd, "--output", tmp_path / "hd.onnx", "--size", "64", "96")
     assert hd_export.returncode == 0 and "parity at 64x96" in hd_export.stdout, hd_export.stderr
+    hd_sampled = p2p(tmp_path, "export-onnx", "--model", hd, "--output", tmp_path / "hd2.onnx", "--sampled")
+    assert hd_sampled.returncode == 2 and "has no sampling mode" in hd_sampled.stderr
+
+
+def test_export_onnx_sampled_and_translate_samples_with_it(model, tmp_path):
+    """The sampling-mode graph: parity from one seed, the CLI's seeded images equal PyTorch's, and a graph of
+    the other mode than asked is refused in one line."""
+    done = p2p(tmp_path, "export-onnx", "--model", model, "--output", tmp_path / "s.onnx", "--sampled")
+    assert done.returncode == 0, done.stderr
+    diffs = [float(d) for d in re.findall(r"\(sampling mode.*\): max abs difference ONNX Runtime vs PyTorch = (\S+)",
+                                          done.stdout)]
+    assert len(diffs) == 2 and max(diffs) < 1e-4, done.stdout
+    assert "mask0 (batch, " in done.stdout
+    photo(150, 97).save(tmp_path / "x.png")
+    ran = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
+              "--backend", "onnxruntime", "--onnx", tmp_path / "s.onnx", "--seed", "5")
+    assert ran.returncode == 0, ran.stderr
+    pipe = Pix2PixPipeline.from_pretrained(model)
+    expected = np.asarray(pipe(photo(150, 97), generator=seeded(5)).images[0]).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "o" / "x.png")).astype(int) - expected).max() <= 1
+    other_seed = np.asarray(pipe(photo(150, 97), generator=seeded(6)).images[0]).astype(int)
+    assert np.abs(other_seed - expected).max() > 1  # the seed matters: the masks are the seed's
+    assert p2p(tmp_path, "export-onnx", "--model", model, "--output", tmp_path / "e.onnx").returncode == 0
+    for graph, flags, problem in (("s.onnx", ["--deterministic"], "is the sampling-mode graph"),
+                                  ("e.onnx", [], "is the eval-mode graph")):
+        wrong = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "w",
+                    "--backend", "onnxruntime", "--onnx", tmp_path / graph, *flags)
+        assert wrong.returncode == 2 and problem in wrong.stderr and "Traceback" not in wrong.stderr, wrong.stderr
 
 
 @pytest.mark.parametrize("name, problem", [("pretrained/nope", "no such folder"), ("./nope", "no such folder"),

@@ -138,6 +138,11 @@ def check_exists(p: argparse.ArgumentParser, flag: str, value: str | None, hub: 
         p.error(f"{flag} {value}: no such file or folder")
 
 
+def generator_folder(source: Path) -> Path:
+    """The generator's folder of `--load_pretrain source`: a pipeline's `generator/`, or `source` itself."""
+    return source / "generator" if (source / "generator").is_dir() else source
+
+
 def load_pretrained_weights(model: torch.nn.Module, trained: torch.nn.Module, source: Path) -> None:
     """Copy `trained`'s weights (from the folder `source`: `--load_pretrain`, fine-tuning) into `model`, or a
     ValueError naming the first weight that is missing or shaped differently (the run's flags don't match)."""

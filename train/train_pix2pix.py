@@ -43,6 +43,7 @@ from train.common import (
     dataset_label,
     decoded_once,
     diffaugment,
+    generator_folder,
     imagenet_setup,
     linear_decay,
     load_pretrained_weights,
@@ -285,8 +286,7 @@ class Pix2PixTrainer(GANTrainer):
                                   encoder="efficientnet-lite0" if args.pretrained_encoder else "unet")
         if args.load_pretrain:
             source = Path(args.load_pretrain)
-            folder = source / "generator" if (source / "generator").is_dir() else source
-            load_pretrained_weights(generator, UNetGenerator.from_pretrained(folder), source)
+            load_pretrained_weights(generator, UNetGenerator.from_pretrained(generator_folder(source)), source)
         elif args.pretrained_encoder:
             generator.load_imagenet_encoder()
         generator.to(memory_format=args.memory_format)

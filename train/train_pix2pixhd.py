@@ -55,6 +55,7 @@ from train.common import (
     dataset_label,
     decoded_once,
     diffaugment,
+    generator_folder,
     imagenet_setup,
     label_colors,
     load_pretrained_weights,
@@ -148,7 +149,7 @@ def load_pretrained(source: Path, generator: LocalEnhancer, encoder: FeatureEnco
     """Start a local-enhancer run from `source`: a global pipeline (or generator) folder gives G1
     (coarse to fine); a local-enhancer pipeline gives G1 and G2, and its encoder if both have one
     (fine-tuning)."""
-    folder = source / "generator" if (source / "generator").is_dir() else source
+    folder = generator_folder(source)
     if json.loads((folder / "config.json").read_text()).get("_class_name") != "LocalEnhancer":
         generator.load_global(GlobalGenerator.from_pretrained(folder))
         logger.info(f"G1 weights loaded from {source}")
