@@ -96,11 +96,13 @@ class GeneratorBackend:
         self._lock = threading.Lock()
         self._copies: dict[int, tuple[tuple, dict]] = {}  # id(module) -> (weights_state, {(kind, deterministic): copy})
         self._onnx_files: dict[tuple[int, bool], OnnxGenerator] = {}  # (id(module), deterministic) -> `onnx_model`
+        self.onnx_model_sampled: bool | None = None  # the mode `onnx_model` serves: sampled (True) or deterministic
         if name == "onnxruntime":
             if onnx_model is None:
                 self._copy(generator, "onnxruntime", True)
                 return
             session = OnnxGenerator(onnx_model)
+            self.onnx_model_sampled = session.sampled
             self._onnx_files[id(generator), not session.sampled] = session
             channels = session.session.get_inputs()[0].shape[1]
             if channels != generator.config.in_channels:

@@ -221,7 +221,7 @@ def translate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         raise CommandError(str(e)) from e
     if args.onnx and isinstance(pipe, Pix2PixPipeline):
-        check_onnx_mode(args.onnx, args.deterministic)
+        check_onnx_mode(args.onnx, pipe._backend.onnx_model_sampled, args.deterministic)
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / f".p2p-write-test-{os.getpid()}"
@@ -240,12 +240,9 @@ def translate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def check_onnx_mode(path: str, deterministic: bool) -> None:
-    """Refuse a pix2pix `--onnx` graph whose mode (`p2p export-onnx` with `--sampled` or without) is not the
-    mode asked for, which would otherwise be exported anew at the first image."""
-    from .onnx_export import OnnxGenerator
-
-    sampled = OnnxGenerator(path).sampled
+def check_onnx_mode(path: str, sampled: bool, deterministic: bool) -> None:
+    """Refuse a pix2pix `--onnx` graph whose mode (`sampled`: `p2p export-onnx` with `--sampled` or without) is
+    not the mode asked for, which would otherwise be exported anew at the first image."""
     if sampled and deterministic:
         raise CommandError(f"--onnx {path} is the sampling-mode graph (`p2p export-onnx --sampled`): leave out "
                            "--deterministic, or export the eval-mode graph (without --sampled) for it")
