@@ -84,12 +84,21 @@ def hub_reachable() -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
+_loading = threading.Lock()
+
+
 def load_pipeline(tab: str, model: str | None = None):
     """A tab's pipeline (its first model unless `model` names another): from the Hub, else from
     the local folder, on CUDA in float16 when there is one, else on the CPU with the auto backend
     (`optimize_for_inference`: the fastest of fp32, bf16 where the CPU has it, and ONNX Runtime where
-    installed, timed on the first call), without progress bars. Loaded on first use, then cached."""
+    installed, timed at the first call or by `warm_up`), without progress bars. Loaded on first use
+    (once, whichever threads ask), then cached."""
+    with _loading:
+        return _load_pipeline(tab, model)
+
+
+@lru_cache(maxsize=None)
+def _load_pipeline(tab: str, model: str | None):
     models = CONFIG["tabs"][tab]["models"]
     spec = models[model or next(iter(models))]
     errors = []
@@ -797,6 +806,20 @@ def hd_tab(tab: str, spec: dict) -> None:
 TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_tab, "hd": hd_tab}
 
 
+def warm_up() -> None:
+    """Load every tab's models and get their backends ready (`P2PPipeline.warm_up`: `auto`'s timing,
+    ONNX exports) in both modes, so that the first visitor's call runs at full speed; one log line each."""
+    for tab, spec in CONFIG["tabs"].items():
+        for model in spec["models"]:
+            start = time.perf_counter()
+            try:
+                load_pipeline(tab, model).warm_up()
+            except Exception as e:  # a tab without weights says so to its visitors; the others still warm up
+                logger.warning(f"warm-up: {tab} {model}: {type(e).__name__}: {e}")
+                continue
+            logger.info(f"warm-up: {tab} {model} ready in {time.perf_counter() - start:.1f} s")
+
+
 def build_demo() -> gr.Blocks:
     age = CONFIG["limits"]["cache_max_age"]
     with gr.Blocks(title=CONFIG["space"]["title"], delete_cache=(age, age)) as demo:  # evict every `age` s
@@ -827,10 +850,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("p2p_models.backends").setLevel(logging.INFO)  # the auto backend's choices, one line each
+    logger.setLevel(logging.INFO)  # warm-up lines
     if spaces is not None:  # ZeroGPU runs each call in a fork of this process: load the models here, once
         for tab, spec in CONFIG["tabs"].items():
             for model in spec["models"]:
                 load_pipeline(tab, model)
+    else:  # the CPU: time the backends while the server starts, not in the first visitor's call
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     body_limit = Middleware(BodyLimit, max_bytes=MAX_FILE_BYTES * 4 // 3 + 2**16)  # one data: URL, plus the rest
     build_demo().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                         max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import gradio as gr
 import httpx
@@ -209,11 +210,23 @@ def test_hd_styles_and_instance_selection(app, tmp_path):
         app.hd(label_map, None, 0, {}, *(["7"] * 12))
 
 
-def auto_choice(log, start: int, module: str) -> str:
-    """The backend the server's `auto` picked for its `module` (a generator class name) while writing
-    `log` from offset `start` on (its one INFO line), to compare its images with that backend's."""
-    (choice,) = re.findall(rf"backend auto: (\w+) for {module} at", log.read_text()[start:])
+def auto_choice(log: Path, pipe, deterministic: bool) -> str:
+    """The backend the server's `auto` picked for `pipe`'s generator at its working size in that mode (its
+    one INFO line in `log`), to compare the server's images with that backend's."""
+    shape = (1, pipe.generator.config.in_channels, *pipe.working_size)
+    mode = "deterministic" if deterministic else "sampled"
+    (choice,) = re.findall(rf"backend auto: (\w+) for {type(pipe.generator).__name__} at {re.escape(str(shape))}, "
+                           rf"{mode} ", log.read_text())
     return choice
+
+
+def wait_for_warm_up(log: Path, app_dir: Path, timeout: float = 300) -> None:
+    """Until the server's log has a `warm-up:` line for each model in its spaces.yaml."""
+    models = sum(len(spec["models"]) for spec in yaml.safe_load((app_dir / "spaces.yaml").read_text())["tabs"].values())
+    deadline = time.monotonic() + timeout
+    while len(re.findall(r"warm-up: .* ready in", log.read_text())) < models:
+        assert time.monotonic() < deadline, f"no warm-up line for every model after {timeout} s:\n{log.read_text()}"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -231,10 +244,11 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     photo = noise(50, 70)
     photo.save(tmp_path / "photo.png")
     log = folder / "app.log"
+    wait_for_warm_up(log, folder / "app")  # the backends were timed at start-up, in the background
     start = len(log.read_text())
     grey, colour, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
     colorization = Pix2PixPipeline.from_pretrained(folder / "models" / "colorization_0")
-    colorization.set_backend(auto_choice(log, start, "UNetGenerator"))
+    colorization.set_backend(auto_choice(log, colorization, deterministic=False))
     expected = colorization(photo.convert("L"), generator=seeded(3)).images[0]
     assert np.array_equal(np.asarray(Image.open(colour)), np.asarray(expected))  # PNG: exact pixels
     out, _ = client.predict(handle_file(str(tmp_path / "photo.png")), "Map -> aerial", 0, True, api_name="/maps")
@@ -248,11 +262,11 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     label_map, ids = hd_label_map()
     label_map.save(tmp_path / "label.png")
     editor = {"background": handle_file(str(tmp_path / "label.png")), "layers": [], "composite": None}
-    start = len(log.read_text())
     _, out, _ = client.predict(editor, None, 5, {}, *["random"] * 12, api_name="/hd")
     pipe = Pix2PixHDPipeline.from_pretrained(folder / "models" / "hd_0")
-    pipe.set_backend(auto_choice(log, start, type(pipe.generator).__name__))
+    pipe.set_backend(auto_choice(log, pipe, deterministic=True))
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(pipe(ids, generator=seeded(5)).images[0]))
+    assert "backend auto:" not in log.read_text()[start:]  # every tab's first call found its backend chosen
 
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(Exception, match="can't be read as an image"):

@@ -162,6 +162,22 @@ def test_auto_measures_once_per_model_config_and_shape_and_logs_why(monkeypatch,
     assert len(timed) == 2 * (2 + len(ORT)) * backends.MAX_TIMED_CALLS and len(fresh_choices) == 2
 
 
+def test_warm_up_times_auto_in_each_mode_so_calls_at_the_working_size_time_nothing(monkeypatch, fresh_choices):
+    timed = timed_kinds(monkeypatch)
+    pipe, hd = make_pipe(), hd_pipe()
+    for p in (pipe, hd):
+        p.set_backend("auto")
+        assert p.warm_up() is p
+    assert sorted((key[0], key[2], key[3]) for key in fresh_choices) == [
+        ("GlobalGenerator", (1, 8, 64, 256), True),
+        ("UNetGenerator", (1, 3, 64, 64), False), ("UNetGenerator", (1, 3, 64, 64), True)]
+    done = len(timed)
+    pipe(photo(120, 80), generator=seeded(0))
+    pipe(photo(90, 60), deterministic=True)
+    hd(*scene())
+    assert len(timed) == done and len(fresh_choices) == 3  # chosen already: no call timed again
+
+
 def test_auto_deterministic_tries_onnxruntime_and_runs_the_hd_encoder(monkeypatch, fresh_choices):
     for package in backends.ONNX_PACKAGES:
         pytest.importorskip(package)

@@ -47,6 +47,7 @@ class Pix2PixPipeline(P2PPipeline):
 
     model_cpu_offload_seq = "generator"
     card_tags = PIX2PIX_TAGS
+    generator_modes = (True, False)  # deterministic, and sampled (dropout, batch statistics: the paper's test)
 
     def __init__(
         self,

@@ -142,6 +142,7 @@ class P2PPipeline(DiffusionPipeline):
     Runtime, or `auto`: the fastest of those on the CPU at hand)."""
 
     max_pixels: int | None = MAX_PIXELS
+    generator_modes: tuple[bool, ...] = (True,)  # the `deterministic` values its calls run the generator in
     card_tags: list[str] = []
     _loaded_card: str | None = None  # the README.md `from_pretrained` found, which `save_pretrained` keeps
     _backend = GeneratorBackend()  # plain PyTorch, which holds no state; `set_backend` gives an instance its own
@@ -168,6 +169,18 @@ class P2PPipeline(DiffusionPipeline):
         if device.type == "cuda":
             return self.to(device, torch.float16)
         self.to(device, torch.float32).set_backend("auto")
+        return self
+
+    def warm_up(self):
+        """Get the backend ready now for calls at the working size (the default `size_mode`) rather than at
+        the first call: the generator run once on zeros (1, C_in, H, W) in each of `generator_modes`, so
+        that `auto` has timed its candidates and built their copies and exports. Returns the pipeline."""
+        x = torch.zeros(1, self.generator.config.in_channels, *self.working_size, device=self.device,
+                        dtype=self.generator.dtype)
+        for deterministic in self.generator_modes:
+            kwargs = {} if deterministic else {"generator": torch.Generator(self.device).manual_seed(0)}
+            with self.generator_runner(deterministic) as net, torch.no_grad():
+                net(x, **kwargs)
         return self
 
     def enable_model_cpu_offload(self, *args, **kwargs):
