@@ -272,9 +272,9 @@ def export_onnx(args: argparse.Namespace) -> int:
         diff = parity(pipe.generator, session, *size)
         worst = max(worst, diff)
         print(f"parity at {size[0]}x{size[1]}{mode}: max abs difference ONNX Runtime vs PyTorch = {diff:.3g}")
-    masks = "".join(f", mask{k} (batch, {c}, H/{d}, W/{d}) of 0 and 1/(1-{p:g})"
-                    for k, (c, d, p) in enumerate(session.masks))
-    print(f"wrote {args.output}: input x (batch, {pipe.generator.config.in_channels}, H, W), H and W multiples of "
+    batch = "1" if args.sampled else "batch"  # the sampling mode: one image, normalised by its own statistics
+    masks = "".join(f", mask{k} (1, {c}, H/{d}, W/{d}) of 0 and 1/(1-{p:g})" for k, (c, d, p) in enumerate(session.masks))
+    print(f"wrote {args.output}: input x ({batch}, {pipe.generator.config.in_channels}, H, W), H and W multiples of "
           f"{factor}{masks}; output y in [-1, 1]")
     if worst > args.tolerance:
         print(f"p2p export-onnx: the difference {worst:.3g} is over --tolerance {args.tolerance}", file=sys.stderr)

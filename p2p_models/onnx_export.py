@@ -26,18 +26,15 @@ def require(*packages: str) -> None:
 
 
 class BatchStatisticsNorm(nn.Module):
-    """A BatchNorm2d normalising with the batch's own statistics (pix2pix's sampling mode) as one instance
-    norm over (B * H, W) per channel, which exports to ONNX's InstanceNormalization: (B, C, H, W) -> (B, C, H, W)."""
+    """A BatchNorm2d normalising with the batch's own statistics (pix2pix's sampling mode) for a batch of
+    one image, which is an instance norm and exports to ONNX's InstanceNormalization: (1, C, H, W) -> (1, C, H, W)."""
 
     def __init__(self, norm: nn.modules.batchnorm._BatchNorm):
         super().__init__()
         self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        y = F.instance_norm(x.transpose(0, 1).reshape(1, c, b * h, w), weight=self.weight, bias=self.bias,
-                            eps=self.eps)
-        return y.reshape(c, b, h, w).transpose(0, 1)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
 class MaskedDropout(nn.Module):
@@ -89,9 +86,11 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
     `torch.onnx.export` (dynamo): input `x` (batch, C_in, H, W), output `y` (batch, C_out, H, W),
     with dynamic batch, H and W (any multiples of the generator's `downsampling_factor` from its
     `min_size`, up to 4096). It is traced at two factors per side, so that no size is specialised.
-    With `sampled`, a pix2pix generator's sampling mode instead (`SampledGraph`): inputs `x` and
-    `mask0`, `mask1`, ... (B, C_k, H / d_k, W / d_k), the dropout masks scaled by 1 / keep, which the
-    caller draws (`OnnxGenerator`); their (C_k, d_k, p_k) are in the model's metadata (`MASKS_KEY`)."""
+    With `sampled`, a pix2pix generator's sampling mode instead (`SampledGraph`), for one image at a time
+    (as the pipelines sample, and pix2pix's test runs; its BatchNorms are instance norms then, with no
+    transposes around them): inputs `x` (1, C_in, H, W) and `mask0`, `mask1`, ... (1, C_k, H / d_k,
+    W / d_k), the dropout masks scaled by 1 / keep, which the caller draws (`OnnxGenerator`); their
+    (C_k, d_k, p_k) are in the model's metadata (`MASKS_KEY`)."""
     require("onnx", "onnxscript")
     factor, minimum = generator.downsampling_factor, generator.min_size
     h, w = (torch.export.Dim(name, min=minimum // factor, max=4096 // factor) for name in ("h", "w"))
@@ -104,7 +103,8 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
         masks = model.mask_shapes(x)
         args += tuple(torch.ones(1, c, x.shape[2] // d, x.shape[3] // d, dtype=x.dtype, device=x.device)
                       for c, d, _ in masks)
-    shapes = [{0: batch, 2: (factor // d) * h, 3: (factor // d) * w} for d in [1] + [d for _, d, _ in masks]]
+    shapes = [{0: torch.export.Dim.STATIC if sampled else batch, 2: (factor // d) * h, 3: (factor // d) * w}  # sampled: one image
+              for d in [1] + [d for _, d, _ in masks]]
     shapes = (shapes[0], tuple(shapes[1:])) if sampled else (shapes[0],)  # as forward's (x, *masks)
     with eval_mode(generator), torch.no_grad():
         names = ["x"] + [f"mask{k}" for k in range(len(masks))]
@@ -118,7 +118,8 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
 class OnnxGenerator:
     """An exported generator run by ONNX Runtime, called like the module:
     (B, C_in, H, W) float tensor -> (B, C_out, H, W) float32 tensor on the input's device. `sampled`:
-    whether the file holds the sampling-mode graph (`export_onnx(sampled=True)`) or the eval-mode one."""
+    whether the file holds the sampling-mode graph (`export_onnx(sampled=True)`: batches of one image)
+    or the eval-mode one."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         require("onnxruntime")
@@ -140,6 +141,9 @@ class OnnxGenerator:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A sampling-mode graph draws its dropout masks here, in the order and with the ops of the
         generator's own `Dropout`s, so a `generator` (or torch's global RNG) gives their masks."""
+        if self.sampled and x.shape[0] != 1 and self.session.get_inputs()[0].shape[0] == 1:
+            raise ValueError(f"{self.path} is the sampling-mode graph, which takes one image at a time (it "
+                             f"normalises with that image's statistics), got a batch of {x.shape[0]}")
         feed = {"x": x.detach().float().cpu().numpy()}
         for k, (channels, factor, p) in enumerate(self.masks):
             mask = torch.empty(x.shape[0], channels, x.shape[2] // factor, x.shape[3] // factor)

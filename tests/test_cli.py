@@ -20,6 +20,7 @@ from test_pix2pixhd import hd_pipe, scene
 
 from p2p_models import Pix2PixPipeline
 from p2p_models.cli import main
+from p2p_models.onnx_export import OnnxGenerator
 
 
 def p2p(tmp_path, *args, timeout=600):
@@ -142,7 +143,9 @@ def test_export_onnx_sampled_and_translate_samples_with_it(model, tmp_path):
     diffs = [float(d) for d in re.findall(r"\(sampling mode.*\): max abs difference ONNX Runtime vs PyTorch = (\S+)",
                                           done.stdout)]
     assert len(diffs) == 2 and max(diffs) < 1e-4, done.stdout
-    assert "mask0 (batch, " in done.stdout
+    assert "input x (1, 3, H, W)" in done.stdout and "mask0 (1, " in done.stdout
+    with pytest.raises(ValueError, match="takes one image at a time"):
+        OnnxGenerator(tmp_path / "s.onnx")(torch.zeros(2, 3, 64, 64))
     photo(150, 97).save(tmp_path / "x.png")
     ran = p2p(tmp_path, "translate", "--model", model, tmp_path / "x.png", "--output", tmp_path / "o",
               "--backend", "onnxruntime", "--onnx", tmp_path / "s.onnx", "--seed", "5")
