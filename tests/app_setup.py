@@ -76,10 +76,11 @@ def app_copy(folder: Path, **limits) -> Path:
 def serve(app_dir: Path, log: Path, port: int | None = None, port_from_env: bool = False, env: dict | None = None):
     """`python app.py --host 127.0.0.1 --port PORT` in `app_dir` (`port` default: a free one; with
     `port_from_env`, the port in GRADIO_SERVER_PORT instead), offline, with its own Gradio cache
-    (`app_dir/gradio_cache`) and `env` added to the environment; yields (its URL, its process id)."""
+    (`gradio_cache` beside `log`, so that serving the repository itself writes nothing into it) and `env`
+    added to the environment; yields (its URL, its process id)."""
     port = port or free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "P2P_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(app_dir / "gradio_cache"), **(env or {})}
+           "GRADIO_TEMP_DIR": str(log.parent / "gradio_cache"), **(env or {})}
     env.pop("GRADIO_SERVER_PORT", None)
     flags = ["--host", "127.0.0.1", "--port", str(port)]
     if port_from_env:

@@ -576,7 +576,7 @@ def test_server_checks_match_the_readme_and_log_one_line(server, tmp_path):
         ("/facades", ({**editor_value(tmp_path / "photo.jpg"), "layers": [handle_file(str(tmp_path / "photo.jpg"))] * 60},
                       0, False), "The label map has 60 layers; at most 10 are read"),
     ]
-    cache = folder / "app" / "gradio_cache"
+    cache = folder / "gradio_cache"
     cached = set(cache.rglob("*"))
     for api, args, message in cases:
         with pytest.raises(Exception, match=message):
