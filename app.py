@@ -94,13 +94,12 @@ def load_pipeline(tab: str, model: str | None = None):
     installed, timed at the first call or by `warm_up`), without progress bars. Loaded on first use
     (once, whichever threads ask), then cached."""
     with _loading:
-        return _load_pipeline(tab, model)
+        return _load_pipeline(tab, model or next(iter(CONFIG["tabs"][tab]["models"])))
 
 
 @lru_cache(maxsize=None)
-def _load_pipeline(tab: str, model: str | None):
-    models = CONFIG["tabs"][tab]["models"]
-    spec = models[model or next(iter(models))]
+def _load_pipeline(tab: str, model: str):
+    spec = CONFIG["tabs"][tab]["models"][model]
     errors = []
     pipe = None
     if hub_reachable():
@@ -807,8 +806,8 @@ TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_t
 
 
 def warm_up() -> None:
-    """Load every tab's models and get their backends ready (`P2PPipeline.warm_up`: `auto`'s timing,
-    ONNX exports) in both modes, so that the first visitor's call runs at full speed; one log line each."""
+    """Get every tab's models' backends ready (`P2PPipeline.warm_up`: `auto`'s timing, ONNX exports) in
+    both modes, so that the first visitor's call runs at full speed; one log line each."""
     for tab, spec in CONFIG["tabs"].items():
         for model in spec["models"]:
             start = time.perf_counter()
@@ -851,12 +850,17 @@ def main(argv=None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("p2p_models.backends").setLevel(logging.INFO)  # the auto backend's choices, one line each
     logger.setLevel(logging.INFO)  # warm-up lines
-    if spaces is not None:  # ZeroGPU runs each call in a fork of this process: load the models here, once
-        for tab, spec in CONFIG["tabs"].items():
-            for model in spec["models"]:
+    # Every model loaded now, before serving: ZeroGPU runs each call in a fork of this process, and neither a
+    # load (diffusers' empty-weights init patches torch.nn.Module process-wide) nor an ONNX export may run
+    # beside model calls.
+    for tab, spec in CONFIG["tabs"].items():
+        for model in spec["models"]:
+            try:
                 load_pipeline(tab, model)
-    else:  # the CPU: time the backends while the server starts, not in the first visitor's call
-        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+            except gr.Error as e:  # the tab tells its visitors; the others serve
+                logger.warning(f"{tab} {model}: {e}")
+    if spaces is None:  # the CPU: time the backends (and export to ONNX: not beside serving) before serving
+        warm_up()
     body_limit = Middleware(BodyLimit, max_bytes=MAX_FILE_BYTES * 4 // 3 + 2**16)  # one data: URL, plus the rest
     build_demo().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                         max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),

@@ -105,7 +105,7 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
                       for c, d, _ in masks)
     shapes = [{0: torch.export.Dim.STATIC if sampled else batch, 2: (factor // d) * h, 3: (factor // d) * w}  # sampled: one image
               for d in [1] + [d for _, d, _ in masks]]
-    shapes = (shapes[0], tuple(shapes[1:])) if sampled else (shapes[0],)  # as forward's (x, *masks)
+    shapes = (shapes[0], tuple(shapes[1:])) if masks else (shapes[0],)  # as forward's (x, *masks)
     with eval_mode(generator), torch.no_grad():
         names = ["x"] + [f"mask{k}" for k in range(len(masks))]
         program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=["y"],

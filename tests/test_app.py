@@ -104,6 +104,8 @@ def test_maps_direction_picks_the_model(app):
         assert np.array_equal(np.asarray(out), np.asarray(expected))
     assert not np.array_equal(np.asarray(to_map), np.asarray(to_aerial))
     assert app.load_pipeline("maps", "Map -> aerial").config.direction == "BtoA"
+    # a tab's first model is one pipeline (the one `warm_up` readied), whether or not its name is given
+    assert app.load_pipeline("maps") is app.load_pipeline("maps", "Aerial -> map")
     with pytest.raises(gr.Error, match="Unknown direction"):
         app.translate_map(tile, "sideways")
 
@@ -244,7 +246,7 @@ def test_server_every_tab_and_bad_uploads(server, tmp_path):
     photo = noise(50, 70)
     photo.save(tmp_path / "photo.png")
     log = folder / "app.log"
-    wait_for_warm_up(log, folder / "app")  # the backends were timed at start-up, in the background
+    wait_for_warm_up(log, folder / "app")  # the backends were timed at start-up
     start = len(log.read_text())
     grey, colour, _ = client.predict(handle_file(str(tmp_path / "photo.png")), 3, False, api_name="/colorization")
     colorization = Pix2PixPipeline.from_pretrained(folder / "models" / "colorization_0")
