@@ -805,18 +805,23 @@ def hd_tab(tab: str, spec: dict) -> None:
 TABS = {"colorization": colorization_tab, "maps": maps_tab, "facades": facades_tab, "hd": hd_tab}
 
 
-def warm_up() -> None:
-    """Get every tab's models' backends ready (`P2PPipeline.warm_up`: `auto`'s timing, ONNX exports) in
-    both modes, so that the first visitor's call runs at full speed; one log line each."""
+def load_models(warm_up: bool) -> None:
+    """Load every tab's models now, before serving (ZeroGPU runs each call in a fork of this process, and
+    neither a load, whose empty-weights init patches torch.nn.Module process-wide, nor an ONNX export may
+    run beside model calls); with `warm_up`, also get their backends ready (`P2PPipeline.warm_up`: `auto`'s
+    timing, ONNX exports) so that the first visitor's call runs at full speed; one log line each."""
     for tab, spec in CONFIG["tabs"].items():
         for model in spec["models"]:
             start = time.perf_counter()
             try:
-                load_pipeline(tab, model).warm_up()
-            except Exception as e:  # a tab without weights says so to its visitors; the others still warm up
-                logger.warning(f"warm-up: {tab} {model}: {type(e).__name__}: {e}")
+                pipe = load_pipeline(tab, model)
+                if warm_up:
+                    pipe.warm_up()
+            except Exception as e:  # a tab without weights tells its visitors; the others serve
+                logger.warning(f"{tab} {model}: {type(e).__name__}: {e}")
                 continue
-            logger.info(f"warm-up: {tab} {model} ready in {time.perf_counter() - start:.1f} s")
+            if warm_up:
+                logger.info(f"warm-up: {tab} {model} ready in {time.perf_counter() - start:.1f} s")
 
 
 def build_demo() -> gr.Blocks:
@@ -850,17 +855,7 @@ def main(argv=None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("p2p_models.backends").setLevel(logging.INFO)  # the auto backend's choices, one line each
     logger.setLevel(logging.INFO)  # warm-up lines
-    # Every model loaded now, before serving: ZeroGPU runs each call in a fork of this process, and neither a
-    # load (diffusers' empty-weights init patches torch.nn.Module process-wide) nor an ONNX export may run
-    # beside model calls.
-    for tab, spec in CONFIG["tabs"].items():
-        for model in spec["models"]:
-            try:
-                load_pipeline(tab, model)
-            except gr.Error as e:  # the tab tells its visitors; the others serve
-                logger.warning(f"{tab} {model}: {e}")
-    if spaces is None:  # the CPU: time the backends (and export to ONNX: not beside serving) before serving
-        warm_up()
+    load_models(warm_up=spaces is None)  # on the CPU, time the backends (and export to ONNX) before serving
     body_limit = Middleware(BodyLimit, max_bytes=MAX_FILE_BYTES * 4 // 3 + 2**16)  # one data: URL, plus the rest
     build_demo().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                         max_file_size=CONFIG["limits"]["max_file_size"], max_threads=max_threads(),

@@ -273,7 +273,8 @@ def export_onnx(args: argparse.Namespace) -> int:
         worst = max(worst, diff)
         print(f"parity at {size[0]}x{size[1]}{mode}: max abs difference ONNX Runtime vs PyTorch = {diff:.3g}")
     batch = "1" if args.sampled else "batch"  # the sampling mode: one image, normalised by its own statistics
-    masks = "".join(f", mask{k} (1, {c}, H/{d}, W/{d}) of 0 and 1/(1-{p:g})" for k, (c, d, p) in enumerate(session.masks))
+    masks = "".join(f", mask{k} (1, {c}, H/{d}, W/{d}) of 0 and 1/(1-{p:g})"
+                    for k, (c, d, p) in enumerate(session.masks))
     print(f"wrote {args.output}: input x ({batch}, {pipe.generator.config.in_channels}, H, W), H and W multiples of "
           f"{factor}{masks}; output y in [-1, 1]")
     if worst > args.tolerance:

@@ -103,8 +103,8 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
         masks = model.mask_shapes(x)
         args += tuple(torch.ones(1, c, x.shape[2] // d, x.shape[3] // d, dtype=x.dtype, device=x.device)
                       for c, d, _ in masks)
-    shapes = [{0: torch.export.Dim.STATIC if sampled else batch, 2: (factor // d) * h, 3: (factor // d) * w}  # sampled: one image
-              for d in [1] + [d for _, d, _ in masks]]
+    first = torch.export.Dim.STATIC if sampled else batch  # the sampling mode: one image
+    shapes = [{0: first, 2: (factor // d) * h, 3: (factor // d) * w} for d in [1] + [d for _, d, _ in masks]]
     shapes = (shapes[0], tuple(shapes[1:])) if masks else (shapes[0],)  # as forward's (x, *masks)
     with eval_mode(generator), torch.no_grad():
         names = ["x"] + [f"mask{k}" for k in range(len(masks))]
