@@ -428,13 +428,24 @@ def preprocessed(component, payload):
 class TabGate:
     """One tab's admission: one request runs at a time and at most `max_waiting` more wait; beyond
     that a request is refused at once with a message. Every tab has its own gate (Gradio's queue
-    only dispatches), so a slow or flooded tab never refuses or delays the others. A running call
-    holds a share of `THREADS`, and the heap it freed is returned to the OS when it ends."""
+    only dispatches), so a slow or flooded tab never refuses the others. Nor does it delay them by
+    more than the one call it has running: a request that had to queue behind its own tab's starts
+    only while no other tab has a request that did not (a fresh one). A running call holds a share
+    of `THREADS`, and the heap it freed is returned to the OS when it ends."""
+
+    changed = threading.Condition()  # one for all the gates: whether a call may start depends on the others
+    gates: list["TabGate"] = []
 
     def __init__(self, title: str, max_waiting: int):
         self.title, self.max_waiting = title, max_waiting
-        self.admitted = 0
-        self.count_lock, self.run_lock = threading.Lock(), threading.Lock()
+        self.admitted = 0  # running + waiting
+        self.fresh = 0  # admitted requests that found the tab idle (0 or 1)
+        self.running = False
+        TabGate.gates.append(self)
+
+    def may_start(self, fresh: bool) -> bool:
+        """Whether a request of this tab may start its call now (the caller holds `changed`)."""
+        return not self.running and (fresh or not any(g.fresh for g in self.gates if g is not self))
 
     def __call__(self, fn, inputs: list | None = None):
         """`fn` gated. With `inputs`, the event's input components, for an event wired with
@@ -442,20 +453,30 @@ class TabGate:
         that a refused request is answered before any upload is decoded."""
         @wraps(fn)
         def gated(*args, **kwargs):
-            with self.count_lock:
+            with self.changed:
                 busy = self.admitted > self.max_waiting
-                self.admitted += not busy
+                fresh = self.admitted == 0
+                if not busy:
+                    self.admitted += 1
+                    self.fresh += fresh
             if busy:  # its uploads stay for the cache's eviction: an admitted request may share them (same content)
                 raise user_error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
                                  "Try again in a moment.")
+            started = False
             try:
-                with self.run_lock, THREADS.held():
+                with self.changed:
+                    self.changed.wait_for(lambda: self.may_start(fresh))
+                    self.running = started = True
+                with THREADS.held():
                     if inputs is not None:
                         args = [preprocessed(c, a) for c, a in zip(inputs, args)]
                     return fn(*args, **kwargs)
             finally:
-                with self.count_lock:
+                with self.changed:
                     self.admitted -= 1
+                    self.fresh -= fresh
+                    self.running = self.running and not started  # False if this call ran
+                    self.changed.notify_all()
                 trim_memory()
 
         return gated

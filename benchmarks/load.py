@@ -1,29 +1,32 @@
 """Load on the demo server: does a flood on one tab leave the other tabs alone (issue 38)?
 
     python benchmarks/load.py [--flood hd] [--calls 7] [--concurrency 24] [--burst-seconds 20] [--bursts 3]
-                              [--quick] [--json load.json]
+                              [--flood_nice 0] [--quick] [--json load.json]
 
 Launches the real app (`python app.py` on 127.0.0.1, offline: the shipped weights in pretrained/)
 and calls it with gradio_client, each call with its tab's first example from spaces.yaml:
 1. quiet latency: every tab called `--calls` times, one call at a time (after two warm-up calls
-   each, which load the models and let the `auto` backend time its choices); the median per tab;
-2. `--bursts` bursts: `--concurrency` client threads flood the `--flood` tab, each sending its next
-   request as soon as its last is answered, for `--burst-seconds`, while the other tabs are called
-   one after another (their latency under the flood). A flood request refused because the tab's
-   queue is full ("busy") has its answer time recorded. After each burst has drained, the server's
-   RSS (VmRSS of /proc/<pid>/status) is read;
+   each); the median per tab;
+2. `--bursts` bursts: `--concurrency` client threads in a process of their own (so that they do not
+   hold the measuring client's GIL) flood the `--flood` tab, each sending its next request as soon
+   as its last is answered, for `--burst-seconds`, while this process calls the other tabs one
+   after another (their latency under the flood) and, once a round, the flooded tab as a newcomer
+   would: the time of its "busy" answer (the tab's queue is full) is recorded. After each burst
+   has drained, the server's RSS (VmRSS of /proc/<pid>/status) is read;
 3. a markdown table (per tab: quiet and under-flood median ms, their ratio), the busy answers, the
    RSS after each burst, and a summary line against the issue's targets: the other tabs within
    1.5x their quiet latency, busy answers in under 0.5 s, RSS after the last burst within 1.2x
    of after the first.
-Times are wall-clock as the client sees them (uploads included), with client and server on the
-same machine. The flood needs more concurrent requests than the tab admits (1 running + spaces.yaml's
-`queue_size` waiting) to get busy answers. `--quick` (CI smoke run: checks the script, not the
-machine) makes 2 quiet calls per tab and 3 s bursts.
+Times are wall-clock as the client sees them (uploads included), with client, flood and server on
+the same machine: the flood's client work takes the server's CPU too, unless `--flood_nice 19`
+stands in for a flood from elsewhere. The flood needs more concurrent requests than the tab admits
+(1 running + spaces.yaml's `queue_size` waiting) to get busy answers. `--quick` (CI smoke run:
+checks the script, not the machine) makes 2 quiet calls per tab and 3 s bursts.
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -48,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="concurrent flood requests (default 24: more than 1 running + queue_size 16 waiting)")
     p.add_argument("--burst-seconds", type=float, default=20, help="how long each burst floods the tab (default 20)")
     p.add_argument("--bursts", type=int, default=3, help="bursts, RSS read after each (default 3)")
+    p.add_argument("--flood_nice", type=int, default=0,
+                   help="niceness of the flood's process (default 0; 19 stands in for a flood from another machine, "
+                        "whose client work is not this CPU's)")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 2 quiet calls per tab, 3 s bursts")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -120,15 +126,22 @@ def timed(client, tab: str, args: tuple) -> tuple[float, str | None]:
         return time.perf_counter() - start, str(e)
 
 
-def burst(client, flood: str, others: list[str], inputs: dict, concurrency: int, seconds: float) -> dict:
-    """Flood `flood` with `concurrency` requests at a time for `seconds` while calling `others` in turn."""
-    deadline = time.perf_counter() + seconds
-    served, busy, failed, other = [], [], [], {tab: [] for tab in others}
+def flood(url: str, tab: str, args: tuple, concurrency: int, seconds: float, nice: int, out) -> None:
+    """The flood, in a process of its own (its client threads must not take the measuring client's
+    GIL): `concurrency` threads call `tab`, each sending its next request as soon as its last is
+    answered, for `seconds` after "ready" is put on `out`; then the answer times go on `out`."""
+    from gradio_client import Client
+
+    os.nice(nice)
+    client = Client(url, verbose=False, max_workers=concurrency + 4)
+    served, busy, failed = [], [], []
     lock = threading.Lock()
+    out.put("ready")
+    deadline = time.perf_counter() + seconds
 
     def flooder():  # past the deadline too, until the burst has had an answer, however slow the machine
         while time.perf_counter() < deadline or not (served or busy or failed):
-            s, error = timed(client, flood, inputs[flood])
+            s, error = timed(client, tab, args)
             with lock:
                 if error is None:
                     served.append(s)
@@ -137,22 +150,40 @@ def burst(client, flood: str, others: list[str], inputs: dict, concurrency: int,
                 else:
                     failed.append(error)
 
-    def caller():  # at least one round, however slow the machine
-        while not all(other.values()) or time.perf_counter() < deadline:
-            for tab in others:
-                s, error = timed(client, tab, inputs[tab])
-                if error is not None:
-                    raise RuntimeError(f"/{tab} failed under the flood: {error}")
-                other[tab].append(s)
-
     threads = [threading.Thread(target=flooder) for _ in range(concurrency)]
     for t in threads:
         t.start()
-    time.sleep(min(1.0, seconds / 4))  # the flood fills the tab's queue first
-    caller()
     for t in threads:
         t.join()
-    return {"served": served, "busy": busy, "failed": failed, "other": other}
+    out.put({"served": served, "busy": busy, "failed": failed})
+
+
+def burst(client, url: str, flood_tab: str, others: list[str], inputs: dict, args) -> dict:
+    """Flood `flood_tab` from another process for `args.burst_seconds` while this process calls the
+    other tabs in turn, and the flooded tab once a round (a newcomer: its busy answer is timed)."""
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=flood, args=(url, flood_tab, inputs[flood_tab], args.concurrency,
+                                                   args.burst_seconds, args.flood_nice, out))
+    process.start()
+    if out.get(timeout=120) != "ready":
+        raise RuntimeError("the flood process did not start")
+    deadline = time.perf_counter() + args.burst_seconds
+    time.sleep(min(1.0, args.burst_seconds / 4))  # the flood fills the tab's queue first
+    other, probes = {tab: [] for tab in others}, {"busy": [], "served": []}
+    while not all(other.values()) or time.perf_counter() < deadline:  # at least one round, however slow
+        for tab in others:
+            s, error = timed(client, tab, inputs[tab])
+            if error is not None:
+                raise RuntimeError(f"/{tab} failed under the flood: {error}")
+            other[tab].append(s)
+        s, error = timed(client, flood_tab, inputs[flood_tab])
+        if error is not None and "is busy" not in error:
+            raise RuntimeError(f"/{flood_tab} failed under the flood: {error}")
+        probes["served" if error is None else "busy"].append(s)
+    result = out.get(timeout=600)
+    process.join(timeout=60)
+    return {**result, "other": other, "probes": probes}
 
 
 def median_ms(seconds: list[float]) -> float | None:
@@ -181,7 +212,7 @@ def main(argv=None) -> None:
                 quiet[tab] = median_ms([timed(client, tab, inputs[tab])[0] for _ in range(args.calls)])
             bursts, rss = [], []
             for _ in range(args.bursts):
-                bursts.append(burst(client, args.flood, others, inputs, args.concurrency, args.burst_seconds))
+                bursts.append(burst(client, url, args.flood, others, inputs, args))
                 time.sleep(1)
                 rss.append(rss_mb(proc.pid))
         finally:
@@ -193,7 +224,8 @@ def main(argv=None) -> None:
             for tab in others}
     for row in rows.values():
         row["ratio"] = row["flood_ms"] / row["quiet_ms"] if row["flood_ms"] else None
-    busy = [s for b in bursts for s in b["busy"]]
+    busy = [s for b in bursts for s in b["probes"]["busy"]]
+    flood_busy = [s for b in bursts for s in b["busy"]]
     served = [s for b in bursts for s in b["served"]]
     results = {
         "flood": args.flood, "concurrency": args.concurrency, "burst_seconds": args.burst_seconds,
@@ -201,7 +233,11 @@ def main(argv=None) -> None:
         "tabs": rows, "flooded_tab": {"quiet_ms": quiet[args.flood], "served": len(served),
                                       "served_median_ms": median_ms(served)},
         "busy": {"count": len(busy), "median_s": statistics.median(busy) if busy else None,
-                 "max_s": max(busy) if busy else None},
+                 "max_s": max(busy) if busy else None,
+                 "probes_served": sum(len(b["probes"]["served"]) for b in bursts)},
+        "flood_client_busy": {"count": len(flood_busy),
+                              "median_s": statistics.median(flood_busy) if flood_busy else None},
+        "flood_nice": args.flood_nice,
         "failed": [e for b in bursts for e in b["failed"]][:5],
         "rss_mb": rss, "rss_ratio": rss[-1] / rss[0] if rss else None, "targets": TARGETS,
     }
@@ -210,8 +246,9 @@ def main(argv=None) -> None:
                       "busy_s": bool(busy) and max(busy) < TARGETS["busy_s"],
                       "rss_ratio": results["rss_ratio"] is not None and results["rss_ratio"] <= TARGETS["rss_ratio"]}
 
-    print(f"\nflooding /{args.flood} with {args.concurrency} concurrent requests, {args.bursts} bursts of "
-          f"{args.burst_seconds:g} s; {os.cpu_count()} CPUs{', QUICK' if args.quick else ''}\n")
+    print(f"\nflooding /{args.flood} with {args.concurrency} concurrent requests from another process (nice "
+          f"{args.flood_nice}), {args.bursts} bursts of {args.burst_seconds:g} s; {os.cpu_count()} CPUs"
+          f"{', QUICK' if args.quick else ''}\n")
     print("| tab | quiet ms | under flood ms | ratio | calls under flood |")
     print("|---|---:|---:|---:|---:|")
     for tab, r in rows.items():
@@ -221,8 +258,13 @@ def main(argv=None) -> None:
     print(f"| {args.flood} (flooded) | {quiet[args.flood]:.0f} | "
           f"{results['flooded_tab']['served_median_ms'] or 0:.0f} (served) | | {len(served)} served |")
     b = results["busy"]
-    print(f"\nbusy answers: {b['count']}" + (f", median {b['median_s']:.3f} s, max {b['max_s']:.3f} s" if busy else
-                                            " (the flood never filled the queue: raise --concurrency)"))
+    print(f"\nbusy answers to a newcomer on /{args.flood}: {b['count']}"
+          + (f", median {b['median_s']:.3f} s, max {b['max_s']:.3f} s" if busy else
+             " (the flood never filled the queue: raise --concurrency)")
+          + f"; served instead: {b['probes_served']}")
+    f = results["flood_client_busy"]
+    print(f"busy answers to the flood's own clients: {f['count']}"
+          + (f", median {f['median_s']:.3f} s (their process's {args.concurrency} threads included)" if f["count"] else ""))
     if results["failed"]:
         print(f"other flood failures: {results['failed']}")
     print("server RSS after each burst: " + ", ".join(f"{m:.0f} MB" for m in rss))

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -465,6 +466,40 @@ def test_concurrent_calls_share_the_cpu_threads(tmp_path_factory, tmp_path):
     assert overlapped, "the HD call ended before the other call: no overlap to test"
     assert during.endswith("ms on cpu, 1 thread"), during
     assert re.search(r"ms on cpu, (1-)?2 threads$", hd_timing), hd_timing  # it started alone
+
+
+def test_a_flooded_tab_waits_for_the_other_tabs_calls(app):
+    """Tab A has a call running and one waiting (a backlog) when tab B's call arrives: B starts at
+    once, and A's waiting call only after B's has ended, so a flood on one tab delays the others by
+    at most the one call it has running (before, A's next call started as soon as its first ended,
+    beside B's). Tabs that both have a backlog both go on."""
+    events = []
+
+    def work(name, seconds):
+        events.append(("start", name))
+        time.sleep(seconds)
+        events.append(("end", name))
+
+    tab_a, tab_b = app.TabGate("A", 2)(work), app.TabGate("B", 2)(work)
+    calls = [(tab_a, "a1", 0.4), (tab_a, "a2", 0.05), (tab_b, "b1", 0.8)]
+    threads = [threading.Thread(target=gate, args=(name, seconds)) for gate, name, seconds in calls]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(timeout=30)
+    order = events.index
+    assert order(("start", "b1")) < order(("end", "a1")), events  # B did not wait for A's running call
+    assert order(("start", "a2")) > order(("end", "b1")), events  # A's waiting call did
+
+    events.clear()
+    threads = [threading.Thread(target=gate, args=(f"{gate is tab_a}{k}", 0.05)) for k in range(3)
+               for gate in (tab_a, tab_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(events) == 12 and not any(t.is_alive() for t in threads), events
 
 
 def test_a_busy_tab_refuses_before_decoding_the_upload(tmp_path_factory, tmp_path):

@@ -68,7 +68,9 @@ def test_load_benchmark_runs_quick(tmp_path):
     for row in results["tabs"].values():
         assert row["quiet_ms"] > 0 and row["calls_under_flood"] > 0 and row["flood_ms"] > 0 and row["ratio"] > 0
     assert results["flooded_tab"]["served"] > 0 and not results["failed"]
-    assert set(results["busy"]) == {"count", "median_s", "max_s"}
+    assert set(results["busy"]) == {"count", "median_s", "max_s", "probes_served"}
+    assert results["busy"]["count"] + results["busy"]["probes_served"] > 0  # the newcomer's calls to the flooded tab
+    assert results["flood_client_busy"]["count"] >= 0 and results["flood_nice"] == 0
     assert len(results["rss_mb"]) == 3 and all(m > 100 for m in results["rss_mb"]) and results["rss_ratio"] > 0
     assert set(results["met"]) == set(results["targets"]) == {"other_tabs_ratio", "busy_s", "rss_ratio"}
     assert "| colorization |" in done.stdout and "summary: other tabs under the flood" in done.stdout

@@ -161,9 +161,10 @@ def test_evaluate_pix2pixhd(tmp_path):
     Pix2PixHDPipeline(generator=g, label_nc=35, image_size=[64, 128]).save_pretrained(model)
     out = tmp_path / "hd.json"
     run(tmp_path, "evaluate.py", "--model", model, "--dataset", ROOT / "tests" / "fixtures" / "cityscapes",
-        "--split", "train", "--no_fid", "--out", out)
+        "--split", "train", "--no_fid", "--num_grid", "0", "--out", out)
     m = json.loads(out.read_text())["metrics"]
     assert m["num_samples"] == 4 and 0 < m["l1"] < 1 and "fid" not in m and "diversity_l1" not in m
+    assert not out.with_suffix(".png").exists()  # --num_grid 0: no grid (it failed: "expected a non-empty list")
 
 
 def test_fid_is_left_out_below_two_images(tmp_path):

@@ -207,10 +207,11 @@ def test_load_pretrain_fine_tunes_a_saved_pipeline(tmp_path):
 
 
 def test_bad_arguments_fail_clearly(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--output_dir",
-                           str(tmp_path / "x"), "--push_to_hub"], env=environment(tmp_path), capture_output=True,
-                          text=True)
-    assert done.returncode != 0 and "--push_to_hub needs --hub_model_id" in done.stderr
+    for extra, message in ((["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+                           (["--image_size", "32"], "--image_size 32 is smaller than --crop_size 64")):
+        done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--output_dir",
+                               str(tmp_path / "x"), *extra], env=environment(tmp_path), capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
 
 
 def test_linear_decay_matches_the_reference_policy():
@@ -221,14 +222,19 @@ def test_linear_decay_matches_the_reference_policy():
 
 
 def test_colorization_run_gives_a_lab_pipeline(tmp_path):
+    """A colorization run trained on 32x32 patches of 64x64 photos (--image_size 64): a Lab pipeline
+    working at 64, validated there as evaluate.py scores it."""
     out = tmp_path / "color"
     launch(tmp_path, ["--dataset", str(ROOT / "tests" / "fixtures" / "facades"), "--colorization", "--load_size",
-                      "72", "--crop_size", "64", "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--num_epochs", "1",
+                      "64", "--crop_size", "32", "--image_size", "64", "--num_downs", "5", "--ngf", "8", "--ndf", "8",
+                      "--num_epochs", "1",
                       "--num_epochs_decay", "0", "--checkpointing_steps", "1000", "--validation_steps", "1000",
                       "--color_rebalance", "0.5", "--output_dir", str(out)])
     pipe = Pix2PixPipeline.from_pretrained(out)
-    assert pipe.config.color_space == "lab"
-    assert "the L1 class-rebalanced (Zhang et al. 2016, lambda 0.5)" in (out / "README.md").read_text()
+    assert pipe.config.color_space == "lab" and pipe.config.image_size == 64
+    card = (out / "README.md").read_text()
+    assert "the L1 class-rebalanced (Zhang et al. 2016, lambda 0.5)" in card
+    assert "random crop 32 (patches; the pipeline works at 64)" in card
     assert (pipe.generator.config.in_channels, pipe.generator.config.out_channels) == (1, 2)
     photo = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "2.jpg")
     result = pipe(photo, generator=seeded(0)).images[0]

@@ -75,7 +75,8 @@ def parse_args(argv=None):
                    help="pix2pix: also score the inputs as if they were the outputs (what adding nothing scores: "
                         "the grey photo for colorization, the aerial photo for aerial -> map)")
     p.add_argument("--diversity_seeds", type=int, default=3, help="seeds per input for diversity (0 = skip)")
-    p.add_argument("--num_grid", type=int, default=4)
+    p.add_argument("--num_grid", type=int, default=4,
+                   help="rows of the input | output | target grid saved beside --out (0: no grid)")
     p.add_argument("--out", default="metrics.json")
     p.add_argument("--update_model_card", action="store_true", help="write the numbers into the model's README.md")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -85,6 +86,8 @@ def parse_args(argv=None):
     except FileNotFoundError as e:
         p.error(f"--model {e}")
     check_exists(p, "--dataset", args.dataset, hub=True)
+    if args.num_grid < 0:
+        p.error(f"--num_grid {args.num_grid}: rows of the grid, 0 or more")
     if args.segmenter and not (Path(args.segmenter) / "segmenter.json").is_file():
         p.error(f"--segmenter {args.segmenter}: no segmenter.json there (a train/train_segmenter.py folder, such "
                 "as pretrained/facades_segmenter or pretrained/camvid_segmenter)")
@@ -229,8 +232,8 @@ def main(argv=None):
               "direction": None if hd else pipe.config.direction, "working_size": [h, w], "metrics": metrics}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    grid_path = Path(args.out).with_suffix(".png")
-    Image.fromarray(to_uint8_grid(grid_rows)).save(grid_path)
+    if grid_rows:
+        Image.fromarray(to_uint8_grid(grid_rows)).save(Path(args.out).with_suffix(".png"))
     print(json.dumps(result, indent=2))
     if args.update_model_card:
         update_model_card(Path(args.model) / "README.md", result)

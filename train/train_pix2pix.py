@@ -81,7 +81,11 @@ def parse_args(argv=None):
                    help="multi-scale: resize the short side to a random size in [load_size, max_load_size], "
                         "aspect kept, before cropping (for photos of any shape, e.g. colorization)")
     g.add_argument("--crop_size", "--resolution", type=int, default=256,
-                   help="random crop size = the model's working size")
+                   help="random crop size = the model's working size, unless --image_size says otherwise")
+    g.add_argument("--image_size", type=int, default=None,
+                   help="the pipeline's working size (validation, the saved pipeline); default --crop_size. Larger "
+                        "trains on patches at the working scale, e.g. --load_size 256 --crop_size 128 "
+                        "--image_size 256: a quarter of the pixels per step, whole images at test")
     add_flip_args(g)
     labels = g.add_mutually_exclusive_group()
     labels.add_argument("--label_colors", type=int, default=None, metavar="N",
@@ -133,6 +137,10 @@ def parse_args(argv=None):
         p.error("--label_colors / --label_info describe colour-coded label-map inputs; --colorization's are photos")
     if args.label_colors is not None and not 2 <= args.label_colors <= 256:
         p.error(f"--label_colors {args.label_colors}: the number of label classes, from 2 to 256")
+    args.image_size = args.image_size or args.crop_size
+    if args.image_size < args.crop_size:
+        p.error(f"--image_size {args.image_size} is smaller than --crop_size {args.crop_size}: the pipeline would "
+                "work on images smaller than the patches it was trained on")
     return args
 
 
@@ -228,6 +236,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs
         f"{args.num_epochs} epochs constant + {args.num_epochs_decay} linear decay "
         f"(ran {steps} steps = {epochs:.2f} epochs).",
         f"- Augmentation: {resize}, random crop {args.crop_size}"
+        f"{'' if args.image_size == args.crop_size else f' (patches; the pipeline works at {args.image_size})'}"
         f"{'' if args.no_flip else ', random horizontal flip'}; batch size {args.train_batch_size} x "
         f"{num_processes} process(es); seed {args.seed}.",
         f"- Generator: `UNetGenerator` {json.dumps(public_config(g))}.",
@@ -237,7 +246,7 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs
         speed_setup(args, num_processes),
         f"- Command: `{command_line('train/train_pix2pix.py')}`", "",
         *validation_section(metrics, "Sampled outputs (dropout on, seed per image)",
-                            f"at {args.crop_size}x{args.crop_size}, RGB in [0, 1]"),
+                            f"at {args.image_size}x{args.image_size}, RGB in [0, 1]"),
     ]
     return str(make_card(card_metadata(args, PIX2PIX_TAGS, metrics), "\n".join(lines)))
 
@@ -271,7 +280,8 @@ class Pix2PixTrainer(GANTrainer):
                       image_column_b=args.image_column_b, direction=args.direction, load_size=args.load_size,
                       crop_size=args.crop_size, flip=not args.no_flip, seed=args.seed)
         self.train_set = PairedImageDataset(train_hf, train=True, max_load_size=args.max_load_size, **common)
-        self.val_set = PairedImageDataset(val_hf, train=False, **common)
+        self.val_set = PairedImageDataset(val_hf, train=False, **{**common, "crop_size": args.image_size,
+                                                                 "load_size": max(args.load_size, args.image_size)})
         if args.skip_bad_images:
             skip_bad_examples(args, training=self.train_set, validation=self.val_set)
         decoded_once(accelerator, args, self.train_set, self.val_set)
@@ -292,8 +302,9 @@ class Pix2PixTrainer(GANTrainer):
         generator.to(memory_format=args.memory_format)
         self.ema_modules = [generator]
         size_factor = 2**args.num_downs
-        if args.crop_size % size_factor:
-            raise ValueError(f"--crop_size {args.crop_size} must be divisible by 2**num_downs = {size_factor}")
+        for name in ("crop_size", "image_size"):
+            if getattr(args, name) % size_factor:
+                raise ValueError(f"--{name} {getattr(args, name)} must be divisible by 2**num_downs = {size_factor}")
         lr_lambda = linear_decay(args.num_epochs, args.num_epochs_decay)
         betas, lr = (args.adam_beta1, args.adam_beta2), scaled_learning_rate(args, accelerator.num_processes)
         opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
@@ -361,7 +372,7 @@ class Pix2PixTrainer(GANTrainer):
 
     def pipeline(self, generator: UNetGenerator) -> Pix2PixPipeline:
         """A pipeline around `generator` (validation: the one being trained; at the end: the result)."""
-        pipe = Pix2PixPipeline(generator=generator, image_size=self.args.crop_size, direction=self.args.direction,
+        pipe = Pix2PixPipeline(generator=generator, image_size=self.args.image_size, direction=self.args.direction,
                                color_space="lab" if self.layout == "colorization" else "rgb", palette=self.palette,
                                id2label=self.id2label)
         pipe.set_progress_bar_config(disable=True)
