@@ -89,6 +89,12 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"the server did not open port {port} in 600 s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and its threads so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -155,7 +161,8 @@ def flood(url: str, tab: str, args: tuple, concurrency: int, seconds: float, nic
         t.start()
     for t in threads:
         t.join()
-    out.put({"served": served, "busy": busy, "failed": failed})
+    times = os.times()
+    out.put({"served": served, "busy": busy, "failed": failed, "flood_cpu_s": times.user + times.system})
 
 
 def burst(client, url: str, flood_tab: str, others: list[str], inputs: dict, args) -> dict:
@@ -212,7 +219,9 @@ def main(argv=None) -> None:
                 quiet[tab] = median_ms([timed(client, tab, inputs[tab])[0] for _ in range(args.calls)])
             bursts, rss = [], []
             for _ in range(args.bursts):
+                server_cpu = cpu_seconds(proc.pid)
                 bursts.append(burst(client, url, args.flood, others, inputs, args))
+                bursts[-1]["server_cpu_s"] = cpu_seconds(proc.pid) - server_cpu
                 time.sleep(1)
                 rss.append(rss_mb(proc.pid))
         finally:
@@ -238,6 +247,8 @@ def main(argv=None) -> None:
         "flood_client_busy": {"count": len(flood_busy),
                               "median_s": statistics.median(flood_busy) if flood_busy else None},
         "flood_nice": args.flood_nice,
+        "cpu_s_per_burst": {"server": statistics.mean(b["server_cpu_s"] for b in bursts),
+                            "flood_client": statistics.mean(b["flood_cpu_s"] for b in bursts)},
         "failed": [e for b in bursts for e in b["failed"]][:5],
         "rss_mb": rss, "rss_ratio": rss[-1] / rss[0] if rss else None, "targets": TARGETS,
     }
@@ -268,6 +279,9 @@ def main(argv=None) -> None:
     if results["failed"]:
         print(f"other flood failures: {results['failed']}")
     print("server RSS after each burst: " + ", ".join(f"{m:.0f} MB" for m in rss))
+    cpu = results["cpu_s_per_burst"]
+    print(f"CPU seconds per burst (of {os.cpu_count() * args.burst_seconds:g} on {os.cpu_count()} cores): server "
+          f"{cpu['server']:.1f}, the flood's client {cpu['flood_client']:.1f}")
 
     def mark(ok):
         return "met" if ok else "NOT met"

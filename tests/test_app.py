@@ -475,31 +475,46 @@ def test_a_flooded_tab_waits_for_the_other_tabs_calls(app):
     beside B's). Tabs that both have a backlog both go on."""
     events = []
 
-    def work(name, seconds):
+    def work(name, release=None):
         events.append(("start", name))
-        time.sleep(seconds)
+        if release is not None:
+            assert release.wait(30)
         events.append(("end", name))
 
-    tab_a, tab_b = app.TabGate("A", 2)(work), app.TabGate("B", 2)(work)
-    calls = [(tab_a, "a1", 0.4), (tab_a, "a2", 0.05), (tab_b, "b1", 0.8)]
-    threads = [threading.Thread(target=gate, args=(name, seconds)) for gate, name, seconds in calls]
-    for t in threads:
-        t.start()
-        time.sleep(0.1)
-    for t in threads:
+    def until(condition):
+        deadline = time.time() + 30
+        while not condition():
+            assert time.time() < deadline, events
+            time.sleep(0.01)
+
+    gate_a, gate_b = app.TabGate("A", 2), app.TabGate("B", 2)
+    release_a1, release_b1 = threading.Event(), threading.Event()
+    calls = [threading.Thread(target=gate_a(work), args=("a1", release_a1))]
+    calls[-1].start()
+    until(lambda: ("start", "a1") in events)
+    calls.append(threading.Thread(target=gate_a(work), args=("a2",)))
+    calls[-1].start()
+    until(lambda: gate_a.admitted == 2)
+    calls.append(threading.Thread(target=gate_b(work), args=("b1", release_b1)))
+    calls[-1].start()
+    until(lambda: ("start", "b1") in events)  # B did not wait for A's running call
+    release_a1.set()
+    until(lambda: ("end", "a1") in events)
+    time.sleep(0.3)
+    assert ("start", "a2") not in events  # A's waiting call waits for B's
+    release_b1.set()
+    for t in calls:
         t.join(timeout=30)
-    order = events.index
-    assert order(("start", "b1")) < order(("end", "a1")), events  # B did not wait for A's running call
-    assert order(("start", "a2")) > order(("end", "b1")), events  # A's waiting call did
+    assert events[-2:] == [("start", "a2"), ("end", "a2")], events
 
     events.clear()
-    threads = [threading.Thread(target=gate, args=(f"{gate is tab_a}{k}", 0.05)) for k in range(3)
-               for gate in (tab_a, tab_b)]
-    for t in threads:
+    calls = [threading.Thread(target=gate(work), args=(f"{gate.title}{k}",))
+             for k in range(3) for gate in (gate_a, gate_b)]
+    for t in calls:
         t.start()
-    for t in threads:
+    for t in calls:
         t.join(timeout=30)
-    assert len(events) == 12 and not any(t.is_alive() for t in threads), events
+    assert len(events) == 12 and not any(t.is_alive() for t in calls), events
 
 
 def test_a_busy_tab_refuses_before_decoding_the_upload(tmp_path_factory, tmp_path):
