@@ -6,10 +6,12 @@ Layer order, kernel sizes and norms follow the reference implementation
 """
 
 import torch
+import torch.nn.functional as F
 from diffusers import ModelMixin  # noqa: F401  diffusers' loader finds a component's base class in its module
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
+from .ab_classes import annealed_mean, bin_centres
 from .blocks import NORMS, Dropout, OutputTanh, conv_bias, init_weights, norm_layer
 from .efficientnet import LEVEL_CHANNELS, EfficientNetLite0, load_imagenet_weights
 from .modeling_utils import P2PModelMixin
@@ -49,6 +51,20 @@ class UNetUpBlock(nn.Module):
         return h if self.dropout is None else self.dropout(h, generator)
 
 
+class ABClassHead(nn.Module):
+    """The outermost decoder level when colorization is classification (`p2p_models.ab_classes`):
+    ReLU -> 1x1 conv to one logit per ab bin, at its input's resolution (the other levels double it):
+    (B, C_in, H, W) -> (B, Q, H, W)."""
+
+    def __init__(self, in_channels, classes):
+        super().__init__()
+        self.act = nn.ReLU()
+        self.conv = nn.Conv2d(in_channels, classes, kernel_size=1)
+
+    def forward(self, x, generator=None):
+        return self.conv(self.act(x))
+
+
 class EfficientNetEncoder(nn.Module):
     """EfficientNet-Lite0's blocks as the U-Net's first five levels: (B, 1 or 3, H, W) in [-1, 1]
     -> outputs at 1/2 ... 1/32 (16, 24, 40, 112, 320 channels). A grey input (1 channel, e.g.
@@ -80,7 +96,10 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         norm: `batch` | `instance` | `none`.
         use_dropout: Dropout(0.5) in the `num_downs - 5` decoder levels just above the innermost
             (three for unet_256), pix2pix's only source of noise.
-        output_activation: `tanh` (images in [-1, 1]) or `none` (logits, e.g. for a segmenter).
+        output_activation: `tanh` (images in [-1, 1]), `none` (logits, e.g. for a segmenter) or
+            `ab_classes` (colorization as classification, Zhang et al. 2016; `out_channels` 2): the
+            outermost level predicts logits over the ab bins of `p2p_models.ab_classes` at half the
+            resolution, decoded by their annealed mean at `ab_temperature` and upsampled bilinearly.
         encoder: `unet` (pix2pix's) or `efficientnet-lite0`: the first five levels are then the
             ImageNet network's (`backbone`, an `EfficientNetEncoder`; 1 or 3 input channels;
             fine-tuned with the rest), the levels below and the decoder ours, each decoder level
@@ -90,6 +109,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
 
     Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W); `generator` (a
     `torch.Generator`, optional) draws the dropout masks in training mode, else torch's global RNG.
+    With `ab_classes`, `return_logits=True` also returns the logits (B, Q, H/2, W/2) (training).
     """
 
     @register_to_config
@@ -103,12 +123,16 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         use_dropout: bool = True,
         output_activation: str = "tanh",
         encoder: str = "unet",
+        ab_temperature: float = 0.38,
     ):
         super().__init__()
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if output_activation not in ("tanh", "none"):
-            raise ValueError(f"output_activation must be 'tanh' or 'none', got {output_activation!r}")
+        if output_activation not in ("tanh", "none", "ab_classes"):
+            raise ValueError(f"output_activation must be 'tanh', 'none' or 'ab_classes', got {output_activation!r}")
+        if output_activation == "ab_classes" and out_channels != 2:
+            raise ValueError(f"output_activation 'ab_classes' predicts colorization's ab: out_channels must be 2, "
+                             f"got {out_channels}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if num_downs < 5:
@@ -135,6 +159,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
                 dropout=use_dropout and 4 <= k < inner,
                 tanh=output_activation == "tanh",
             )
+            if k or output_activation != "ab_classes" else ABClassHead(skips[0] + channels[0], len(bin_centres()))
             for k in range(num_downs)
         )
         init_weights(self)
@@ -156,7 +181,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         """The smallest input height and width (one factor: the innermost level is 1x1)."""
         return self.downsampling_factor
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, return_logits: bool = False):
         factor = self.downsampling_factor
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(
@@ -170,7 +195,11 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         h = self.up_blocks[-1](skips[-1], generator)
         for k in range(len(self.up_blocks) - 2, -1, -1):
             h = self.up_blocks[k](torch.cat([skips[k], h], dim=1), generator)
-        return h
+        if self.config.output_activation != "ab_classes":
+            return h
+        ab = annealed_mean(h, bin_centres().to(h.device), self.config.ab_temperature)
+        ab = F.interpolate(ab, scale_factor=2, mode="bilinear", align_corners=False).to(h.dtype)
+        return (ab, h) if return_logits else ab
 
 
 class PatchDiscriminator(P2PModelMixin, ConfigMixin):

@@ -208,7 +208,8 @@ def test_load_pretrain_fine_tunes_a_saved_pipeline(tmp_path):
 
 def test_bad_arguments_fail_clearly(tmp_path):
     for extra, message in ((["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
-                           (["--image_size", "32"], "--image_size 32 is smaller than --crop_size 64")):
+                           (["--image_size", "32"], "--image_size 32 is smaller than --crop_size 64"),
+                           (["--color_classification", "1"], "--color_classification predicts colorization's ab")):
         done = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--output_dir",
                                str(tmp_path / "x"), *extra], env=environment(tmp_path), capture_output=True, text=True)
         assert done.returncode != 0 and message in done.stderr, done.stderr
@@ -251,6 +252,25 @@ def test_colorization_run_gives_a_lab_pipeline(tmp_path):
     grey = measured["input_baseline"]  # what leaving the photo grey scores
     assert grey["colourfulness"] < 0.01 * measured["colourfulness"]["real"]
     assert grey["l1"] > 0 and grey["psnr"] != measured["psnr"]
+
+
+def test_colorization_as_classification_trains_a_pipeline_that_decodes_ab(tmp_path):
+    """--color_classification: the generator predicts ab bins (Zhang et al. 2016), trained with their
+    cross-entropy beside the GAN (no L1 here); the pipeline decodes them, as every backend runs it."""
+    out = tmp_path / "color_classes"
+    done = launch(tmp_path, ["--dataset", str(FACADES), "--colorization", "--load_size", "72", "--crop_size", "64",
+                             "--num_downs", "6", "--ngf", "8", "--ndf", "8", "--num_epochs", "1", "--num_epochs_decay",
+                             "0", "--validation_steps", "1000", "--color_classification", "1", "--lambda_l1", "0",
+                             "--color_rebalance", "0.5", "--output_dir", str(out)])
+    assert "g_ce=" in done.stderr  # the cross-entropy is logged with the other terms
+    pipe = Pix2PixPipeline.from_pretrained(out)
+    assert pipe.generator.config.output_activation == "ab_classes"
+    assert all(torch.isfinite(w).all() for w in generator_weights(out).values())
+    card = (out / "README.md").read_text()
+    assert "+ 1 * the cross-entropy over ab bins (colorization as classification, Zhang et al. 2016)" in card
+    assert "the L1 and the cross-entropy class-rebalanced" in card
+    photo = Image.open(FACADES / "train" / "2.jpg")
+    assert pipe(photo, generator=seeded(0)).images[0].size == photo.size
 
 
 def test_resume_follows_a_changed_schedule(tmp_path):

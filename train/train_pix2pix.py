@@ -25,6 +25,7 @@ from p2p_models import (
     discriminator_loss,
     pix2pix_generator_loss,
 )
+from p2p_models.ab_classes import ab_cross_entropy
 from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.model_cards import PIX2PIX_TAGS, make_card, public_path, usage
 from p2p_models.projected import ProjectedDiscriminator
@@ -110,6 +111,11 @@ def parse_args(argv=None):
     g.add_argument("--color_rebalance", type=float, default=0.0, metavar="LAMBDA",
                    help="colorization: weight the ab L1 per pixel by the rarity of its true colour (Zhang et al. "
                         "2016's class rebalancing; their lambda is 0.5), against sepia-averaged colours; 0 = off")
+    g.add_argument("--color_classification", type=float, default=0.0, metavar="WEIGHT",
+                   help="colorization as classification (Zhang et al. 2016): the generator predicts a distribution "
+                        "over ab bins, decoded by its annealed mean, and is trained with WEIGHT times its "
+                        "cross-entropy (rebalanced by --color_rebalance) beside the L1 and GAN terms on the decoded "
+                        "colours (--lambda_l1 0 drops the L1); 0 = off (regression, the paper's)")
     g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
     g = p.add_argument_group("ImageNet features and augmentation")
     add_imagenet_args(g)
@@ -131,6 +137,10 @@ def parse_args(argv=None):
     check_exists(p, "--load_pretrain", args.load_pretrain)
     if args.color_rebalance and not args.colorization:
         p.error("--color_rebalance weights colorization's ab loss; it needs --colorization")
+    if args.color_classification and not args.colorization:
+        p.error("--color_classification predicts colorization's ab; it needs --colorization")
+    if args.color_classification < 0:
+        p.error(f"--color_classification {args.color_classification}: the cross-entropy's weight, 0 or more")
     if not 0 <= args.color_rebalance <= 1:
         p.error(f"--color_rebalance {args.color_rebalance}: the uniform share of the prior, from 0 to 1")
     if (args.label_colors or args.label_info) and args.colorization:
@@ -216,8 +226,12 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs
     g = dict(pipe.generator.config)
     d = ", ".join(f"`{type(m).__name__}` {json.dumps(public_config(m.config))}" for m in discriminators.values())
     objective = "L1 only (no discriminator)" if args.no_gan else f"cGAN ({args.gan_mode}) + {args.lambda_l1:g} * L1"
+    if args.color_classification:
+        objective += (f" + {args.color_classification:g} * the cross-entropy over ab bins (colorization as "
+                      "classification, Zhang et al. 2016)")
     if args.color_rebalance:
-        objective += f", the L1 class-rebalanced (Zhang et al. 2016, lambda {args.color_rebalance:g})"
+        terms = "the L1 and the cross-entropy" if args.color_classification else "the L1"
+        objective += f", {terms} class-rebalanced (Zhang et al. 2016, lambda {args.color_rebalance:g})"
     resize = (f"resize to {args.load_size}" if args.max_load_size is None else
               f"resize the short side to a random size in [{args.load_size}, {args.max_load_size}] (aspect kept)")
     repo = args.hub_model_id or public_path(args.output_dir)
@@ -293,7 +307,8 @@ class Pix2PixTrainer(GANTrainer):
         in_ch, out_ch = self.train_set.channels
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
                                   use_dropout=not args.no_dropout,
-                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet")
+                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet",
+                                  output_activation="ab_classes" if args.color_classification else "tanh")
         if args.load_pretrain:
             source = Path(args.load_pretrain)
             load_pretrained_weights(generator, UNetGenerator.from_pretrained(generator_folder(source)), source)
@@ -344,7 +359,10 @@ class Pix2PixTrainer(GANTrainer):
         opt_g = self.optimizers[0]
         real_a, real_b = batch["A"], batch["B"]
         with accelerator.autocast():
-            fake_b = self.generator(real_a)
+            if args.color_classification:
+                fake_b, logits = self.generator(real_a, return_logits=True)
+            else:
+                fake_b = self.generator(real_a)
             logs = {}
             d_fake = None
             if self.d_pair is not None:  # D first, on real and detached fake pairs
@@ -360,6 +378,10 @@ class Pix2PixTrainer(GANTrainer):
             loss_g, parts = pix2pix_generator_loss(
                 self.gan_loss, d_fake, fake_b, real_b, args.lambda_l1,
                 l1_weights=self.rebalancing.weights(real_b) if self.rebalancing is not None else None)
+            if args.color_classification:
+                parts["g_ce"] = ab_cross_entropy(logits, real_b, self.rebalancing)
+                loss_g = loss_g + args.color_classification * parts["g_ce"]
+                parts["g_ce"] = parts["g_ce"].detach()
             if self.perceptual is not None:  # on RGB images (colorization: L with the ab)
                 rgb = [self.train_set.to_rgb(real_a, b) * 2 - 1 for b in (fake_b, real_b)]
                 parts["g_perceptual"] = self.perceptual(*rgb)

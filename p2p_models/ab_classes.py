@@ -1,0 +1,54 @@
+"""Colorization as classification (Zhang et al., "Colorful Image Colorization", ECCV 2016).
+
+A regression loss on ab (L1, L2) answers a pixel whose colour could be red or blue with their
+average, a grey; predicting a distribution over quantised ab values keeps both. The ab plane
+(model space: Lab ab / 110) is cut into a grid of 10-unit bins; the network predicts Q logits per
+pixel, is trained with the cross-entropy against each true colour soft-encoded over its 5 nearest
+bins (a Gaussian of 5 units), and decodes the distribution with the annealed mean: the mean of the
+bin centres under softmax(logits / T), T = 0.38 (T = 1 is the mean, T -> 0 the mode).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .rebalancing import AB_RANGE, ColorRebalancing
+BIN_SIZE = 10.0
+
+
+def bin_centres(bin_size: float = BIN_SIZE) -> torch.Tensor:
+    """The centres of the bins of the ab grid over [-110, 110]^2 in model space -> (Q, 2), Q = 22**2.
+    Bin (i, j) holds a in [-110 + i * size, -110 + (i + 1) * size), b likewise, as
+    `ColorRebalancing.bin_index` numbers them (i * n + j)."""
+    n = int(round(2 * AB_RANGE / bin_size))
+    axis = (-AB_RANGE + bin_size * (torch.arange(n, dtype=torch.float32) + 0.5)) / AB_RANGE
+    a, b = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([a.flatten(), b.flatten()], dim=1)
+
+
+def soft_encode(ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, sigma: float = 5.0) -> torch.Tensor:
+    """True colours (B, 2, H, W) in model space -> target distributions (B, Q, H, W): weights on the
+    `neighbours` nearest bin centres, Gaussian in their distance (`sigma` Lab units), summing to 1."""
+    b, _, h, w = ab.shape
+    pixels = ab.float().permute(0, 2, 3, 1).reshape(-1, 2)
+    distance, nearest = torch.cdist(pixels, centres.to(pixels)).topk(neighbours, dim=1, largest=False)
+    weights = torch.softmax(-(distance * AB_RANGE) ** 2 / (2 * sigma**2), dim=1)
+    target = torch.zeros(len(pixels), len(centres), device=ab.device).scatter_(1, nearest, weights)
+    return target.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits (B, Q, H, W) -> ab (B, 2, H, W) in model space: the centres' mean under
+    softmax(logits / temperature)."""
+    probabilities = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.einsum("bqhw,qc->bchw", probabilities, centres.to(probabilities))
+
+
+def ab_cross_entropy(logits: torch.Tensor, ab: torch.Tensor, rebalancing: ColorRebalancing | None = None
+                     ) -> torch.Tensor:
+    """The multinomial cross-entropy of logits (B, Q, h, w) against the true colours `ab`
+    (B, 2, H, W), average-pooled to (h, w) first, each pixel weighted by the class rebalancing of
+    its colour if given (Zhang et al.'s loss). A scalar, in fp32."""
+    pooled = F.adaptive_avg_pool2d(ab.float(), logits.shape[-2:])
+    target = soft_encode(pooled, bin_centres().to(pooled))
+    loss = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1, keepdim=True)
+    return (loss * rebalancing.weights(pooled)).mean() if rebalancing is not None else loss.mean()
