@@ -25,14 +25,25 @@ def bin_centres(bin_size: float = BIN_SIZE) -> torch.Tensor:
     return torch.stack([a.flatten(), b.flatten()], dim=1)
 
 
-def soft_encode(ab: torch.Tensor, centres: torch.Tensor, neighbours: int = 5, sigma: float = 5.0) -> torch.Tensor:
-    """True colours (B, 2, H, W) in model space -> target distributions (B, Q, H, W): weights on the
-    `neighbours` nearest bin centres, Gaussian in their distance (`sigma` Lab units), summing to 1."""
+def soft_encode(ab: torch.Tensor, neighbours: int = 5, sigma: float = 5.0, bin_size: float = BIN_SIZE) -> torch.Tensor:
+    """True colours (B, 2, H, W) in model space -> target distributions (B, Q, H, W) over the bins of
+    `bin_centres`: weights on the `neighbours` (at most 9) nearest bin centres, Gaussian in their
+    distance (`sigma` Lab units), summing to 1. The nearest ones are among the colour's own bin and
+    its 8 neighbours on the grid, so only those 9 are measured (in a corner bin of the grid, far out
+    of the Lab gamut, the 4 of them on the grid)."""
     b, _, h, w = ab.shape
-    pixels = ab.float().permute(0, 2, 3, 1).reshape(-1, 2)
-    distance, nearest = torch.cdist(pixels, centres.to(pixels)).topk(neighbours, dim=1, largest=False)
-    weights = torch.softmax(-(distance * AB_RANGE) ** 2 / (2 * sigma**2), dim=1)
-    target = torch.zeros(len(pixels), len(centres), device=ab.device).scatter_(1, nearest, weights)
+    n = int(round(2 * AB_RANGE / bin_size))
+    lab = ab.float().permute(0, 2, 3, 1).reshape(-1, 1, 2) * AB_RANGE  # (P, 1, 2) in Lab units
+    own = ((lab + AB_RANGE) / bin_size).floor().clamp(0, n - 1)
+    steps = torch.tensor([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], dtype=torch.float32, device=ab.device)
+    grid = own + steps  # (P, 9, 2) bin coordinates around the colour's own
+    distance = (lab - (-AB_RANGE + bin_size * (grid + 0.5))).norm(dim=2)
+    distance = distance.masked_fill(((grid < 0) | (grid > n - 1)).any(dim=2), float("inf"))  # off the grid
+    distance, nearest = distance.topk(neighbours, dim=1, largest=False)
+    index = grid.gather(1, nearest[..., None].expand(-1, -1, 2)).clamp(0, n - 1).long()  # off the grid: weight 0
+    weights = torch.softmax(-distance**2 / (2 * sigma**2), dim=1)
+    target = torch.zeros(len(lab), n * n, device=ab.device)
+    target.scatter_add_(1, index[..., 0] * n + index[..., 1], weights)
     return target.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -49,6 +60,6 @@ def ab_cross_entropy(logits: torch.Tensor, ab: torch.Tensor, rebalancing: ColorR
     (B, 2, H, W), average-pooled to (h, w) first, each pixel weighted by the class rebalancing of
     its colour if given (Zhang et al.'s loss). A scalar, in fp32."""
     pooled = F.adaptive_avg_pool2d(ab.float(), logits.shape[-2:])
-    target = soft_encode(pooled, bin_centres().to(pooled))
+    target = soft_encode(pooled)
     loss = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1, keepdim=True)
     return (loss * rebalancing.weights(pooled)).mean() if rebalancing is not None else loss.mean()

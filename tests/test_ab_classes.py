@@ -30,13 +30,19 @@ def test_bin_centres_are_numbered_as_the_rebalancing_bins():
 
 def test_soft_encoding_spreads_each_colour_over_its_five_nearest_bins():
     centres = bin_centres()
-    target = soft_encode(colours(RED, BLUE, centres[100]), centres)
-    assert target.shape == (1, len(centres), 1, 3)
-    assert torch.allclose(target.sum(1), torch.ones(1, 1, 3))
-    assert ((target > 0).sum(1) == 5).all()
+    target = soft_encode(colours(RED, BLUE, centres[100], torch.tensor([-1.0, 1.0])))  # the last on a corner
+    assert target.shape == (1, len(centres), 1, 4)
+    assert torch.allclose(target.sum(1), torch.ones(1, 1, 4))
+    assert (target > 0).sum(1).tolist() == [[[5, 5, 5, 4]]]  # a corner bin has 4 on the grid
     own = ColorRebalancing(torch.zeros(22, 22)).bin_index(colours(RED, BLUE, centres[100]))[0, 0]
-    assert torch.equal(target.argmax(1)[0, 0], own)  # the heaviest bin is the colour's own
+    assert torch.equal(target.argmax(1)[0, 0, :3], own)  # the heaviest bin is the colour's own
     assert target[0, 100, 0, 2] > 0.5  # a colour at a centre keeps most of its weight there
+    # the same as measuring every centre (only the 9 around the colour's bin are)
+    ab = torch.rand(3, 2, 5, 7, generator=seeded(0)) * 1.8 - 0.9  # off the corner bins
+    pixels = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    distance, nearest = torch.cdist(pixels * 110, centres * 110).topk(5, dim=1, largest=False)
+    expected = torch.zeros(len(pixels), len(centres)).scatter_(1, nearest, torch.softmax(-distance**2 / 50, dim=1))
+    assert torch.allclose(soft_encode(ab).permute(0, 2, 3, 1).reshape(-1, len(centres)), expected, atol=1e-5)
 
 
 def test_the_annealed_mean_keeps_the_likelier_colour_saturated():
@@ -58,7 +64,7 @@ def test_the_annealed_mean_keeps_the_likelier_colour_saturated():
 
 def test_the_cross_entropy_is_least_at_the_target_and_rebalanced():
     ab = colours(RED, BLUE, torch.zeros(2), torch.zeros(2))
-    exact = torch.log(soft_encode(ab, bin_centres()).clamp_min(1e-12))
+    exact = torch.log(soft_encode(ab).clamp_min(1e-12))
     random = torch.randn(exact.shape, generator=seeded(0), requires_grad=True)
     assert ab_cross_entropy(exact, ab) < ab_cross_entropy(random, ab)
     ab_cross_entropy(random, ab).backward()
