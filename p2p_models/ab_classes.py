@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .rebalancing import AB_RANGE, ColorRebalancing
+
 BIN_SIZE = 10.0
 
 
