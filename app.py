@@ -475,7 +475,8 @@ class TabGate:
                 with self.changed:
                     self.admitted -= 1
                     self.fresh -= fresh
-                    self.running = self.running and not started  # False if this call ran
+                    if started:
+                        self.running = False
                     self.changed.notify_all()
                 trim_memory()
 

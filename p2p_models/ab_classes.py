@@ -8,6 +8,8 @@ bins (a Gaussian of 5 units), and decodes the distribution with the annealed mea
 bin centres under softmax(logits / T), T = 0.38 (T = 1 is the mean, T -> 0 the mode).
 """
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
@@ -16,10 +18,11 @@ from .rebalancing import AB_RANGE, ColorRebalancing
 BIN_SIZE = 10.0
 
 
+@lru_cache
 def bin_centres(bin_size: float = BIN_SIZE) -> torch.Tensor:
     """The centres of the bins of the ab grid over [-110, 110]^2 in model space -> (Q, 2), Q = 22**2.
     Bin (i, j) holds a in [-110 + i * size, -110 + (i + 1) * size), b likewise, as
-    `ColorRebalancing.bin_index` numbers them (i * n + j)."""
+    `ColorRebalancing.bin_index` numbers them (i * n + j). Built once and shared: read-only."""
     n = int(round(2 * AB_RANGE / bin_size))
     axis = (-AB_RANGE + bin_size * (torch.arange(n, dtype=torch.float32) + 0.5)) / AB_RANGE
     a, b = torch.meshgrid(axis, axis, indexing="ij")
