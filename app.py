@@ -8,6 +8,7 @@ Each tab's main button is an API endpoint: /colorization, /maps, /facades, /hd.
 
 import argparse
 import base64
+import contextvars
 import ctypes
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache, wraps
 from io import BytesIO
@@ -31,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 
+from p2p_models.cpu import lower_thread_priority
 from p2p_models.pipelines import (
     HIGH_BIT_MODES,
     ID_MODES,
@@ -304,9 +307,11 @@ def seeded(pipe, seed) -> torch.Generator:
 
 def timing(start: float, pipe) -> str:
     """"123 ms on cpu, 2 threads": the call's time, and on the CPU the torch threads it ran with (its
-    share of the thread budget, a range where it changed during the call)."""
+    share of the thread budget, a range where it changed during the call), and "low priority" for a
+    call of a tab's backlog."""
     threads = "" if pipe.device.type != "cpu" or (used := THREADS.used()) is None else \
-        f", {used[0]}{'' if used[0] == used[1] else f'-{used[1]}'} thread{'s' if used[1] > 1 else ''}"
+        f", {used[0]}{'' if used[0] == used[1] else f'-{used[1]}'} thread{'s' if used[1] > 1 else ''}" + \
+        (", low priority" if threading.get_ident() in THREADS.low_priority else "")
     return f"{(time.perf_counter() - start) * 1000:.0f} ms on {pipe.device}{threads}"
 
 
@@ -352,44 +357,52 @@ class BodyLimit:
 class ThreadBudget:
     """The CPU's torch threads shared by the model calls running at once (one per tab at most): while
     k calls run, each gets max(1, cores // k) intra-op threads, so calls on different tabs don't
-    oversubscribe the cores. torch's thread count (OpenMP's, which oneDNN and MKL follow) belongs to
-    each OS thread and only that thread can set it: a call sets its own on entry, and a global module
-    forward pre-hook lets a call already running take its new share at its next layer when another
-    call starts or ends. ONNX Runtime sessions (the `auto` backend's choice for some models) keep the
-    pool they were created with."""
+    oversubscribe the cores. A low-priority call (a tab's backlog, in a thread of nice 19) takes every
+    core and no share: the OS gives the others the CPU first. torch's thread count (OpenMP's, which
+    oneDNN and MKL follow) belongs to each OS thread and only that thread can set it: a call sets its
+    own on entry, and a global module forward pre-hook lets a call already running take its new share
+    at its next layer when another call starts or ends. ONNX Runtime sessions (the `auto` backend's
+    choice for some models) keep the pool they were created with."""
 
     def __init__(self, cores: int):
         self.cores = cores
         self.lock = threading.Lock()
         self.running: dict[int, list[int]] = {}  # OS thread id -> [fewest, most] threads its call ran with
+        self.low_priority: set[int] = set()  # the OS threads of those calls that run at low priority
         self.hook = None
 
     def share(self) -> int:
-        return max(1, self.cores // max(1, len(self.running)))
+        """The threads of each call of normal priority now."""
+        return max(1, self.cores // max(1, len(self.running.keys() - self.low_priority)))
 
     @contextmanager
-    def held(self):
-        """Run the body as one of the calls sharing the budget (not re-entrant)."""
+    def held(self, low_priority: bool = False):
+        """Run the body as one of the calls sharing the budget (not re-entrant); `low_priority`: in a
+        thread of raised niceness, with every core."""
         me = threading.get_ident()
         with self.lock:
             if self.hook is None:
                 self.hook = torch.nn.modules.module.register_module_forward_pre_hook(self.adjust)
             self.running[me] = [self.cores, 1]
+            if low_priority:
+                self.low_priority.add(me)
         try:
             self.adjust()
             yield
         finally:
             with self.lock:
                 del self.running[me]
+                self.low_priority.discard(me)
             torch.set_num_threads(self.cores)  # what this worker thread's other (unbudgeted) torch work gets
 
     def adjust(self, *_) -> None:
         """Set the calling thread's torch threads to its current share (a module pre-hook: a no-op
         outside a budgeted call)."""
-        used = self.running.get(threading.get_ident())
+        me = threading.get_ident()
+        used = self.running.get(me)
         if used is None:
             return
-        share = self.share()
+        share = self.cores if me in self.low_priority else self.share()
         if torch.get_num_threads() != share:
             torch.set_num_threads(share)
         used[0], used[1] = min(used[0], share), max(used[1], share)
@@ -430,8 +443,10 @@ class TabGate:
     that a request is refused at once with a message. Every tab has its own gate (Gradio's queue
     only dispatches), so a slow or flooded tab never refuses the others. Nor does it delay them by
     more than the one call it has running: a request that had to queue behind its own tab's starts
-    only while no other tab has a request that did not (a fresh one). A running call holds a share
-    of `THREADS`, and the heap it freed is returned to the OS when it ends."""
+    only while no other tab has a request that did not (a fresh one), and runs in the tab's
+    low-priority thread (nice 19: the OS gives a fresh call on another tab the CPU first, while the
+    backlog's call goes on with what is left). A fresh call holds a share of `THREADS`, and the heap
+    a call freed is returned to the OS when it ends."""
 
     changed = threading.Condition()  # one for all the gates: whether a call may start depends on the others
     gates: list["TabGate"] = []
@@ -441,6 +456,7 @@ class TabGate:
         self.admitted = 0  # running + waiting
         self.fresh = 0  # admitted requests that found the tab idle (0 or 1)
         self.running = False
+        self.backlog = ThreadPoolExecutor(1, f"{title} backlog", initializer=lower_thread_priority)
         TabGate.gates.append(self)
 
     def may_start(self, fresh: bool) -> bool:
@@ -462,15 +478,17 @@ class TabGate:
             if busy:  # its uploads stay for the cache's eviction: an admitted request may share them (same content)
                 raise user_error(f"{self.title} is busy: {self.max_waiting} requests are already waiting. "
                                  "Try again in a moment.")
+            def call():
+                with THREADS.held(low_priority=not fresh):
+                    raw = args if inputs is None else [preprocessed(c, a) for c, a in zip(inputs, args)]
+                    return fn(*raw, **kwargs)
+
             started = False
             try:
                 with self.changed:
                     self.changed.wait_for(lambda: self.may_start(fresh))
                     self.running = started = True
-                with THREADS.held():
-                    if inputs is not None:
-                        args = [preprocessed(c, a) for c, a in zip(inputs, args)]
-                    return fn(*args, **kwargs)
+                return call() if fresh else self.backlog.submit(contextvars.copy_context().run, call).result()
             finally:
                 with self.changed:
                     self.admitted -= 1

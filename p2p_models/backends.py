@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cpu import native_bf16
+from .cpu import native_bf16, thread_niceness
 from .modes import eval_mode, paper_test_mode
 from .onnx_export import OnnxGenerator, export_onnx
 from .optimize import fast_cpu_copy
@@ -41,12 +41,13 @@ def weights_state(module: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
 
 
-def exported(module: nn.Module, deterministic: bool) -> OnnxGenerator:
-    """`module` exported to ONNX (`export_onnx`: eval mode, or the sampling mode) and loaded in ONNX Runtime."""
-    with tempfile.TemporaryDirectory(prefix="p2p-onnx-") as folder:
-        path = Path(folder) / "generator.onnx"
-        export_onnx(module, path, sampled=not deterministic)
-        return OnnxGenerator(path)
+def exported(module: nn.Module, deterministic: bool, folder: str) -> OnnxGenerator:
+    """`module` exported to an ONNX file in `folder` (`export_onnx`: eval mode, or the sampling mode) and
+    loaded in ONNX Runtime."""
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".onnx", delete=False) as file:
+        path = Path(file.name)
+    export_onnx(module, path, sampled=not deterministic)
+    return OnnxGenerator(path)
 
 
 def call_ms(net, x: torch.Tensor, kwargs: dict) -> float:
@@ -94,8 +95,9 @@ class GeneratorBackend:
             warnings.warn(f"backend bf16: {native_bf16()[1]}; use fast or auto", UserWarning, stacklevel=3)
         self.name = name
         self._lock = threading.Lock()
-        self._copies: dict[int, tuple[tuple, dict]] = {}  # id(module) -> (weights_state, {(kind, deterministic): copy})
+        self._copies: dict[int, tuple[tuple, dict]] = {}  # id(module) -> (weights_state, {(kind, deterministic, nice): copy})
         self._onnx_files: dict[tuple[int, bool], OnnxGenerator] = {}  # (id(module), deterministic) -> `onnx_model`
+        self._graphs: tempfile.TemporaryDirectory | None = None  # the ONNX files exported, kept for new sessions
         self.onnx_model_sampled: bool | None = None  # the mode `onnx_model` serves: sampled (True) or deterministic
         if name == "onnxruntime":
             if onnx_model is None:
@@ -111,18 +113,34 @@ class GeneratorBackend:
 
     def _copy(self, module: nn.Module, kind: str, deterministic: bool):
         """`module` made ready for backend `kind` (`fast`, `bf16`, `onnxruntime`), built once per module
-        and mode and again when its weights change."""
-        if kind == "onnxruntime" and (id(module), deterministic) in self._onnx_files:
-            return self._onnx_files[id(module), deterministic]
+        and mode and again when its weights change. An ONNX Runtime session's pool threads keep the
+        niceness of the thread that created it, so sessions are kept per niceness of the calling thread:
+        a call from a low-priority thread runs at low priority throughout."""
+        nice = thread_niceness() if kind == "onnxruntime" else 0
+        onnx_file = self._onnx_files.get((id(module), deterministic)) if kind == "onnxruntime" else None
+        if onnx_file is not None and nice == onnx_file.niceness:
+            return onnx_file
         state = weights_state(module)
         with self._lock:
             saved = self._copies.get(id(module))
             if saved is None or saved[0] != state:  # new or changed weights: new copies
+                for copy in (saved or (None, {}))[1].values():  # (a session keeps its graph in memory)
+                    if isinstance(copy, OnnxGenerator) and self._graphs and Path(copy.path).parent == Path(self._graphs.name):
+                        Path(copy.path).unlink(missing_ok=True)  # sessions of two nicenesses share one
                 saved = self._copies[id(module)] = (state, {})
-            if (kind, deterministic) not in saved[1]:
-                saved[1][kind, deterministic] = exported(module, deterministic) if kind == "onnxruntime" else \
-                    fast_cpu_copy(module, deterministic, torch.bfloat16 if kind == "bf16" else torch.float32)
-            return saved[1][kind, deterministic]
+            key = (kind, deterministic, nice)
+            if key in saved[1]:
+                return saved[1][key]
+            if kind != "onnxruntime":
+                saved[1][key] = fast_cpu_copy(module, deterministic, torch.bfloat16 if kind == "bf16" else torch.float32)
+                return saved[1][key]
+            graph = onnx_file or next((c for k, c in saved[1].items() if k[:2] == key[:2]), None)  # another niceness's
+            if graph is None:
+                self._graphs = self._graphs or tempfile.TemporaryDirectory(prefix="p2p-onnx-")
+                saved[1][key] = exported(module, deterministic, self._graphs.name)
+            else:
+                saved[1][key] = OnnxGenerator(graph.path)
+            return saved[1][key]
 
     @contextlib.contextmanager
     def _run(self, module: nn.Module, kind: str, deterministic: bool):

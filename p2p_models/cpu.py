@@ -1,7 +1,10 @@
 """What the CPU at hand runs natively, for choices that must not be hard-coded (bf16 is ~2x faster
-than fp32 where the CPU has bf16 instructions and 40-100x slower where oneDNN emulates them)."""
+than fp32 where the CPU has bf16 instructions and 40-100x slower where oneDNN emulates them), and the
+calling thread's priority."""
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -39,3 +42,20 @@ def native_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
     if found:
         return True, f"the CPU has {', '.join(found)}"
     return False, f"the CPU has none of {', '.join(BF16_FLAGS)} (bf16 would be emulated, far slower than fp32)"
+
+
+def thread_niceness() -> int:
+    """The calling OS thread's nice value. On Linux each thread has its own, and the threads it starts
+    (OpenMP's team, an ONNX Runtime session's pool) inherit it; elsewhere 0."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def lower_thread_priority(niceness: int = 19) -> None:
+    """Give the calling OS thread, and the threads it starts from now on, the nice value `niceness`:
+    under contention they get the CPU only after every thread of normal priority. One-way for an
+    unprivileged process (a nice value can be raised, not lowered), so meant for a thread that is
+    kept for low-priority work. A no-op off Linux, where niceness belongs to the process."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)

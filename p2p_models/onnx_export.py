@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Dropout
+from .cpu import thread_niceness
 from .modes import eval_mode, paper_test_mode
 
 MASKS_KEY = "p2p_dropout_masks"  # a sampling-mode graph's metadata: [[channels, downsampling, p], ...] per mask
@@ -134,6 +135,7 @@ class OnnxGenerator:
             raise ValueError(f"{path}: could not be loaded by ONNX Runtime ({e}); expected a file from "
                              "`p2p export-onnx`") from e
         self.path = str(path)
+        self.niceness = thread_niceness()  # its pool threads': the creating thread's
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.sampled = MASKS_KEY in metadata
         self.masks = json.loads(metadata.get(MASKS_KEY, "[]"))

@@ -29,6 +29,7 @@ from PIL import Image, ImageCms
 
 from p2p_models import Pix2PixHDPipeline, Pix2PixPipeline, camvid
 from p2p_models.color import rgb_to_model_lab
+from p2p_models.cpu import thread_niceness
 
 
 def test_readme_front_matter_matches_spaces_yaml():
@@ -472,10 +473,12 @@ def test_a_flooded_tab_waits_for_the_other_tabs_calls(app):
     """Tab A has a call running and one waiting (a backlog) when tab B's call arrives: B starts at
     once, and A's waiting call only after B's has ended, so a flood on one tab delays the others by
     at most the one call it has running (before, A's next call started as soon as its first ended,
-    beside B's). Tabs that both have a backlog both go on."""
-    events = []
+    beside B's). A backlog's call runs at low priority (nice 19), a fresh one at the server's. Tabs
+    that both have a backlog both go on."""
+    events, niceness = [], {}
 
     def work(name, release=None):
+        niceness[name] = thread_niceness()
         events.append(("start", name))
         if release is not None:
             assert release.wait(30)
@@ -506,6 +509,7 @@ def test_a_flooded_tab_waits_for_the_other_tabs_calls(app):
     for t in calls:
         t.join(timeout=30)
     assert events[-2:] == [("start", "a2"), ("end", "a2")], events
+    assert niceness == {"a1": thread_niceness(), "b1": thread_niceness(), "a2": 19}, niceness
 
     events.clear()
     calls = [threading.Thread(target=gate(work), args=(f"{gate.title}{k}",))

@@ -2,8 +2,11 @@
 and their seeds; auto picks among the backends this CPU runs well, once per process per model config
 and input shape, and a seed gives what the chosen backend gives."""
 
+import contextlib
 import importlib.util
 import logging
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from test_pipeline import make_pipe, photo
 from test_pix2pixhd import hd_pipe, scene
 
 from p2p_models import backends
-from p2p_models.cpu import native_bf16
+from p2p_models.cpu import lower_thread_priority, native_bf16, thread_niceness
 from p2p_models.onnx_export import OnnxGenerator
 from p2p_models.optimize import CastCopy, fast_cpu_copy
 from p2p_models.pipelines import P2PPipeline
@@ -193,3 +196,44 @@ def test_auto_deterministic_tries_onnxruntime_and_runs_the_hd_encoder(monkeypatc
     assert timed == ["fast", "onnxruntime"] * 2 * backends.MAX_TIMED_CALLS  # ties; the encoder's calls, then the generator's
     assert np.abs(got - expected).max() <= 1  # fp32 backends: the torch output
 
+
+
+def thread_nice_values() -> dict[int, int]:
+    """This process's OS threads -> their nice values (field 19 of /proc/self/task/<tid>/stat)."""
+    nice = {}
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            nice[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[16])
+    return nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread niceness is read from Linux's /proc")
+def test_onnxruntime_runs_a_low_priority_threads_calls_in_a_session_of_its_priority():
+    """An ONNX Runtime session's pool threads keep the niceness of the thread that created the session,
+    so a call from a low-priority thread (the app's backlog) gets a session of its own, loaded from the
+    same exported graph, whose threads all run at nice 19; the image is the same."""
+    for package in backends.ONNX_PACKAGES:
+        pytest.importorskip(package)
+    pipe = make_pipe()
+    pipe.set_backend("onnxruntime")
+    image = photo()
+    expected = np.asarray(pipe(image, deterministic=True).images[0])
+    normal = pipe._backend._copy(pipe.generator, "onnxruntime", True)
+    seen = {}
+
+    def low_priority_call():
+        lower_thread_priority()
+        torch.set_num_threads(2)  # ONNX Runtime sessions get the creating thread's torch threads: a pool of 1
+        before = thread_nice_values()
+        seen["image"] = np.asarray(pipe(image, deterministic=True).images[0])
+        seen["session"] = pipe._backend._copy(pipe.generator, "onnxruntime", True)
+        seen["new threads"] = {t: n for t, n in thread_nice_values().items() if t not in before}
+
+    worker = threading.Thread(target=low_priority_call)
+    worker.start()
+    worker.join(timeout=120)
+    assert normal.niceness == thread_niceness() < 19
+    assert seen["session"] is not normal and seen["session"].niceness == 19 and seen["session"].path == normal.path
+    assert seen["new threads"] and set(seen["new threads"].values()) == {19}, seen["new threads"]
+    assert np.array_equal(seen["image"], expected)
+    assert pipe._backend._copy(pipe.generator, "onnxruntime", True) is normal  # this thread's, kept
