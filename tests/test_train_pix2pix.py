@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,10 +194,21 @@ def test_load_pretrain_fine_tunes_a_saved_pipeline(tmp_path):
     done = launch(tmp_path, [*SMALL, "--output_dir", str(tuned), "--load_pretrain", str(first), "--learning_rate", "0",
                              "--max_train_steps", "1"])
     assert f"UNetGenerator weights loaded from {first}" in done.stderr
-    loaded, saved = generator_weights(first), generator_weights(tuned)
-    params = [k for k in loaded if "running_" not in k and "num_batches" not in k]
-    assert all(torch.equal(loaded[k], saved[k]) for k in params)
+    # the run's folder keeps its D, which the fine-tuning run starts from (as pix2pixHD's --load_pretrain)
+    assert f"PatchDiscriminator weights loaded from {first / 'discriminator'}" in done.stderr
+    for part in ("generator", "discriminator"):
+        loaded, saved = (load_file(run / part / "diffusion_pytorch_model.safetensors") for run in (first, tuned))
+        params = [k for k in loaded if "running_" not in k and "num_batches" not in k]
+        assert params and all(torch.equal(loaded[k], saved[k]) for k in params), part
     assert "--output_dir tuned --load_pretrain first" in (tuned / "README.md").read_text()  # its command, paths public
+
+    # a shipped pipeline keeps no D: the generator is loaded, D starts anew
+    shipped = tmp_path / "shipped"
+    shutil.copytree(first, shipped, ignore=shutil.ignore_patterns("discriminator", "checkpoint-*"))
+    done = launch(tmp_path, [*SMALL, "--output_dir", str(tmp_path / "from_shipped"), "--load_pretrain", str(shipped),
+                             "--max_train_steps", "1"])
+    assert f"UNetGenerator weights loaded from {shipped}" in done.stderr
+    assert f"--load_pretrain {shipped}: no discriminator/ there, PatchDiscriminator starts anew" in done.stderr
 
     wider = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--ngf", "16",
                             "--output_dir", str(tmp_path / "wider"), "--load_pretrain", str(first)],

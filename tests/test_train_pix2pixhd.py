@@ -106,21 +106,22 @@ def test_encode_features_rebuilds_the_same_bank(global_run):
 def test_local_enhancer_starts_from_the_global_run_with_g1_fixed(global_run):
     tmp, out = global_run
     local = tmp / "local"
-    launch(tmp, [*TINY, "--netG", "local", "--ngf", "4", "--load_size", "256", "--n_blocks_local", "1",
-                 "--instance_feat", "--no_vgg_loss", "--load_pretrain", str(out), "--niter_fix_global", "2",
-                 "--max_train_steps", "2", "--output_dir", str(local)])
+    done = launch(tmp, [*TINY, "--netG", "local", "--ngf", "4", "--load_size", "256", "--n_blocks_local", "1",
+                        "--instance_feat", "--no_vgg_loss", "--load_pretrain", str(out), "--niter_fix_global", "2",
+                        "--max_train_steps", "2", "--output_dir", str(local)])
+    assert f"MultiscaleDiscriminator weights loaded from {out / 'discriminator'}" in done.stderr  # stage 2's D: stage 1's
     g1 = GlobalGenerator.from_pretrained(out / "generator")
     pipe = Pix2PixHDPipeline.from_pretrained(local)
     assert type(pipe.generator).__name__ == "LocalEnhancer" and pipe.working_size == (128, 256)
     for name, p in pipe.generator.global_layers.state_dict().items():
         assert torch.equal(p, g1.layers.state_dict()[name]), f"G1 weight {name} moved while fixed"
 
-    # a local pipeline given to --load_pretrain is fine-tuned whole: G1, G2 and the encoder (lr 0: kept as loaded)
+    # a local run given to --load_pretrain is fine-tuned whole: G1, G2, the encoder and D (lr 0: kept as loaded)
     tuned = tmp / "tuned"
     launch(tmp, [*TINY, "--netG", "local", "--ngf", "4", "--load_size", "256", "--n_blocks_local", "1",
                  "--instance_feat", "--no_vgg_loss", "--load_pretrain", str(local), "--learning_rate", "0",
                  "--max_train_steps", "1", "--output_dir", str(tuned)])
-    for part in ("generator", "encoder"):
+    for part in ("generator", "encoder", "discriminator"):
         loaded = load_file(local / part / "diffusion_pytorch_model.safetensors")
         saved = load_file(tuned / part / "diffusion_pytorch_model.safetensors")
         assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in loaded), part

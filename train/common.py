@@ -151,7 +151,8 @@ def load_pretrained_weights(model: torch.nn.Module, trained: torch.nn.Module, so
         if key not in theirs or theirs[key].shape != value.shape:
             found = tuple(theirs[key].shape) if key in theirs else "missing"
             raise ValueError(f"--load_pretrain {source}: {type(model).__name__} weight {key} is {found} there, this "
-                             f"run's flags need {tuple(value.shape)}; pass the flags it was trained with (--ngf, ...)")
+                             f"run's flags need {tuple(value.shape)}; pass the flags it was trained with (--ngf, "
+                             "--ndf, ...)")
     model.load_state_dict(theirs)
     logger.info(f"{type(model).__name__} weights loaded from {source}")
 
@@ -325,6 +326,15 @@ class RealFakeDiscriminator(torch.nn.Module):
         """The discriminators as `save_outputs` writes them: {folder name: model}."""
         return {name: d for name, d in (("discriminator", self.discriminator),
                                          ("projected_discriminator", self.projected)) if d is not None}
+
+    def load_pretrained(self, source: Path) -> None:
+        """`--load_pretrain source`: start each discriminator from `source`'s folder of it where the folder is
+        a training run's output (which saves them, as `folders`); a shipped pipeline has none, so D starts anew."""
+        for folder, d in self.folders().items():
+            if (source / folder).is_dir():
+                load_pretrained_weights(d, type(d).from_pretrained(source / folder), source / folder)
+            else:
+                logger.info(f"--load_pretrain {source}: no {folder}/ there, {type(d).__name__} starts anew")
 
 
 def add_imagenet_args(g) -> None:

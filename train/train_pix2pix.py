@@ -105,7 +105,8 @@ def parse_args(argv=None):
     g.add_argument("--norm", choices=["batch", "instance", "none"], default="batch")
     g.add_argument("--no_dropout", action="store_true")
     g.add_argument("--load_pretrain", default=None, metavar="PIPELINE",
-                   help="start the generator from a trained pix2pix pipeline folder (fine-tuning; D starts anew)")
+                   help="start the generator from a trained pix2pix pipeline folder (fine-tuning), and D too where "
+                        "the folder is a training run's output (it keeps D; a shipped pipeline doesn't: D starts anew)")
     g.add_argument("--gan_mode", choices=["vanilla", "lsgan", "hinge"], default="vanilla")
     g.add_argument("--lambda_l1", type=float, default=100.0)
     g.add_argument("--color_rebalance", type=float, default=0.0, metavar="LAMBDA",
@@ -341,6 +342,8 @@ class Pix2PixTrainer(GANTrainer):
                 projected = ProjectedDiscriminator(in_ch + out_ch, image_channels=out_ch, ndf=args.ndf)
                 projected.load_imagenet_backbone()
             d_pair = RealFakeDiscriminator(patch, projected, diffaugment(accelerator, args))
+            if args.load_pretrain:
+                d_pair.load_pretrained(Path(args.load_pretrain))
             d_pair.to(memory_format=args.memory_format)
             opt_d = torch.optim.Adam([p for p in d_pair.parameters() if p.requires_grad], lr=lr, betas=betas)
             sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_lambda)

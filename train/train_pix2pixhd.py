@@ -111,7 +111,8 @@ def parse_args(argv=None):
     g.add_argument("--n_blocks_local", type=int, default=3)
     g.add_argument("--niter_fix_global", type=int, default=0, help="epochs training only the local enhancer")
     g.add_argument("--load_pretrain", default=None,
-                   help="a trained global pipeline (or generator) folder for G2, or a local one to fine-tune")
+                   help="a trained global pipeline (or generator) folder for G2, or a local one to fine-tune; the "
+                        "discriminators too where it is a training run's output (which keeps them)")
     g.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
     g.add_argument("--ndf", type=int, default=64)
     g.add_argument("--n_layers_D", type=int, default=3)
@@ -284,6 +285,8 @@ class Pix2PixHDTrainer(GANTrainer):
         if args.discriminator != "patch":
             projected = ProjectedDiscriminator(d_in, image_channels=3, ndf=args.ndf).load_imagenet_backbone()
         d_pair = RealFakeDiscriminator(multiscale, projected, diffaugment(accelerator, args))
+        if args.load_pretrain:
+            d_pair.load_pretrained(Path(args.load_pretrain))
         self.ema_modules = [generator] + ([encoder] if encoder is not None else [])
         for network in self.ema_modules + [d_pair]:
             network.to(memory_format=args.memory_format)
