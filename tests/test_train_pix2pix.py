@@ -209,6 +209,12 @@ def test_load_pretrain_fine_tunes_a_saved_pipeline(tmp_path):
                              "--max_train_steps", "1"])
     assert f"UNetGenerator weights loaded from {shipped}" in done.stderr
     assert f"--load_pretrain {shipped}: no discriminator/ there, PatchDiscriminator starts anew" in done.stderr
+    # a D of other flags doesn't fit: it starts anew, the generator is still fine-tuned
+    done = launch(tmp_path, [*SMALL, "--ndf", "16", "--output_dir", str(tmp_path / "wider_d"), "--load_pretrain",
+                             str(first), "--max_train_steps", "1"])
+    assert f"UNetGenerator weights loaded from {first}" in done.stderr
+    assert f"--load_pretrain {first / 'discriminator'}: PatchDiscriminator weight" in done.stderr
+    assert "PatchDiscriminator starts anew instead" in done.stderr
 
     wider = subprocess.run([sys.executable, str(ROOT / "train" / "train_pix2pix.py"), *SMALL, "--ngf", "16",
                             "--output_dir", str(tmp_path / "wider"), "--load_pretrain", str(first)],

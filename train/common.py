@@ -329,12 +329,16 @@ class RealFakeDiscriminator(torch.nn.Module):
 
     def load_pretrained(self, source: Path) -> None:
         """`--load_pretrain source`: start each discriminator from `source`'s folder of it where the folder is
-        a training run's output (which saves them, as `folders`); a shipped pipeline has none, so D starts anew."""
+        a training run's output (which saves them, as `folders`); a shipped pipeline has none, and a D of other
+        flags (`--ndf`, ...) doesn't fit: that D starts anew, logged."""
         for folder, d in self.folders().items():
-            if (source / folder).is_dir():
-                load_pretrained_weights(d, type(d).from_pretrained(source / folder), source / folder)
-            else:
+            if not (source / folder).is_dir():
                 logger.info(f"--load_pretrain {source}: no {folder}/ there, {type(d).__name__} starts anew")
+                continue
+            try:
+                load_pretrained_weights(d, type(d).from_pretrained(source / folder), source / folder)
+            except ValueError as e:
+                logger.warning(f"{e}. {type(d).__name__} starts anew instead")
 
 
 def add_imagenet_args(g) -> None:
