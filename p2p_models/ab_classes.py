@@ -53,7 +53,11 @@ def soft_encode(ab: torch.Tensor, neighbours: int = 5, sigma: float = 5.0, bin_s
 
 def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits (B, Q, H, W) -> ab (B, 2, H, W) in model space: the centres' mean under
-    softmax(logits / temperature)."""
+    softmax(logits / temperature). Channels-last logits (the fast CPU paths' convolutions give them) are
+    decoded along their contiguous last dimension, 4-5x faster than the strided softmax over dim 1."""
+    if logits.is_contiguous(memory_format=torch.channels_last):
+        probabilities = torch.softmax(logits.permute(0, 2, 3, 1).float() / temperature, dim=-1)
+        return (probabilities @ centres.to(probabilities)).permute(0, 3, 1, 2)
     probabilities = torch.softmax(logits.float() / temperature, dim=1)
     return torch.einsum("bqhw,qc->bchw", probabilities, centres.to(probabilities))
 

@@ -62,6 +62,21 @@ def test_the_annealed_mean_keeps_the_likelier_colour_saturated():
     assert torch.allclose(annealed_mean(one_hot, centres, 0.38)[0, :, 0, 0], centres[7], atol=1e-5)
 
 
+def test_the_annealed_mean_of_channels_last_logits_is_the_same():
+    """The fast CPU paths give channels-last logits, decoded along their last dimension: the same ab as
+    the strided softmax over the contiguous logits' dim 1, in float32 and from bf16."""
+    centres = bin_centres()
+    logits = 3 * torch.randn(2, len(centres), 6, 5, generator=seeded(0))
+    expected = torch.einsum("bqhw,qc->bchw", torch.softmax(logits / 0.5, dim=1), centres)
+    for dtype in (torch.float32, torch.bfloat16):
+        plain = logits.to(dtype)
+        last = plain.contiguous(memory_format=torch.channels_last)
+        assert not plain.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        assert torch.allclose(annealed_mean(plain, centres, 0.5), expected, atol=tolerance)
+        assert torch.allclose(annealed_mean(last, centres, 0.5), annealed_mean(plain, centres, 0.5), atol=1e-5)
+
+
 def test_the_cross_entropy_is_least_at_the_target_and_rebalanced():
     ab = colours(RED, BLUE, torch.zeros(2), torch.zeros(2))
     exact = torch.log(soft_encode(ab).clamp_min(1e-12))
