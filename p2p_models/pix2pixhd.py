@@ -16,9 +16,11 @@ from .labels import instance_average
 from .modeling_utils import P2PModelMixin
 
 
-def _check_norm(norm):
+def _check_norm(norm, upsampling="transposed"):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
 
 
 def _conv7(in_channels, out_channels):
@@ -30,19 +32,29 @@ def _down(in_channels, out_channels, norm):
             norm_layer(norm, out_channels), nn.ReLU()]
 
 
-def _up(in_channels, out_channels, norm):
-    return [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1),
-            norm_layer(norm, out_channels), nn.ReLU()]
+UPSAMPLINGS = ("transposed", "nearest")
 
 
-def _encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, norm) -> list[nn.Module]:
-    """c7s1-ngf, n stride-2 downsamplings, residual blocks, n transposed-conv upsamplings, c7s1-out, Tanh."""
+def _up(in_channels, out_channels, norm, upsampling):
+    """x2: the reference's 3x3 stride-2 transposed conv, or `nearest`: nearest-neighbour x2 then a 3x3 conv
+    (resize-convolution, Odena et al. 2016: every output pixel gets the same number of taps, so no
+    checkerboard)."""
+    if upsampling == "transposed":
+        up = [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1)]
+    else:
+        up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, padding=1)]
+    return [*up, norm_layer(norm, out_channels), nn.ReLU()]
+
+
+def _encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, norm,
+                     upsampling="transposed") -> list[nn.Module]:
+    """c7s1-ngf, n stride-2 downsamplings, residual blocks, n x2 upsamplings, c7s1-out, Tanh."""
     layers = [*_conv7(in_channels, ngf), norm_layer(norm, ngf), nn.ReLU()]
     for i in range(n_downsampling):
         layers += _down(ngf * 2**i, ngf * 2 ** (i + 1), norm)
     layers += [ResnetBlock(ngf * 2**n_downsampling, norm) for _ in range(n_blocks)]
     for i in range(n_downsampling, 0, -1):
-        layers += _up(ngf * 2**i, ngf * 2 ** (i - 1), norm)
+        layers += _up(ngf * 2**i, ngf * 2 ** (i - 1), norm, upsampling)
     return layers + [*_conv7(ngf, out_channels), OutputTanh()]
 
 
@@ -62,15 +74,17 @@ class GlobalGenerator(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     2**n_downsampling.
 
     Args: in_channels (label_nc [+1 boundary map] [+feat_num]), out_channels, ngf (64),
-    n_downsampling (4), n_blocks (9 residual blocks), norm (`instance` | `batch` | `none`).
+    n_downsampling (4), n_blocks (9 residual blocks), norm (`instance` | `batch` | `none`),
+    upsampling (`transposed`: the reference's; `nearest`: resize-convolution, no checkerboard).
     """
 
     @register_to_config
     def __init__(self, in_channels: int = 36, out_channels: int = 3, ngf: int = 64, n_downsampling: int = 4,
-                 n_blocks: int = 9, norm: str = "instance"):
+                 n_blocks: int = 9, norm: str = "instance", upsampling: str = "transposed"):
         super().__init__()
-        _check_norm(norm)
-        self.layers = nn.Sequential(*_encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, norm))
+        _check_norm(norm, upsampling)
+        self.layers = nn.Sequential(*_encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, norm,
+                                                      upsampling))
         init_weights(self)
 
     @property
@@ -89,18 +103,18 @@ class LocalEnhancer(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
 
     Args: in_channels, out_channels, ngf (32: the enhancer's width; G1 inside has
     ngf * 2**n_local_enhancers), n_downsample_global (4), n_blocks_global (9),
-    n_local_enhancers (1 = 2x, 2 = 4x), n_blocks_local (3), norm.
+    n_local_enhancers (1 = 2x, 2 = 4x), n_blocks_local (3), norm, upsampling (as G1's, for G1 and the enhancers).
     `LocalEnhancer.from_global(g1)` builds one around a trained G1 (coarse-to-fine training).
     """
 
     @register_to_config
     def __init__(self, in_channels: int = 36, out_channels: int = 3, ngf: int = 32, n_downsample_global: int = 4,
                  n_blocks_global: int = 9, n_local_enhancers: int = 1, n_blocks_local: int = 3,
-                 norm: str = "instance"):
+                 norm: str = "instance", upsampling: str = "transposed"):
         super().__init__()
-        _check_norm(norm)
+        _check_norm(norm, upsampling)
         g1 = _encoder_decoder(in_channels, out_channels, ngf * 2**n_local_enhancers, n_downsample_global,
-                              n_blocks_global, norm)
+                              n_blocks_global, norm, upsampling)
         self.global_layers = nn.Sequential(*g1[:-3])  # without G1's c7s1 output layer and Tanh
         self.enhancers = nn.ModuleList()
         for n in range(1, n_local_enhancers + 1):
@@ -108,7 +122,7 @@ class LocalEnhancer(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
             enhancer = nn.Module()
             enhancer.downsample = nn.Sequential(*_conv7(in_channels, width), norm_layer(norm, width), nn.ReLU(),
                                                 *_down(width, width * 2, norm))
-            up = [ResnetBlock(width * 2, norm) for _ in range(n_blocks_local)] + _up(width * 2, width, norm)
+            up = [ResnetBlock(width * 2, norm) for _ in range(n_blocks_local)] + _up(width * 2, width, norm, upsampling)
             if n == n_local_enhancers:
                 up += [*_conv7(ngf, out_channels), OutputTanh()]
             enhancer.upsample = nn.Sequential(*up)
@@ -124,12 +138,15 @@ class LocalEnhancer(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
         if c.ngf % 2**n_local_enhancers:
             raise ValueError(f"G1's ngf {c.ngf} is not divisible by 2**n_local_enhancers")
         model = cls(c.in_channels, c.out_channels, c.ngf // 2**n_local_enhancers, c.n_downsampling, c.n_blocks,
-                    n_local_enhancers, n_blocks_local, c.norm)
+                    n_local_enhancers, n_blocks_local, c.norm, c.upsampling)
         model.load_global(global_generator)
         return model
 
     def load_global(self, global_generator: GlobalGenerator) -> None:
         """Copy a trained G1's weights (all but its output layer) into this model's G1 part."""
+        if global_generator.config.upsampling != self.config.upsampling:
+            raise ValueError(f"G1 upsamples with {global_generator.config.upsampling!r} but this LocalEnhancer with "
+                             f"{self.config.upsampling!r}: build it with the same `upsampling`")
         state = {k: v for k, v in global_generator.layers.state_dict().items()
                  if int(k.split(".")[0]) < len(self.global_layers)}
         self.global_layers.load_state_dict(state)

@@ -198,6 +198,18 @@ def test_auto_deterministic_tries_onnxruntime_and_runs_the_hd_encoder(monkeypatc
 
 
 
+@pytest.mark.parametrize("backend", ["fast", *ORT])
+def test_a_resize_convolution_generator_runs_on_the_fp32_backends(backend):
+    """`upsampling="nearest"` (nn.Upsample + conv): packed and exported like the rest, the same image."""
+    pipe = hd_pipe(norm="instance", upsampling="nearest")
+    labels, inst = scene()
+    style = photo(256, 64)
+    expected = np.asarray(pipe(labels, inst, style_image=style).images[0]).astype(int)
+    pipe.set_backend(backend)
+    got = np.asarray(pipe(labels, inst, style_image=style).images[0]).astype(int)
+    assert np.abs(got - expected).max() <= 1
+
+
 def thread_nice_values() -> dict[int, int]:
     """This process's OS threads -> their nice values (field 19 of /proc/self/task/<tid>/stat)."""
     nice = {}

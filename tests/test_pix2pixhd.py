@@ -3,6 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from conftest import ROOT, seeded
 from reference_layout import RefEncoder, RefGlobal, RefLocal, RefMultiscaleD
 from safetensors.torch import save_file
@@ -146,10 +147,11 @@ def test_kmeans_is_reproducible_and_finds_clusters():
     assert kmeans(x[:2], 10).shape == (2, 3)  # never more centres than points
 
 
-def hd_pipe(norm="batch", use_bank=True):
+def hd_pipe(norm="batch", use_bank=True, upsampling="transposed"):
     torch.manual_seed(0)
     classes, feat = 4, 3
-    g = GlobalGenerator(classes + 1 + (feat if use_bank else 0), 3, ngf=4, n_downsampling=2, n_blocks=1, norm=norm)
+    g = GlobalGenerator(classes + 1 + (feat if use_bank else 0), 3, ngf=4, n_downsampling=2, n_blocks=1, norm=norm,
+                        upsampling=upsampling)
     bank = None
     if use_bank:
         bank = StyleBank(num_classes=classes, feat_num=feat, k=3)
@@ -385,3 +387,30 @@ def test_seed_is_a_deprecated_shorthand_for_a_generator():
     for seed in (-1, 2**64):
         with pytest.warns(FutureWarning), pytest.raises(ValueError, match="seed must be an integer"):
             pipe(labels, seed=seed)
+
+
+@pytest.mark.parametrize("upsampling", ["nearest", "transposed"])
+def test_nearest_upsampling_leaves_no_checkerboard(upsampling):
+    """A constant label map gives a constant image away from the borders with resize-convolution;
+    the reference's stride-2 transposed conv gives its odd and even pixels different tap counts."""
+    torch.manual_seed(0)
+    g1 = GlobalGenerator(3, 3, ngf=4, n_downsampling=2, n_blocks=1, norm="none", upsampling=upsampling)
+    g2 = LocalEnhancer.from_global(g1, n_blocks_local=1)
+    assert g2.config.upsampling == upsampling
+    x = torch.ones(1, 3, 128, 128, dtype=torch.float64)
+    for g in (g1, g2):
+        for m in g.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.reset_parameters()  # PyTorch's default init: biases too, so no layer is dead
+        with torch.no_grad():
+            centre = g.double()(x)[..., 48:80, 48:80]
+        spread = (centre - centre.mean((-2, -1), keepdim=True)).abs().amax() / centre.abs().mean()
+        assert (spread < 1e-9) == (upsampling == "nearest"), spread
+
+
+def test_a_local_enhancer_takes_g1_only_with_its_upsampling():
+    g1 = GlobalGenerator(3, 3, ngf=4, n_downsampling=2, n_blocks=1, upsampling="nearest")
+    with pytest.raises(ValueError, match="upsamples with 'nearest'"):
+        LocalEnhancer(3, 3, ngf=2, n_downsample_global=2, n_blocks_global=1, n_blocks_local=1).load_global(g1)
+    with pytest.raises(ValueError, match="upsampling must be one of"):
+        GlobalGenerator(3, 3, upsampling="bilinear")

@@ -116,6 +116,12 @@ def test_local_enhancer_starts_from_the_global_run_with_g1_fixed(global_run):
     for name, p in pipe.generator.global_layers.state_dict().items():
         assert torch.equal(p, g1.layers.state_dict()[name]), f"G1 weight {name} moved while fixed"
 
+    # G2 is built with G1's upsampling: another one stops the run at set-up, naming both
+    other = launch(tmp, [*TINY, "--netG", "local", "--ngf", "4", "--load_size", "256", "--n_blocks_local", "1",
+                         "--instance_feat", "--no_vgg_loss", "--load_pretrain", str(out), "--upsampling", "nearest",
+                         "--max_train_steps", "1", "--output_dir", str(tmp / "other")], check=False)
+    assert other.returncode != 0 and "G1 upsamples with 'transposed'" in other.stderr
+
     # a local run given to --load_pretrain is fine-tuned whole: G1, G2, the encoder and D (lr 0: kept as loaded)
     tuned = tmp / "tuned"
     launch(tmp, [*TINY, "--netG", "local", "--ngf", "4", "--load_size", "256", "--n_blocks_local", "1",

@@ -114,6 +114,9 @@ def parse_args(argv=None):
                    help="a trained global pipeline (or generator) folder for G2, or a local one to fine-tune; the "
                         "discriminators too where it is a training run's output (which keeps them)")
     g.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
+    g.add_argument("--upsampling", choices=["transposed", "nearest"], default="transposed",
+                   help="the generators' x2 upsampling: the reference's transposed conv, or nearest + 3x3 conv "
+                        "(resize-convolution: no checkerboard artefacts)")
     g.add_argument("--ndf", type=int, default=64)
     g.add_argument("--n_layers_D", type=int, default=3)
     g.add_argument("--num_D", type=int, default=3)
@@ -271,10 +274,11 @@ class Pix2PixHDTrainer(GANTrainer):
         use_features = args.instance_feat or args.label_feat
         g_in = self.classes + int(not args.no_instance) + (args.feat_num if use_features else 0)
         if args.netG == "global":
-            generator = GlobalGenerator(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global, args.norm)
+            generator = GlobalGenerator(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global, args.norm,
+                                        args.upsampling)
         else:
             generator = LocalEnhancer(g_in, 3, args.ngf, args.n_downsample_global, args.n_blocks_global,
-                                      args.n_local_enhancers, args.n_blocks_local, args.norm)
+                                      args.n_local_enhancers, args.n_blocks_local, args.norm, args.upsampling)
         encoder = FeatureEncoder(3, args.feat_num, args.nef, args.n_downsample_E, args.norm) if use_features else None
         if args.load_pretrain:
             load_pretrained(Path(args.load_pretrain), generator, encoder)
