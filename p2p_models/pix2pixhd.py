@@ -16,7 +16,10 @@ from .labels import instance_average
 from .modeling_utils import P2PModelMixin
 
 
-def _check_norm(norm, upsampling="transposed"):
+UPSAMPLINGS = ("transposed", "nearest")
+
+
+def _check_options(norm, upsampling="transposed"):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if upsampling not in UPSAMPLINGS:
@@ -30,9 +33,6 @@ def _conv7(in_channels, out_channels):
 def _down(in_channels, out_channels, norm):
     return [nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1),
             norm_layer(norm, out_channels), nn.ReLU()]
-
-
-UPSAMPLINGS = ("transposed", "nearest")
 
 
 def _up(in_channels, out_channels, norm, upsampling):
@@ -82,7 +82,7 @@ class GlobalGenerator(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 36, out_channels: int = 3, ngf: int = 64, n_downsampling: int = 4,
                  n_blocks: int = 9, norm: str = "instance", upsampling: str = "transposed"):
         super().__init__()
-        _check_norm(norm, upsampling)
+        _check_options(norm, upsampling)
         self.layers = nn.Sequential(*_encoder_decoder(in_channels, out_channels, ngf, n_downsampling, n_blocks, norm,
                                                       upsampling))
         init_weights(self)
@@ -112,7 +112,7 @@ class LocalEnhancer(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
                  n_blocks_global: int = 9, n_local_enhancers: int = 1, n_blocks_local: int = 3,
                  norm: str = "instance", upsampling: str = "transposed"):
         super().__init__()
-        _check_norm(norm, upsampling)
+        _check_options(norm, upsampling)
         g1 = _encoder_decoder(in_channels, out_channels, ngf * 2**n_local_enhancers, n_downsample_global,
                               n_blocks_global, norm, upsampling)
         self.global_layers = nn.Sequential(*g1[:-3])  # without G1's c7s1 output layer and Tanh
@@ -203,7 +203,7 @@ class MultiscaleDiscriminator(P2PModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 39, ndf: int = 64, n_layers: int = 3, num_d: int = 3,
                  norm: str = "instance"):
         super().__init__()
-        _check_norm(norm)
+        _check_options(norm)
         self.discriminators = nn.ModuleList(NLayerDiscriminator(in_channels, ndf, n_layers, norm)
                                             for _ in range(num_d))
         self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
@@ -230,7 +230,7 @@ class FeatureEncoder(EncoderDecoderSizes, P2PModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 3, feat_num: int = 3, nef: int = 16, n_downsampling: int = 4,
                  norm: str = "instance"):
         super().__init__()
-        _check_norm(norm)
+        _check_options(norm)
         self.layers = nn.Sequential(*_encoder_decoder(in_channels, feat_num, nef, n_downsampling, 0, norm))
         init_weights(self)
 

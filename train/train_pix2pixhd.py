@@ -38,6 +38,7 @@ from p2p_models import (
 from p2p_models.labels import class_count, instance_boundaries, one_hot
 from p2p_models.losses import summed_gan_loss
 from p2p_models.perceptual import EfficientNetPerceptualLoss
+from p2p_models.pix2pixhd import UPSAMPLINGS
 from p2p_models.pipelines.model_cards import PIX2PIXHD_TAGS, make_card, public_path, usage
 from p2p_models.projected import ProjectedDiscriminator
 from p2p_models.vgg import NO_WEIGHTS
@@ -114,7 +115,7 @@ def parse_args(argv=None):
                    help="a trained global pipeline (or generator) folder for G2, or a local one to fine-tune; the "
                         "discriminators too where it is a training run's output (which keeps them)")
     g.add_argument("--norm", choices=["instance", "batch", "none"], default="instance")
-    g.add_argument("--upsampling", choices=["transposed", "nearest"], default="transposed",
+    g.add_argument("--upsampling", choices=UPSAMPLINGS, default="transposed",
                    help="the generators' x2 upsampling: the reference's transposed conv, or nearest + 3x3 conv "
                         "(resize-convolution: no checkerboard artefacts)")
     g.add_argument("--ndf", type=int, default=64)
