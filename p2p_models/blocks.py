@@ -44,20 +44,27 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def dropout_mask(shape: torch.Size, p: float, generator: torch.Generator | None, device=None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A dropout mask of `shape` scaled by 1 / (1 - p): an element is kept where a uniform draw from
+    `generator` (torch's global RNG if None), taken in the shape's row-major order, is below 1 - p.
+    One vectorised `torch.rand` (`bernoulli_` draws element by element, 4-9x slower on the CPU)."""
+    keep = 1 - p
+    kept = torch.rand(shape, generator=generator, device=device) < keep
+    return kept.to(dtype).mul_(1 / keep) if keep else kept.to(dtype)
+
+
 class Dropout(nn.Dropout):
-    """`nn.Dropout` whose mask can come from a `torch.Generator` passed to `forward(x, generator)`:
-    (B, C, H, W) -> (B, C, H, W). With a generator (in training mode) nothing global is drawn from,
-    so concurrent calls don't share noise; the mask is drawn in (B, C, H, W) order whatever `x`'s memory
-    layout (packed convolutions return channels-last tensors), with the ops of torch's CPU dropout, so a
-    generator gives the mask the global RNG would in its state on a contiguous `x`. Without one it is
-    `nn.Dropout` exactly (torch's global RNG), as in training."""
+    """`nn.Dropout` whose mask (`dropout_mask`) comes from a `torch.Generator` passed to
+    `forward(x, generator)`, else from torch's global RNG: (B, C, H, W) -> (B, C, H, W). With a
+    generator nothing global is drawn from, so concurrent calls don't share noise. The mask is drawn
+    in (B, C, H, W) order whatever `x`'s memory layout (packed convolutions return channels-last
+    tensors), so one RNG state gives one mask on every backend."""
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if generator is None or not self.training or self.p == 0:
-            return super().forward(x)
-        keep = 1 - self.p
-        mask = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep, generator=generator)
-        return x * (mask.div_(keep) if keep else mask)
+        if not self.training or self.p == 0:
+            return x
+        return x * dropout_mask(x.shape, self.p, generator, x.device, x.dtype)
 
 
 class ResnetBlock(nn.Module):

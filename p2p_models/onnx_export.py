@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Dropout
+from .blocks import Dropout, dropout_mask
 from .cpu import thread_niceness
 from .modes import eval_mode, paper_test_mode
 
@@ -141,16 +141,16 @@ class OnnxGenerator:
         self.masks = json.loads(metadata.get(MASKS_KEY, "[]"))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A sampling-mode graph draws its dropout masks here, in the order and with the ops of the
-        generator's own `Dropout`s, so a `generator` (or torch's global RNG) gives their masks."""
+        """A sampling-mode graph draws its dropout masks here, in the order of the generator's own
+        `Dropout`s and as they draw them (`dropout_mask`), so a `generator` (or torch's global RNG)
+        gives their masks."""
         if self.sampled and x.shape[0] != 1 and self.session.get_inputs()[0].shape[0] == 1:
             raise ValueError(f"{self.path} is the sampling-mode graph, which takes one image at a time (it "
                              f"normalises with that image's statistics), got a batch of {x.shape[0]}")
         feed = {"x": x.detach().float().cpu().numpy()}
         for k, (channels, factor, p) in enumerate(self.masks):
-            mask = torch.empty(x.shape[0], channels, x.shape[2] // factor, x.shape[3] // factor)
-            keep = 1 - p
-            feed[f"mask{k}"] = mask.bernoulli_(keep, generator=generator).div_(keep).numpy()
+            shape = (x.shape[0], channels, x.shape[2] // factor, x.shape[3] // factor)
+            feed[f"mask{k}"] = dropout_mask(shape, p, generator).numpy()
         y = self.session.run(["y"], feed)[0]
         return torch.from_numpy(y).to(x.device)
 

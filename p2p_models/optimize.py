@@ -5,8 +5,6 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import Dropout
-
 PACKED_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -75,15 +73,6 @@ class PackedConv2d(nn.Module):
         return op(x, weight, self.conv.bias, *self.args, "none", [], "")
 
 
-class ContiguousDropout(Dropout):
-    """`blocks.Dropout` that, drawing from torch's global RNG, drops a contiguous copy of its input:
-    the mask comes in (B, C, H, W) order whatever the input's memory layout (packed convolutions
-    return channels-last tensors), so a seed gives the plain model's mask, as a generator does."""
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return super().forward(x if generator is not None else x.contiguous(), generator)
-
-
 def packable(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module.padding_mode == "zeros" and \
         not isinstance(module.padding, str)
@@ -104,10 +93,11 @@ class CastCopy(nn.Module):
 def fast_cpu_copy(model: nn.Module, deterministic: bool, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of `model` for fast CPU inference: every conv a `PackedConv2d`, and, if
     `deterministic` (eval-mode use only), BatchNorms folded into the convs (`fold_batch_norms`).
-    The sampling copy keeps its BatchNorms, so batch statistics work as before, and draws dropout
-    masks as the plain model does (`ContiguousDropout`). With `dtype=torch.bfloat16` the copy's
-    weights are bf16 (BatchNorm and InstanceNorm parameters and statistics stay float32) and it is
-    called as the float32 model (`CastCopy`: float32 in and out); it draws the same dropout masks.
+    The sampling copy keeps its BatchNorms, so batch statistics work as before, and draws the plain
+    model's dropout masks (`blocks.Dropout` draws the same in any memory layout). With
+    `dtype=torch.bfloat16` the copy's weights are bf16 (BatchNorm and InstanceNorm parameters and
+    statistics stay float32) and it is called as the float32 model (`CastCopy`: float32 in and out);
+    it draws the same dropout masks.
     Without oneDNN (`torch.backends.mkldnn`) the convs are left unpacked."""
     model = fold_batch_norms(model) if deterministic else copy.deepcopy(model)
     if torch.backends.mkldnn.is_available():
@@ -115,8 +105,6 @@ def fast_cpu_copy(model: nn.Module, deterministic: bool, dtype: torch.dtype = to
             for name, child in list(parent.named_children()):
                 if packable(child):
                     setattr(parent, name, PackedConv2d(child))
-                elif type(child) in (nn.Dropout, Dropout):
-                    setattr(parent, name, ContiguousDropout(child.p, child.inplace).train(child.training))
     if dtype == torch.float32:
         return model
     model.to(dtype)

@@ -87,20 +87,21 @@ def test_one_pipeline_on_several_threads_sampling_and_deterministic(backend):
     assert differing == [0] * len(calls), f"outputs differing from the sequential ones: {differing}"
 
 
-def test_dropout_draws_from_the_generator_it_is_given_and_else_as_nn_dropout():
+def test_dropout_draws_from_the_generator_it_is_given_and_else_from_the_global_rng():
     x = torch.randn(2, 8, 16, 16)
     dropout = Dropout(0.5).train()
-    torch.manual_seed(5)
-    plain = torch.nn.functional.dropout(x, 0.5, training=True)
+    kept = torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) < 0.5  # one uniform per element
+    expected = torch.where(kept, 2 * x, 0)
     state = torch.get_rng_state()
-    assert torch.equal(dropout(x, torch.Generator().manual_seed(5)), plain)  # the global RNG's mask in that state
-    assert torch.equal(dropout(x.to(memory_format=torch.channels_last), torch.Generator().manual_seed(5)), plain)
+    assert torch.equal(dropout(x, torch.Generator().manual_seed(5)), expected)
+    assert torch.equal(dropout(x.to(memory_format=torch.channels_last), torch.Generator().manual_seed(5)), expected)
     assert torch.equal(torch.get_rng_state(), state)  # nothing drawn from the global RNG
+    assert not torch.equal(dropout(x, torch.Generator().manual_seed(6)), expected)
     torch.manual_seed(5)
-    assert torch.equal(dropout(x), plain)  # no generator: nn.Dropout (training), whatever the layout
-    channels_last = x.to(memory_format=torch.channels_last)
+    assert torch.equal(dropout(x), expected)  # no generator: the global RNG in that state, whatever the layout
     torch.manual_seed(5)
-    expected = torch.nn.functional.dropout(channels_last, 0.5, training=True)
-    torch.manual_seed(5)
-    assert torch.equal(dropout(channels_last), expected)
+    assert torch.equal(dropout(x.to(memory_format=torch.channels_last)), expected)
+    assert 0.45 < kept.float().mean() < 0.55
+    assert torch.equal(Dropout(0.25).train()(x, torch.Generator().manual_seed(5)),
+                       torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) < 0.75, x * (1 / 0.75), 0))
     assert torch.equal(dropout.eval()(x, torch.Generator()), x)

@@ -9,6 +9,7 @@ import torch
 from conftest import environment
 
 from p2p_models import PatchDiscriminator, Pix2PixPipeline
+from p2p_models.blocks import Dropout
 from p2p_models.convert import (
     clean_stale,
     load_reference_discriminator,
@@ -48,6 +49,10 @@ def test_generator_in_train_mode_matches_too(tmp_path):
     """The paper's sampling (dropout + batch statistics) sees the same weights in the same places."""
     ref = randomize(RefUnet(3, 3, 6, 4, "batch"))
     model = load_reference_generator(save_reference(ref, tmp_path / "g.pth"))
+    for parent in list(ref.modules()):  # the reference's dropouts drawing their masks as ours do
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Dropout:
+                setattr(parent, name, Dropout(child.p))
     x = torch.randn(1, 3, 64, 64)
     outputs = []
     for net in (ref.train(), model.train()):
