@@ -17,6 +17,7 @@ from .efficientnet import LEVEL_CHANNELS, EfficientNetLite0, load_imagenet_weigh
 from .modeling_utils import P2PModelMixin
 
 ENCODERS = ("unet", "efficientnet-lite0")
+OUTPUT_ACTIVATIONS = ("tanh", "none", "ab_classes", "palette")
 
 
 class UNetDownBlock(nn.Module):
@@ -96,10 +97,14 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         norm: `batch` | `instance` | `none`.
         use_dropout: Dropout(0.5) in the `num_downs - 5` decoder levels just above the innermost
             (three for unet_256), pix2pix's only source of noise.
-        output_activation: `tanh` (images in [-1, 1]), `none` (logits, e.g. for a segmenter) or
+        output_activation: `tanh` (images in [-1, 1]), `none` (logits, e.g. for a segmenter),
             `ab_classes` (colorization as classification, Zhang et al. 2016; `out_channels` 2): the
             outermost level predicts logits over the ab bins of `p2p_models.ab_classes` at half the
-            resolution, decoded by their annealed mean at `ab_temperature` and upsampled bilinearly.
+            resolution, decoded by their annealed mean at `ab_temperature` and upsampled bilinearly;
+            or `palette` (rendered targets as classification, `p2p_models.palette_classes`): it
+            predicts logits over the K colours of `output_palette`, decoded by their annealed mean
+            at `palette_temperature`.
+        output_palette: with `palette`, the K (>= 2) colours, K lists of `out_channels` values in [-1, 1].
         encoder: `unet` (pix2pix's) or `efficientnet-lite0`: the first five levels are then the
             ImageNet network's (`backbone`, an `EfficientNetEncoder`; 1 or 3 input channels;
             fine-tuned with the rest), the levels below and the decoder ours, each decoder level
@@ -109,7 +114,8 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
 
     Forward: (B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W); `generator` (a
     `torch.Generator`, optional) draws the dropout masks in training mode, else torch's global RNG.
-    With `ab_classes`, `return_logits=True` also returns the logits (B, Q, H/2, W/2) (training).
+    With `ab_classes`, `return_logits=True` also returns the logits (B, Q, H/2, W/2) (training); with
+    `palette`, the logits (B, K, H, W).
     """
 
     @register_to_config
@@ -124,15 +130,25 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         output_activation: str = "tanh",
         encoder: str = "unet",
         ab_temperature: float = 0.38,
+        output_palette: list | None = None,
+        palette_temperature: float = 0.38,
     ):
         super().__init__()
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if output_activation not in ("tanh", "none", "ab_classes"):
-            raise ValueError(f"output_activation must be 'tanh', 'none' or 'ab_classes', got {output_activation!r}")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
         if output_activation == "ab_classes" and out_channels != 2:
             raise ValueError(f"output_activation 'ab_classes' predicts colorization's ab: out_channels must be 2, "
                              f"got {out_channels}")
+        if (output_activation == "palette") != (output_palette is not None):
+            raise ValueError("output_activation 'palette' and output_palette go together: give both or neither")
+        if output_palette is not None:
+            palette = torch.tensor(output_palette, dtype=torch.float32)
+            if palette.ndim != 2 or len(palette) < 2 or palette.shape[1] != out_channels or palette.abs().max() > 1:
+                raise ValueError(f"output_palette must be K >= 2 colours of out_channels = {out_channels} values in "
+                                 f"[-1, 1], got shape {tuple(palette.shape)}")
+            self.register_buffer("palette", palette, persistent=False)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if num_downs < 5:
@@ -153,7 +169,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         self.up_blocks = nn.ModuleList(
             UNetUpBlock(
                 skips[k] + (0 if k == inner else channels[k]),
-                out_channels if k == 0 else channels[k - 1],
+                (len(output_palette) if output_palette else out_channels) if k == 0 else channels[k - 1],
                 norm,
                 outermost=k == 0,
                 dropout=use_dropout and 4 <= k < inner,
@@ -195,6 +211,9 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         h = self.up_blocks[-1](skips[-1], generator)
         for k in range(len(self.up_blocks) - 2, -1, -1):
             h = self.up_blocks[k](torch.cat([skips[k], h], dim=1), generator)
+        if self.config.output_activation == "palette":
+            image = annealed_mean(h, self.palette, self.config.palette_temperature).to(h.dtype)
+            return (image, h) if return_logits else image
         if self.config.output_activation != "ab_classes":
             return h
         ab = annealed_mean(h, bin_centres().to(h.device), self.config.ab_temperature)

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "p2p_models"
 LAYERS = [  # lowest first
     {"blocks", "modeling_utils", "labels", "color", "camvid", "cpu", "tiling", "pix2pix", "pix2pixhd", "style_bank",
      "losses", "vgg", "efficientnet", "perceptual", "projected", "diffaugment",
-     "rebalancing", "ab_classes"},
+     "rebalancing", "ab_classes", "palette_classes"},
     {"modes", "optimize", "onnx_export"},
     {"backends"},
     {"pipelines"},

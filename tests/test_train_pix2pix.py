@@ -291,6 +291,33 @@ def test_colorization_as_classification_trains_a_pipeline_that_decodes_ab(tmp_pa
     assert pipe(photo, generator=seeded(0)).images[0].size == photo.size
 
 
+def test_rendered_targets_as_classification_train_a_pipeline_that_decodes_their_palette(tmp_path):
+    """--palette_classes: facade photo -> label map (the targets are drawn in 12 flat colours); the
+    generator predicts a distribution over colours clustered from the training label maps, trained
+    with their (rebalanced) cross-entropy beside the GAN and L1; the pipeline decodes the palette."""
+    out = tmp_path / "palette"
+    done = launch(tmp_path, [*SMALL, "--direction", "AtoB", "--num_epochs", "1", "--num_epochs_decay", "0",
+                             "--palette_classes", "12", "--palette_rebalance", "0.5", "--lambda_l1", "10",
+                             "--output_dir", str(out)])
+    assert "g_ce=" in done.stderr
+    pipe = Pix2PixPipeline.from_pretrained(out)
+    config = pipe.generator.config
+    assert config.output_activation == "palette" and len(config.output_palette) == 12
+    pairs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((FACADES / "train").glob("*.jpg"))]
+    labels = np.concatenate([pair[:, pair.shape[1] // 2:].reshape(-1, 3) for pair in pairs]) / 127.5 - 1
+    distance = np.linalg.norm(labels[:, None] - np.asarray(config.output_palette)[None], axis=2).min(1)
+    spread = np.linalg.norm(labels - labels.mean(0), axis=1)
+    assert np.median(distance) < 0.25 * np.median(spread)  # the colours are the label maps'
+    assert all(torch.isfinite(w).all() for w in generator_weights(out).values())
+    card = (out / "README.md").read_text()
+    assert "+ 1 * the cross-entropy over the targets' 12 colours (rendered targets as classification), " \
+           "class-rebalanced (lambda 0.5)" in card
+    photo = Image.open(FACADES / "train" / "2.jpg").crop((0, 0, 80, 80))
+    assert pipe(photo, generator=seeded(0)).images[0].size == photo.size
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", str(FACADES), "--palette_classes", "1"])
+
+
 def test_resume_follows_a_changed_schedule(tmp_path):
     """A run resumed with other --num_epochs/--num_epochs_decay uses the new schedule's rate at once."""
     from types import SimpleNamespace

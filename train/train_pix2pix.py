@@ -26,6 +26,7 @@ from p2p_models import (
     pix2pix_generator_loss,
 )
 from p2p_models.ab_classes import ab_cross_entropy
+from p2p_models.palette_classes import class_weights, fit_palette, palette_cross_entropy
 from p2p_models.perceptual import EfficientNetPerceptualLoss
 from p2p_models.pipelines.model_cards import PIX2PIX_TAGS, make_card, public_path, usage
 from p2p_models.projected import ProjectedDiscriminator
@@ -117,6 +118,16 @@ def parse_args(argv=None):
                         "over ab bins, decoded by its annealed mean, and is trained with WEIGHT times its "
                         "cross-entropy (rebalanced by --color_rebalance) beside the L1 and GAN terms on the decoded "
                         "colours (--lambda_l1 0 drops the L1); 0 = off (regression, the paper's)")
+    g.add_argument("--palette_classes", type=int, default=0, metavar="K",
+                   help="rendered targets (map tiles) as classification: the generator predicts a distribution over "
+                        "K colours clustered from the training targets, decoded by its annealed mean, and is trained "
+                        "with --palette_ce times its cross-entropy beside the L1 and GAN terms on the decoded image "
+                        "(--lambda_l1 0 drops the L1); 0 = off (regression, the paper's)")
+    g.add_argument("--palette_ce", type=float, default=1.0, metavar="WEIGHT",
+                   help="with --palette_classes: the cross-entropy's weight")
+    g.add_argument("--palette_rebalance", type=float, default=1.0, metavar="LAMBDA",
+                   help="with --palette_classes: weight each class by ((1 - LAMBDA) * its frequency + LAMBDA / K)^-1, "
+                        "against rare classes (highways) drawn as the common one; 1 (default) = all alike")
     g.add_argument("--no_gan", action="store_true", help="L1 only: no discriminator (the paper's L1 baseline)")
     g = p.add_argument_group("ImageNet features and augmentation")
     add_imagenet_args(g)
@@ -142,6 +153,14 @@ def parse_args(argv=None):
         p.error("--color_classification predicts colorization's ab; it needs --colorization")
     if args.color_classification < 0:
         p.error(f"--color_classification {args.color_classification}: the cross-entropy's weight, 0 or more")
+    if args.palette_classes and args.colorization:
+        p.error("--palette_classes predicts rendered colour targets; colorization has --color_classification")
+    if args.palette_classes == 1 or not 0 <= args.palette_classes <= 256:
+        p.error(f"--palette_classes {args.palette_classes}: the number of target colours, from 2 to 256 (0 = off)")
+    if args.palette_ce < 0:
+        p.error(f"--palette_ce {args.palette_ce}: the cross-entropy's weight, 0 or more")
+    if not 0 <= args.palette_rebalance <= 1:
+        p.error(f"--palette_rebalance {args.palette_rebalance}: the uniform share of the class weights, from 0 to 1")
     if not 0 <= args.color_rebalance <= 1:
         p.error(f"--color_rebalance {args.color_rebalance}: the uniform share of the prior, from 0 to 1")
     if (args.label_colors or args.label_info) and args.colorization:
@@ -182,6 +201,17 @@ def color_rebalancing(dataset: PairedImageDataset, mix: float, samples: int = 50
     step = max(1, len(dataset) // samples)
     ab = torch.stack([F.avg_pool2d(dataset[i]["B"], 4) for i in range(0, len(dataset), step)])
     return ColorRebalancing.from_ab(ab, mix=mix)
+
+
+def target_palette(dataset: PairedImageDataset, k: int, mix: float, samples: int = 200
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`--palette_classes`' K colours (K, C) of `dataset`'s targets and their class weights (K,):
+    k-means of the pixels of up to `samples` training targets spread over the set (epoch 0's crops,
+    the same on every process), every 4th row and column (no blending: the colours stay pure)."""
+    step = max(1, len(dataset) // samples)
+    targets = torch.stack([dataset[i]["B"][:, ::4, ::4] for i in range(0, len(dataset), step)])
+    palette = fit_palette(targets, k)
+    return palette, class_weights(targets, palette, mix)
 
 
 def translate(pipe: Pix2PixPipeline, dataset: PairedImageDataset, a: torch.Tensor, seed: int) -> torch.Tensor:
@@ -230,6 +260,11 @@ def model_card(args, dataset_desc, val_desc, pipe, discriminators, steps, epochs
     if args.color_classification:
         objective += (f" + {args.color_classification:g} * the cross-entropy over ab bins (colorization as "
                       "classification, Zhang et al. 2016)")
+    if args.palette_classes:
+        objective += (f" + {args.palette_ce:g} * the cross-entropy over the targets' {args.palette_classes} colours "
+                      "(rendered targets as classification)")
+        if args.palette_rebalance < 1:
+            objective += f", class-rebalanced (lambda {args.palette_rebalance:g})"
     if args.color_rebalance:
         terms = "the L1 and the cross-entropy" if args.color_classification else "the L1"
         objective += f", {terms} class-rebalanced (Zhang et al. 2016, lambda {args.color_rebalance:g})"
@@ -306,10 +341,15 @@ class Pix2PixTrainer(GANTrainer):
 
         # Models, losses, optimisers
         in_ch, out_ch = self.train_set.channels
+        self.palette_weights = None
+        output = {"output_activation": "ab_classes"} if args.color_classification else {}
+        if args.palette_classes:
+            colours, self.palette_weights = target_palette(self.train_set, args.palette_classes,
+                                                           args.palette_rebalance)
+            output = {"output_activation": "palette", "output_palette": colours.round(decimals=4).tolist()}
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
                                   use_dropout=not args.no_dropout,
-                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet",
-                                  output_activation="ab_classes" if args.color_classification else "tanh")
+                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet", **output)
         if args.load_pretrain:
             source = Path(args.load_pretrain)
             load_pretrained_weights(generator, UNetGenerator.from_pretrained(generator_folder(source)), source)
@@ -362,7 +402,7 @@ class Pix2PixTrainer(GANTrainer):
         opt_g = self.optimizers[0]
         real_a, real_b = batch["A"], batch["B"]
         with accelerator.autocast():
-            if args.color_classification:
+            if args.color_classification or args.palette_classes:
                 fake_b, logits = self.generator(real_a, return_logits=True)
             else:
                 fake_b = self.generator(real_a)
@@ -384,6 +424,11 @@ class Pix2PixTrainer(GANTrainer):
             if args.color_classification:
                 parts["g_ce"] = ab_cross_entropy(logits, real_b, self.rebalancing)
                 loss_g = loss_g + args.color_classification * parts["g_ce"]
+                parts["g_ce"] = parts["g_ce"].detach()
+            if args.palette_classes:
+                palette = accelerator.unwrap_model(self.generator).palette
+                parts["g_ce"] = palette_cross_entropy(logits, real_b, palette, self.palette_weights)
+                loss_g = loss_g + args.palette_ce * parts["g_ce"]
                 parts["g_ce"] = parts["g_ce"].detach()
             if self.perceptual is not None:  # on RGB images (colorization: L with the ab)
                 rgb = [self.train_set.to_rgb(real_a, b) * 2 - 1 for b in (fake_b, real_b)]
