@@ -316,6 +316,11 @@ def test_rendered_targets_as_classification_train_a_pipeline_that_decodes_their_
     assert pipe(photo, generator=seeded(0)).images[0].size == photo.size
     with pytest.raises(SystemExit):
         parse_args(["--dataset", str(FACADES), "--palette_classes", "1"])
+    # fine-tuning on other data keeps the loaded palette (a new one would not fit the trained logits)
+    tuned = tmp_path / "tuned"
+    launch(tmp_path, [*SMALL, "--direction", "AtoB", "--max_train_steps", "1", "--max_train_samples", "2",
+                      "--palette_classes", "12", "--load_pretrain", str(out), "--output_dir", str(tuned)])
+    assert Pix2PixPipeline.from_pretrained(tuned).generator.config.output_palette == config.output_palette
 
 
 def test_resume_follows_a_changed_schedule(tmp_path):

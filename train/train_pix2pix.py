@@ -203,14 +203,15 @@ def color_rebalancing(dataset: PairedImageDataset, mix: float, samples: int = 50
     return ColorRebalancing.from_ab(ab, mix=mix)
 
 
-def target_palette(dataset: PairedImageDataset, k: int, mix: float, samples: int = 200
+def target_palette(dataset: PairedImageDataset, k: int, mix: float, known: list | None = None, samples: int = 200
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """`--palette_classes`' K colours (K, C) of `dataset`'s targets and their class weights (K,):
     k-means of the pixels of up to `samples` training targets spread over the set (epoch 0's crops,
-    the same on every process), every 4th row and column (no blending: the colours stay pure)."""
+    the same on every process), every 4th row and column (no blending: the colours stay pure); or the
+    `known` palette (fine-tuning keeps the loaded generator's)."""
     step = max(1, len(dataset) // samples)
     targets = torch.stack([dataset[i]["B"][:, ::4, ::4] for i in range(0, len(dataset), step)])
-    palette = fit_palette(targets, k)
+    palette = fit_palette(targets, k) if known is None else torch.tensor(known, dtype=torch.float32)
     return palette, class_weights(targets, palette, mix)
 
 
@@ -341,18 +342,21 @@ class Pix2PixTrainer(GANTrainer):
 
         # Models, losses, optimisers
         in_ch, out_ch = self.train_set.channels
+        trained = UNetGenerator.from_pretrained(generator_folder(Path(args.load_pretrain))) \
+            if args.load_pretrain else None
         self.palette_weights = None
         output = {"output_activation": "ab_classes"} if args.color_classification else {}
         if args.palette_classes:
+            known = trained.config.output_palette if trained is not None else None
             colours, self.palette_weights = target_palette(self.train_set, args.palette_classes,
-                                                           args.palette_rebalance)
-            output = {"output_activation": "palette", "output_palette": colours.round(decimals=4).tolist()}
+                                                           args.palette_rebalance, known)
+            output = {"output_activation": "palette",
+                      "output_palette": [[round(v, 4) for v in colour] for colour in colours.tolist()]}
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
                                   use_dropout=not args.no_dropout,
                                   encoder="efficientnet-lite0" if args.pretrained_encoder else "unet", **output)
-        if args.load_pretrain:
-            source = Path(args.load_pretrain)
-            load_pretrained_weights(generator, UNetGenerator.from_pretrained(generator_folder(source)), source)
+        if trained is not None:
+            load_pretrained_weights(generator, trained, Path(args.load_pretrain))
         elif args.pretrained_encoder:
             generator.load_imagenet_encoder()
         generator.to(memory_format=args.memory_format)
