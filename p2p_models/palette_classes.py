@@ -27,9 +27,10 @@ def fit_palette(images: torch.Tensor, k: int, samples: int = 50000, seed: int = 
 
 
 def nearest_class(images: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H, W) index of the nearest of the (K, C) palette colours."""
-    x = images.float().permute(0, 2, 3, 1)
-    distance = (x[..., None, :] - palette.to(x)).square().sum(-1)
+    """(B, C, H, W) -> (B, H, W) index of the nearest of the (K, C) palette colours (the first of
+    equals). Memory: K distances per pixel."""
+    x = images.float()
+    distance = torch.stack([(x - c[:, None, None]).square().sum(1) for c in palette.to(x)], -1)
     return distance.argmin(-1)
 
 

@@ -16,10 +16,8 @@ from train.metrics import (
     FID_MISSING,
     InceptionFeatures,
     SegmentationScores,
-    colour_classes,
     colourfulness,
     frechet_distance,
-    nearest_colour,
     psnr,
     ssim,
 )
@@ -76,16 +74,6 @@ def test_colourfulness_known_answers():
     vivid = photos()
     duller = vivid.mean(1, keepdim=True).expand_as(vivid) * 0.5 + 0.25 * vivid
     assert colourfulness(vivid).mean() > colourfulness(duller).mean()
-
-
-def test_colour_classes_recover_flat_colours():
-    colours = torch.tensor([[0.9, 0.9, 0.85], [1.0, 0.8, 0.3], [0.6, 0.75, 1.0], [0.7, 0.9, 0.6]])
-    ids = torch.randint(0, 4, (3, 24, 24), generator=torch.Generator().manual_seed(0))
-    tiles = colours[ids].permute(0, 3, 1, 2) + 0.01 * torch.randn(3, 3, 24, 24)
-    centres = colour_classes(tiles, 4)
-    assert torch.cdist(colours, centres).min(1).values.max() < 0.02
-    found = nearest_colour(tiles, centres)
-    assert all(len(torch.unique(found[ids == c])) == 1 for c in range(4))  # one class per true colour
 
 
 def test_colour_class_scores_on_hand_made_maps():

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from p2p_models import Pix2PixHDPipeline
+from p2p_models.palette_classes import fit_palette, nearest_class
 from p2p_models.pipelines import P2PPipeline
 from p2p_models.pipelines.hub_utils import check_local_folder
 from p2p_models.pipelines.model_cards import card_data, eval_results, hub_dataset_id, make_card, merge_eval_results
@@ -42,10 +43,8 @@ from train.data import (
 from train.metrics import (
     FID_MISSING,
     InceptionFeatures,
-    colour_classes,
     colourfulness,
     frechet_distance,
-    nearest_colour,
 )
 from train.segmenter import Segmenter
 from train.train_pix2pix import translate
@@ -245,8 +244,8 @@ def colour_class_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], k: int, 
     clustered from the targets."""
     fake = torch.cat([f for f, _ in pairs]).float() / 255
     real = torch.cat([r for _, r in pairs]).float() / 255
-    centres = colour_classes(real, k, seed)
-    predicted, target = nearest_colour(fake, centres), nearest_colour(real, centres)
+    centres = fit_palette(real, k, samples=20000, seed=seed)
+    predicted, target = nearest_class(fake, centres), nearest_class(real, centres)
     iou = {}
     for c in range(len(centres)):
         union = ((predicted == c) | (target == c)).sum()

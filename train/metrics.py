@@ -7,8 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from p2p_models.labels import nearest_centres
-from p2p_models.style_bank import kmeans
 
 
 def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -115,18 +113,3 @@ def colourfulness(x: torch.Tensor) -> torch.Tensor:
     spread = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
     mean = (rg.mean(1) ** 2 + yb.mean(1) ** 2).sqrt()
     return (spread + 0.3 * mean).float()
-
-
-def colour_classes(images: torch.Tensor, k: int, seed: int = 0, samples: int = 20000) -> torch.Tensor:
-    """k RGB class colours of rendered images (e.g. map tiles: background, roads, water, parks):
-    K-means centres of `samples` random pixels of (B, 3, H, W) images in [0, 1] -> (k, 3)."""
-    pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)
-    pick = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:samples]
-    return kmeans(pixels[pick], k, seed=seed)
-
-
-def nearest_colour(images: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, H, W) index of the nearest of `centres` (k, 3)."""
-    b, _, h, w = images.shape
-    pixels = images.permute(0, 2, 3, 1).reshape(-1, 3).cpu().numpy()
-    return torch.from_numpy(nearest_centres(pixels, centres.cpu().numpy())[0].astype(np.int64)).reshape(b, h, w)
