@@ -267,6 +267,8 @@ def test_evaluation_results_merge_into_the_card(tmp_path):
         EvalResult("image-to-image", "huggan/facades", "huggan/facades", "l1", 0.5, dataset_split="validation"),
         EvalResult("image-to-image", "huggan/facades", "huggan/facades", "psnr", 9.0, dataset_split="validation"),
         EvalResult("image-to-image", "huggan/maps", "huggan/maps", "l1", 0.75, dataset_split="validation")]
+    before.text += ("\n## Evaluation\n\n`train/evaluate.py` on `old` (validation, 2 examples, 32x32):\n\n"
+                    "| metric | value |\n|---|---:|\n| L1 | 0.9000 |\n\nA note.\n\n## License and terms\n\nOurs.\n")
     before.save(folder / "README.md")
     result = {"model": str(folder), "dataset": "huggan/facades", "split": "validation", "working_size": [32, 32],
               "metrics": {"l1": 0.25, "psnr": 12.0, "ssim": 0.5, "num_samples": 3}}
@@ -279,6 +281,9 @@ def test_evaluation_results_merge_into_the_card(tmp_path):
                       ("huggan/facades", "ssim"): 0.5, ("huggan/maps", "l1"): 0.75}
     assert card.data.model_name == "mine" and card.text.count("## Evaluation") == 1
     assert card.text.startswith(before.text.split("## Evaluation")[0]) and "| L1 | 0.2500 |" in card.text
+    assert card.text.count("| metric | value |") == 1 and card.text.count("## License and terms\n\nOurs.\n") == 1
+    assert "0.9000" not in card.text and card.text.count("A note.") == 1  # sections after the table are kept
+    assert card.text.index("| L1 | 0.2500 |") < card.text.index("A note.") < card.text.index("## License and terms")
 
     result |= {"dataset": str(FACADES), "model": str(tmp_path / "fresh")}
     evaluate.update_model_card(tmp_path / "fresh" / "README.md", result)  # no card yet: a new one

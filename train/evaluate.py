@@ -17,6 +17,7 @@ part of train the training script used (same `--validation_fraction` and `--seed
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -261,8 +262,8 @@ def colour_class_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], k: int, 
 
 def update_model_card(path: Path, result: dict) -> None:
     """Put the metrics in the card's `model-index` metadata (what the Hub displays; earlier scores of
-    the same metrics on the same data and split are replaced) and an Evaluation table; the rest of the
-    card is kept."""
+    the same metrics on the same data and split are replaced) and an Evaluation table (replacing the
+    previous one); the rest of the card, sections after the table included, is kept."""
     card = ModelCard.load(path) if path.exists() else make_card(card_data([]), "")
     m = result["metrics"]
     values = [("l1", "L1", m["l1"]), ("psnr", "PSNR", m["psnr"]), ("ssim", "SSIM", m["ssim"])]
@@ -287,10 +288,12 @@ def update_model_card(path: Path, result: dict) -> None:
                                                 eval_results(values, dataset, result["split"]))
     card.data.model_name = card.data.model_name or Path(result["model"]).name
     marker = "\n## Evaluation\n"
-    body = card.text.split(marker)[0].rstrip() + "\n"
+    body, _, after = card.text.partition(marker)
+    after = re.sub(r"^\n`train/evaluate\.py` on [^\n]*\n\n(\|[^\n]*\n?)*", "", after)  # the previous table
     table = ["| metric | value |", "|---|---:|"] + [f"| {n} | {v:.4f} |" for _, n, v in values]
-    card.text = (f"{body}{marker}\n`train/evaluate.py` on `{dataset}` ({result['split']}, {m['num_samples']} examples, "
-                 f"{result['working_size'][1]}x{result['working_size'][0]}):\n\n" + "\n".join(table) + "\n")
+    card.text = (f"{body.rstrip()}\n{marker}\n`train/evaluate.py` on `{dataset}` ({result['split']}, {m['num_samples']} "
+                 f"examples, {result['working_size'][1]}x{result['working_size'][0]}):\n\n" + "\n".join(table) + "\n"
+                 + (f"\n{after.lstrip(chr(10))}" if after.strip() else ""))
     card.save(path)
 
 if __name__ == "__main__":
