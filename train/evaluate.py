@@ -289,11 +289,11 @@ def update_model_card(path: Path, result: dict) -> None:
     card.data.model_name = card.data.model_name or Path(result["model"]).name
     marker = "\n## Evaluation\n"
     body, _, after = card.text.partition(marker)
-    after = re.sub(r"^\n`train/evaluate\.py` on [^\n]*\n\n(\|[^\n]*\n?)*", "", after)  # the previous table
+    after = re.sub(r"^\n`train/evaluate\.py` on [^\n]*\n\n(\|[^\n]*\n?)*", "", after).lstrip("\n")  # less the old table
     table = ["| metric | value |", "|---|---:|"] + [f"| {n} | {v:.4f} |" for _, n, v in values]
     card.text = (f"{body.rstrip()}\n{marker}\n`train/evaluate.py` on `{dataset}` ({result['split']}, {m['num_samples']} "
                  f"examples, {result['working_size'][1]}x{result['working_size'][0]}):\n\n" + "\n".join(table) + "\n"
-                 + (f"\n{after.lstrip(chr(10))}" if after.strip() else ""))
+                 + (f"\n{after}" if after.strip() else ""))
     card.save(path)
 
 if __name__ == "__main__":
