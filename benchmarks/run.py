@@ -66,7 +66,7 @@ from p2p_models.backends import GeneratorBackend
 from p2p_models.cpu import cpu_name, native_bf16
 from p2p_models.onnx_export import OnnxGenerator, export_onnx
 from p2p_models.optimize import fast_cpu_copy, fold_batch_norms
-from p2p_models.pipelines import paper_test_mode
+from p2p_models.pipelines import sampling_mode
 from train.common import memory_format, resolve_mixed_precision
 from train.data import PairedImageDataset, load_splits
 
@@ -258,7 +258,7 @@ def prepare(model, x, variant, device):
         model = fast_cpu_copy(model, deterministic=False) if variant == "sampling_fast" else model
 
         def sample():
-            with torch.no_grad(), paper_test_mode(model):
+            with torch.no_grad(), sampling_mode(model):
                 return model(x)
 
         return sample

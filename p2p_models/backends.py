@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .cpu import native_bf16, thread_niceness
-from .modes import eval_mode, paper_test_mode
+from .modes import eval_mode, samples_with_batch_statistics, sampling_mode
 from .onnx_export import OnnxGenerator, export_onnx
 from .optimize import fast_cpu_copy
 
@@ -148,15 +148,16 @@ class GeneratorBackend:
         if kind == "onnxruntime":  # its mode is in the graph
             yield self._copy(module, kind, deterministic)
             return
+        batch_statistics = samples_with_batch_statistics(module)  # (a copy holds no config)
         if kind != "torch":
             module = self._copy(module, kind, deterministic)
-        with (eval_mode if deterministic else paper_test_mode)(module):
+        with eval_mode(module) if deterministic else sampling_mode(module, batch_statistics):
             yield module
 
     @contextlib.contextmanager
     def runner(self, module: nn.Module, deterministic: bool = True):
         """`module` as a callable for this backend: (B, C_in, H, W) -> (B, C_out, H, W), in eval mode if
-        `deterministic`, else in `paper_test_mode`."""
+        `deterministic`, else in `sampling_mode`."""
         kind = self.name
         if kind in ("fast", "bf16", "auto") and (module.device.type != "cpu" or module.dtype != torch.float32):
             kind = "torch"

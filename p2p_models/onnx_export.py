@@ -13,7 +13,7 @@ from torch import nn
 
 from .blocks import Dropout, dropout_mask
 from .cpu import thread_niceness
-from .modes import eval_mode, paper_test_mode
+from .modes import eval_mode, samples_with_batch_statistics, sampling_mode
 
 MASKS_KEY = "p2p_dropout_masks"  # a sampling-mode graph's metadata: [[channels, downsampling, p], ...] per mask
 
@@ -58,15 +58,17 @@ class ShapeProbe(list):
 
 
 class SampledGraph(nn.Module):
-    """A pix2pix generator in its sampling mode (dropout on, BatchNorm with batch statistics) as an
-    exportable graph: forward(x, *masks) with one dropout mask per `Dropout`, in call order."""
+    """A pix2pix generator in its sampling mode (dropout on; BatchNorm with batch statistics, or the running
+    statistics: `modes.samples_with_batch_statistics`) as an exportable graph: forward(x, *masks) with one
+    dropout mask per `Dropout`, in call order."""
 
     def __init__(self, generator: nn.Module):
         super().__init__()
         self.model = copy.deepcopy(generator).eval()
+        batch_statistics = samples_with_batch_statistics(generator)
         for parent in list(self.model.modules()):
             for name, child in list(parent.named_children()):
-                if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                if isinstance(child, nn.modules.batchnorm._BatchNorm) and batch_statistics:
                     setattr(parent, name, BatchStatisticsNorm(child))
                 elif isinstance(child, Dropout):
                     setattr(parent, name, MaskedDropout(child.p))
@@ -88,8 +90,8 @@ def export_onnx(generator: nn.Module, path: str | os.PathLike, opset: int = 18, 
     with dynamic batch, H and W (any multiples of the generator's `downsampling_factor` from its
     `min_size`, up to 4096). It is traced at two factors per side, so that no size is specialised.
     With `sampled`, a pix2pix generator's sampling mode instead (`SampledGraph`), for one image at a time
-    (as the pipelines sample, and pix2pix's test runs; its BatchNorms are instance norms then, with no
-    transposes around them): inputs `x` (1, C_in, H, W) and `mask0`, `mask1`, ... (1, C_k, H / d_k,
+    (as the pipelines sample, and pix2pix's test runs; BatchNorms with batch statistics are instance norms
+    then, with no transposes around them): inputs `x` (1, C_in, H, W) and `mask0`, `mask1`, ... (1, C_k, H / d_k,
     W / d_k), the dropout masks scaled by 1 / keep, which the caller draws (`OnnxGenerator`); their
     (C_k, d_k, p_k) are in the model's metadata (`MASKS_KEY`)."""
     require("onnx", "onnxscript")
@@ -161,7 +163,7 @@ def parity(generator: nn.Module, onnx_generator: OnnxGenerator, height: int, wid
     masks from the same seed as the generator."""
     x = torch.randn(1, generator.config.in_channels, height, width, generator=torch.Generator().manual_seed(seed))
     if onnx_generator.sampled:
-        with paper_test_mode(generator), torch.no_grad():
+        with sampling_mode(generator), torch.no_grad():
             expected = generator(x.to(generator.device, generator.dtype),
                                  generator=torch.Generator(generator.device).manual_seed(seed)).float().cpu()
         actual = onnx_generator(x, torch.Generator().manual_seed(seed))

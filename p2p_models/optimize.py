@@ -5,6 +5,8 @@ import copy
 import torch
 from torch import nn
 
+from .modes import samples_with_batch_statistics
+
 PACKED_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -92,14 +94,16 @@ class CastCopy(nn.Module):
 
 def fast_cpu_copy(model: nn.Module, deterministic: bool, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of `model` for fast CPU inference: every conv a `PackedConv2d`, and, if
-    `deterministic` (eval-mode use only), BatchNorms folded into the convs (`fold_batch_norms`).
-    The sampling copy keeps its BatchNorms, so batch statistics work as before, and draws the plain
-    model's dropout masks (`blocks.Dropout` draws the same in any memory layout). With
-    `dtype=torch.bfloat16` the copy's weights are bf16 (BatchNorm and InstanceNorm parameters and
-    statistics stay float32) and it is called as the float32 model (`CastCopy`: float32 in and out);
-    it draws the same dropout masks.
+    `deterministic` (eval-mode use only) or the model samples with its running statistics
+    (`modes.samples_with_batch_statistics`), BatchNorms folded into the convs (`fold_batch_norms`).
+    A sampling copy of a model that samples with batch statistics keeps its BatchNorms, so those work
+    as before. A sampling copy draws the plain model's dropout masks (`blocks.Dropout` draws the same in
+    any memory layout). With `dtype=torch.bfloat16` the copy's weights are bf16 (BatchNorm and
+    InstanceNorm parameters and statistics stay float32) and it is called as the float32 model
+    (`CastCopy`: float32 in and out); it draws the same dropout masks.
     Without oneDNN (`torch.backends.mkldnn`) the convs are left unpacked."""
-    model = fold_batch_norms(model) if deterministic else copy.deepcopy(model)
+    fold = deterministic or not samples_with_batch_statistics(model)
+    model = fold_batch_norms(model) if fold else copy.deepcopy(model)
     if torch.backends.mkldnn.is_available():
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):

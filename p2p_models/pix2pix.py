@@ -105,6 +105,10 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
             predicts logits over the K colours of `output_palette`, decoded by their annealed mean
             at `palette_temperature`.
         output_palette: with `palette`, the K (>= 2) colours, K lists of `out_channels` values in [-1, 1].
+        sample_with_batch_statistics: how sampling (`modes.sampling_mode`: dropout on) normalises:
+            with each test image's own BatchNorm statistics, as the paper's test does (right for a
+            net trained on batches of one image), or, if False, with the running statistics (for a
+            net trained on larger batches, which never saw one image's statistics in training).
         encoder: `unet` (pix2pix's) or `efficientnet-lite0`: the first five levels are then the
             ImageNet network's (`backbone`, an `EfficientNetEncoder`; 1 or 3 input channels;
             fine-tuned with the rest), the levels below and the decoder ours, each decoder level
@@ -132,6 +136,7 @@ class UNetGenerator(P2PModelMixin, ConfigMixin):
         ab_temperature: float = 0.38,
         output_palette: list | None = None,
         palette_temperature: float = 0.38,
+        sample_with_batch_statistics: bool = True,
     ):
         super().__init__()
         if encoder not in ENCODERS:

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import seeded
-from test_pipeline import arr, make_pipe, photo
+from test_pipeline import arr, make_pipe, photo, pipe_sampling_with
 from test_pix2pixhd import hd_pipe, scene
 
 from p2p_models import UNetGenerator
 from p2p_models.optimize import PackedConv2d, fast_cpu_copy
-from p2p_models.pipelines import paper_test_mode
+from p2p_models.pipelines import sampling_mode
 
 TOLERANCE = 1e-4  # max abs difference on [-1, 1] outputs
 
@@ -34,7 +34,7 @@ def test_fast_copy_matches_the_plain_generator_deterministic_and_sampling():
         for shape in [(1, 3, 64, 64), (2, 3, 128, 192), (1, 3, 64, 64)]:  # new shapes repack; old ones too
             x = torch.randn(shape)
             assert (fast_eval(x) - g(x)).abs().max() < TOLERANCE
-            with paper_test_mode(g), paper_test_mode(fast_sampling):
+            with sampling_mode(g), sampling_mode(fast_sampling):
                 torch.manual_seed(7)
                 expected = g(x)
                 torch.manual_seed(7)  # the same dropout masks from the same seed
@@ -45,9 +45,16 @@ def test_fast_copy_matches_the_plain_generator_deterministic_and_sampling():
         assert x.grad is not None
 
 
-@pytest.mark.parametrize("deterministic", [True, False])
-def test_pipeline_fast_backend_matches_torch(deterministic):
-    pipe = make_pipe()
+def test_a_generator_sampling_with_running_statistics_has_them_folded_in_its_sampling_copy():
+    g = UNetGenerator(num_downs=6, ngf=8, sample_with_batch_statistics=False)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_cpu_copy(g, False, dtype).modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_cpu_copy(random_generator(), False).modules())
+
+
+@pytest.mark.parametrize("deterministic, batch_statistics", [(True, True), (False, True), (False, False)])
+def test_pipeline_fast_backend_matches_torch(deterministic, batch_statistics):
+    pipe = pipe_sampling_with(batch_statistics)
     images = [photo(90, 50), photo(200, 130, seed=1)]
     expected = [arr(o) for o in pipe(images, generator=[seeded(s) for s in (3, 4)], deterministic=deterministic).images]
     native = arr(pipe(images[1], generator=seeded(4), deterministic=deterministic, size_mode="native").images[0])
@@ -79,8 +86,9 @@ def test_hd_fast_backend_matches_torch():
     assert np.abs(np.asarray(pipe(labels, inst, generator=seeded(0)).images[0]).astype(int) - expected).max() <= 1
 
 
-def test_onnxruntime_backend_matches_torch_in_both_modes(tmp_path):
-    pipe = make_pipe()
+@pytest.mark.parametrize("batch_statistics", [True, False])
+def test_onnxruntime_backend_matches_torch_in_both_modes(tmp_path, batch_statistics):
+    pipe = pipe_sampling_with(batch_statistics)
     image = photo(150, 97)
     expected = arr(pipe(image, deterministic=True).images[0])
     expected_native = arr(pipe(image, deterministic=True, size_mode="native").images[0])
@@ -90,7 +98,8 @@ def test_onnxruntime_backend_matches_torch_in_both_modes(tmp_path):
     pipe.set_backend("onnxruntime")
     assert np.abs(arr(pipe(image, deterministic=True).images[0]) - expected).max() <= 1
     assert np.abs(arr(pipe(image, deterministic=True, size_mode="native").images[0]) - expected_native).max() <= 1
-    # sampled: batch statistics in the graph, the masks drawn as the torch dropout draws them (same seeds, same image)
+    # sampled: batch or running statistics in the graph, the masks drawn as the torch dropout draws them
+    # (same seeds, same image)
     got = [arr(pipe(image, generator=seeded(s), size_mode=m).images[0]) for s in (0, 1) for m in ("resize", "native")]
     assert all(np.abs(g - e).max() <= 1 for g, e in zip(got, sampled))
     assert np.abs(got[0] - got[2]).max() > 10  # and the seed matters

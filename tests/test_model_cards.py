@@ -290,3 +290,8 @@ def test_evaluation_results_merge_into_the_card(tmp_path):
     card = ModelCard.load(tmp_path / "fresh" / "README.md")
     assert card.data.library_name == "diffusers" and card.data.model_name == "fresh"
     assert {r.dataset_type for r in card.data.eval_results} == {"facades"} and not LOCAL.search(str(card))
+    # a local copy of a Hub dataset, named by its id: its scores replace that dataset's
+    evaluate.update_model_card(folder / "README.md", result | {"model": str(folder), "card_dataset_id": "huggan/maps"})
+    results = ModelCard.load(folder / "README.md").data.eval_results
+    scores = {(r.dataset_type, r.metric_type): r.metric_value for r in results}
+    assert scores[("huggan/maps", "l1")] == 0.25 and not any(d == "facades" for d, _ in scores)

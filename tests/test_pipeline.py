@@ -23,6 +23,22 @@ def make_pipe(**kwargs):
     return Pix2PixPipeline(generator=generator.eval(), image_size=64, direction="BtoA")
 
 
+def pipe_sampling_with(batch_statistics: bool):
+    """`make_pipe`'s; without batch statistics, its running statistics those of random batches (as after
+    training), so that its outputs are images and not the flat grey of a random net's tiny activations."""
+    pipe = make_pipe(sample_with_batch_statistics=batch_statistics)
+    if not batch_statistics:
+        for m in pipe.generator.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average
+        with torch.no_grad():
+            for seed in range(4):
+                pipe.generator.train()(torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(seed)))
+        pipe.generator.eval()
+    return pipe
+
+
 @pytest.fixture
 def pipe():
     return make_pipe()
@@ -97,6 +113,22 @@ def test_a_batch_gives_what_single_calls_give(pipe):
     det = pipe(images, deterministic=True).images
     for image, out in zip(images, det):
         assert np.abs(arr(out) - arr(pipe(image, deterministic=True).images[0])).max() <= 1  # batched conv rounding
+
+
+def test_a_generator_trained_on_batches_samples_with_its_running_statistics():
+    """`sample_with_batch_statistics=False`: dropout on, BatchNorm in eval mode. Without dropout that is
+    eval mode exactly; the same generator sampling with each image's own statistics gives another image."""
+    image = photo()
+    running = pipe_sampling_with(False)
+    sampled = arr(running(image, generator=seeded(1)).images[0])
+    assert np.abs(sampled - arr(running(image, generator=seeded(2)).images[0])).max() > 10  # dropout: seeds matter
+    assert not any(m.training for m in running.generator.modules())  # left in eval mode
+    running.generator.up_blocks[4].dropout.p = 0.0  # dropout off: eval mode exactly
+    assert np.array_equal(arr(running(image, generator=seeded(1)).images[0]),
+                          arr(running(image, deterministic=True).images[0]))
+    running.generator.register_to_config(sample_with_batch_statistics=True)
+    assert np.abs(arr(running(image, generator=seeded(1)).images[0]) - arr(running(image, deterministic=True).images[0])
+                  ).mean() > 1.0
 
 
 def test_without_dropout_or_batchnorm_seeds_do_not_matter():

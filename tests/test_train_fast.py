@@ -153,6 +153,7 @@ def test_max_train_minutes_stops_with_a_checkpoint_and_resumes_exactly_with_ema(
     full = tmp_path / "full"
     saved = generator_weights(full)
     pipe = Pix2PixPipeline.from_pretrained(full)
+    assert not pipe.generator.config.sample_with_batch_statistics  # trained at batch 2: samples with running statistics
     names = [name for name, _ in pipe.generator.named_parameters()]
     shadow = torch.load(full / "checkpoint-20" / "custom_checkpoint_0.pkl", weights_only=True)["shadow_params"]
     trained = load_file(full / "checkpoint-20" / "model.safetensors")

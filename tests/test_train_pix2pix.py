@@ -66,6 +66,7 @@ def test_train_end_to_end(tmp_path, upload_hub):
 
     pipe = Pix2PixPipeline.from_pretrained(out)
     assert pipe.config.direction == "BtoA" and pipe.working_size == (64, 64)
+    assert pipe.generator.config.sample_with_batch_statistics  # trained at batch 1: samples as the paper tests
     label = Image.open(ROOT / "tests" / "fixtures" / "facades" / "train" / "1.jpg").crop((80, 0, 160, 80))
     assert pipe(label, generator=seeded(0)).images[0].size == (80, 80)
 

@@ -79,6 +79,9 @@ def parse_args(argv=None):
                    help="rows of the input | output | target grid saved beside --out (0: no grid)")
     p.add_argument("--out", default="metrics.json")
     p.add_argument("--update_model_card", action="store_true", help="write the numbers into the model's README.md")
+    p.add_argument("--card_dataset_id", default=None,
+                   help="the Hub id the card names local data by (e.g. huggan/maps for a local copy of it); default: "
+                        "--dataset if it is a Hub id, else its folder name")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     try:
@@ -230,6 +233,8 @@ def main(argv=None):
         metrics["colour_classes"] = colour_class_scores(pairs_u8, args.colour_classes, args.seed)
     result = {"model": args.model, "dataset": args.dataset, "split": args.split,
               "direction": None if hd else pipe.config.direction, "working_size": [h, w], "metrics": metrics}
+    if args.card_dataset_id:
+        result["card_dataset_id"] = args.card_dataset_id
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     if grid_rows:
@@ -283,7 +288,7 @@ def update_model_card(path: Path, result: dict) -> None:
     if "colourfulness" in m:
         values += [("colourfulness", "colourfulness of outputs (Hasler-Suesstrunk)", m["colourfulness"]["generated"]),
                    ("colourfulness_real", "colourfulness of targets", m["colourfulness"]["real"])]
-    dataset = hub_dataset_id(result["dataset"]) or Path(result["dataset"]).name
+    dataset = result.get("card_dataset_id") or hub_dataset_id(result["dataset"]) or Path(result["dataset"]).name
     card.data.eval_results = merge_eval_results(card.data.eval_results,
                                                 eval_results(values, dataset, result["split"]))
     card.data.model_name = card.data.model_name or Path(result["model"]).name

@@ -354,7 +354,8 @@ class Pix2PixTrainer(GANTrainer):
                       "output_palette": [[round(v, 4) for v in colour] for colour in colours.tolist()]}
         generator = UNetGenerator(in_ch, out_ch, num_downs=args.num_downs, ngf=args.ngf, norm=args.norm,
                                   use_dropout=not args.no_dropout,
-                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet", **output)
+                                  encoder="efficientnet-lite0" if args.pretrained_encoder else "unet",
+                                  sample_with_batch_statistics=args.train_batch_size == 1, **output)
         if trained is not None:
             load_pretrained_weights(generator, trained, Path(args.load_pretrain))
         elif args.pretrained_encoder:

@@ -2,7 +2,7 @@
 label-map processing they share, and the Hub / model-card code."""
 
 from ..backends import BACKENDS
-from ..modes import eval_mode, paper_test_mode
+from ..modes import eval_mode, sampling_mode
 from .image_processor import HIGH_BIT_MODES, MAX_PIXELS, P2PImageProcessor, check_image
 from .label_processor import ID_MODES, LabelMapProcessor
 from .pipeline_pix2pix import Pix2PixPipeline
@@ -22,7 +22,7 @@ __all__ = [
     "Pix2PixPipeline",
     "check_image",
     "eval_mode",
-    "paper_test_mode",
+    "sampling_mode",
     "seeded_generator",
     "size_rule",
 ]

@@ -47,7 +47,7 @@ class Pix2PixPipeline(P2PPipeline):
 
     model_cpu_offload_seq = "generator"
     card_tags = PIX2PIX_TAGS
-    generator_modes = (True, False)  # deterministic, and sampled (dropout, batch statistics: the paper's test)
+    generator_modes = (True, False)  # deterministic, and sampled (dropout on: `modes.sampling_mode`)
 
     def __init__(
         self,
@@ -137,10 +137,12 @@ class Pix2PixPipeline(P2PPipeline):
                 thread. An image's output depends only on it and its generator. A generator on the
                 pipeline's device draws the masks directly; one on another device seeds a generator
                 there with a number drawn from it. `None` draws from torch's global RNG.
-            deterministic: `False` (default) samples as the paper and the reference test script do:
-                dropout on and BatchNorm using the test image's own statistics, so different
-                generators give different plausible outputs. `True` runs in eval mode (dropout off,
-                running statistics): one output, whatever the generator.
+            deterministic: `False` (default) samples with dropout on, so different generators give
+                different plausible outputs, and BatchNorm using the test image's own statistics, as
+                the paper and the reference test script do, or the running statistics for a
+                generator with `sample_with_batch_statistics=False` (trained on larger batches).
+                `True` runs in eval mode (dropout off, running statistics): one output, whatever the
+                generator.
             keep_size: resize each output back to its input's size (default), else return the
                 working size (`size_mode="resize"` only).
             size_mode: `resize` (default): at the working size, resized back. `native`: at the

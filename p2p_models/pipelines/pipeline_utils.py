@@ -197,7 +197,7 @@ class P2PPipeline(DiffusionPipeline):
     def generator_runner(self, deterministic: bool = True, module: nn.Module | None = None):
         """The generator (or `module`: pix2pixHD's encoder) as a callable for the current backend, a
         context manager: (B, C_in, H, W) -> (B, C_out, H, W), in eval mode if `deterministic`, else in
-        `paper_test_mode`."""
+        `sampling_mode`."""
         return self._backend.runner(self.generator if module is None else module, deterministic)
 
     @classmethod
