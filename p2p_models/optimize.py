@@ -5,29 +5,32 @@ import copy
 import torch
 from torch import nn
 
+from .efficientnet import FrozenBatchNorm2d, SamePad
 from .modes import samples_with_batch_statistics
 
 PACKED_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every BatchNorm that directly follows a conv (or transposed conv)
-    in the same block folded into that conv's weights and bias; the BatchNorm becomes Identity.
-    Valid for deterministic (eval-mode) inference only: the folded model always uses the running
-    statistics. Works on any module whose blocks hold the pair as `conv` + `norm` attributes or as
-    neighbours in an `nn.Sequential`."""
+def fold_batch_norms(model: nn.Module, batch_norms: bool = True) -> nn.Module:
+    """A copy of `model` with every norm of fixed statistics that directly follows a conv (or
+    transposed conv) in the same block folded into that conv's weights and bias; the norm becomes
+    Identity. The norms: `FrozenBatchNorm2d` (the pretrained encoder's, fixed in every mode) and, if
+    `batch_norms`, BatchNorm2d, which makes the copy valid only where BatchNorm uses its running
+    statistics (eval mode, or sampling with them). Works on any module whose blocks hold the pair as
+    `conv` + `norm` attributes or as neighbours in an `nn.Sequential`."""
     model = copy.deepcopy(model).eval()
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d) if batch_norms else FrozenBatchNorm2d
     pairs = []
     for module in model.modules():
         children = module._modules
         if isinstance(children.get("conv"), (nn.Conv2d, nn.ConvTranspose2d)) and \
-                isinstance(children.get("norm"), nn.BatchNorm2d):
+                isinstance(children.get("norm"), norms):
             pairs.append((module, "conv", "norm"))
         if isinstance(module, nn.Sequential):
             names = list(module._modules)
             for a, b in zip(names, names[1:]):
                 if isinstance(module._modules[a], (nn.Conv2d, nn.ConvTranspose2d)) and \
-                        isinstance(module._modules[b], nn.BatchNorm2d):
+                        isinstance(module._modules[b], norms):
                     pairs.append((module, a, b))
     with torch.no_grad():
         for parent, conv_name, norm_name in pairs:
@@ -39,6 +42,22 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
             bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
             conv.bias = nn.Parameter(bias * scale + shift)
             setattr(parent, norm_name, nn.Identity())
+    return model
+
+
+def same_pads_into_convs(model: nn.Module) -> nn.Module:
+    """`model` (changed in place) with each `SamePad` of stride 1 and an odd kernel, which pads
+    (k - 1) / 2 on every side whatever the input size, moved into the zero padding of the conv after
+    it in an `nn.Sequential`: the same function without a padded copy of the activations per call."""
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                pad, conv = module._modules[a], module._modules[b]
+                if isinstance(pad, SamePad) and isinstance(conv, nn.Conv2d) and pad.stride == 1 and \
+                        pad.kernel_size % 2 and conv.padding == (0, 0) and conv.kernel_size == (pad.kernel_size,) * 2:
+                    conv.padding = (pad.kernel_size // 2,) * 2
+                    setattr(module, a, nn.Identity())
     return model
 
 
@@ -95,15 +114,15 @@ class CastCopy(nn.Module):
 def fast_cpu_copy(model: nn.Module, deterministic: bool, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of `model` for fast CPU inference: every conv a `PackedConv2d`, and, if
     `deterministic` (eval-mode use only) or the model samples with its running statistics
-    (`modes.samples_with_batch_statistics`), BatchNorms folded into the convs (`fold_batch_norms`).
+    (`modes.samples_with_batch_statistics`), BatchNorms folded into the convs (`fold_batch_norms`;
+    the pretrained encoder's fixed ones always, and its stride-1 "SAME" pads moved into the convs).
     A sampling copy of a model that samples with batch statistics keeps its BatchNorms, so those work
     as before. A sampling copy draws the plain model's dropout masks (`blocks.Dropout` draws the same in
     any memory layout). With `dtype=torch.bfloat16` the copy's weights are bf16 (BatchNorm and
     InstanceNorm parameters and statistics stay float32) and it is called as the float32 model
     (`CastCopy`: float32 in and out); it draws the same dropout masks.
     Without oneDNN (`torch.backends.mkldnn`) the convs are left unpacked."""
-    fold = deterministic or not samples_with_batch_statistics(model)
-    model = fold_batch_norms(model) if fold else copy.deepcopy(model)
+    model = same_pads_into_convs(fold_batch_norms(model, deterministic or not samples_with_batch_statistics(model)))
     if torch.backends.mkldnn.is_available():
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):

@@ -9,8 +9,9 @@ from test_pipeline import arr, make_pipe, photo, pipe_sampling_with
 from test_pix2pixhd import hd_pipe, scene
 
 from p2p_models import UNetGenerator
+from p2p_models.efficientnet import FrozenBatchNorm2d, SamePad
 from p2p_models.optimize import PackedConv2d, fast_cpu_copy
-from p2p_models.pipelines import sampling_mode
+from p2p_models.pipelines import eval_mode, sampling_mode
 
 TOLERANCE = 1e-4  # max abs difference on [-1, 1] outputs
 
@@ -43,6 +44,34 @@ def test_fast_copy_matches_the_plain_generator_deterministic_and_sampling():
         x = torch.randn(1, 3, 64, 64, requires_grad=True)
         fast_eval(x).sum().backward()
         assert x.grad is not None
+
+
+@pytest.mark.parametrize("batch_statistics", [True, False])
+def test_the_pretrained_encoders_norms_and_same_pads_go_into_its_convs_with_the_same_outputs(batch_statistics):
+    """The EfficientNet encoder's FrozenBatchNorm2d (fixed statistics) is folded in every mode, its stride-1
+    "SAME" pads become the convs' own padding; the outputs stay the plain generator's, sampled too."""
+    torch.manual_seed(0)
+    g = UNetGenerator(num_downs=6, ngf=8, encoder="efficientnet-lite0",
+                      sample_with_batch_statistics=batch_statistics)
+    with torch.no_grad():
+        for name, b in g.named_buffers():
+            if "running_var" in name:
+                b.uniform_(0.5, 2.0)
+    g.eval()
+    for deterministic in (True, False):
+        fast = fast_cpu_copy(g, deterministic)
+        assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+        assert not any(isinstance(m, SamePad) and m.stride == 1 for m in fast.modules())
+        assert any(isinstance(m, SamePad) for m in fast.modules())  # stride 2: its pads depend on the size
+        for shape in [(1, 3, 64, 64), (1, 3, 128, 64)]:
+            x = torch.randn(shape)
+            modes = (eval_mode(g), eval_mode(fast)) if deterministic else \
+                (sampling_mode(g), sampling_mode(fast, batch_statistics))  # (the copy holds no config)
+            with torch.no_grad(), modes[0], modes[1]:
+                torch.manual_seed(3)
+                expected = g(x)
+                torch.manual_seed(3)
+                assert (fast(x) - expected).abs().max() < TOLERANCE
 
 
 def test_a_generator_sampling_with_running_statistics_has_them_folded_in_its_sampling_copy():
